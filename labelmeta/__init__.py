@@ -1,0 +1,20 @@
+"""labelmeta: learn soft labels by meta-learning through unrolled ``higher`` steps."""
+from .data import DATASETS, make_splits
+from .labels import LABELS, LabelParameterization, make_labels
+from .learner import Learner, StepStats
+from .losses import distillation_loss, soft_cross_entropy
+from .metrics import accuracy, label_correction
+from .models import MODELS, make_model
+from .noise import add_noise
+from .optim import LABEL_OPTIMIZERS, MirrorDescent, make_label_optimizer
+from .runner import Config, Results, fit
+from .strategies import STRATEGIES, Strategy, Unrolled, make_strategy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Config", "DATASETS", "LABELS", "LABEL_OPTIMIZERS", "LabelParameterization", "Learner", "MODELS",
+    "MirrorDescent", "Results", "STRATEGIES", "StepStats", "Strategy", "Unrolled", "accuracy", "add_noise",
+    "distillation_loss", "fit", "label_correction", "make_label_optimizer", "make_labels", "make_model",
+    "make_splits", "make_strategy", "soft_cross_entropy",
+]

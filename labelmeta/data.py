@@ -1,0 +1,263 @@
+"""Datasets that yield ``(x, y, index)``, the embedded defaults, and train / meta / test splits.
+
+Embedded (no download): ``mnist1d`` (generated locally with the ``mnist1d`` package's
+``make_dataset`` and cached on disk) and ``digits`` (scikit-learn's bundled 8×8 digits). From a
+user's ``data_root`` through torchvision: ``cifar10``, ``cifar100``, ``mnist``, ``fashion-mnist``.
+Nothing here downloads.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, Subset
+
+from .labels import check_targets
+from .noise import NoisyLabels, add_noise
+from .registry import Registry
+
+
+class IndexedTensorDataset(Dataset):
+    """In-memory ``(x, y, index)`` samples; indexing with a ``LongTensor`` returns a whole batch.
+
+    Args:
+        x: ``[N, ...]`` inputs.
+        y: ``LongTensor[N]`` targets.
+    """
+
+    batched = True  # ``loader`` fetches whole batches with one indexing call
+
+    def __init__(self, x: Tensor, y: Tensor) -> None:
+        if len(x) != len(y):
+            raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
+        self.x, self.y = x, y.long()
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, index):
+        index = torch.as_tensor(index, dtype=torch.long)
+        return self.x[index], self.y[index], index
+
+
+class Indexed(Dataset):
+    """Wrap a ``(x, y)`` dataset (e.g. torchvision's) to yield ``(x, targets[i], i)``.
+
+    Args:
+        dataset: the wrapped dataset.
+        targets: ``LongTensor[len(dataset)]`` replacing the dataset's own targets (e.g. noisy
+            ones); default: the dataset's.
+    """
+
+    def __init__(self, dataset: Dataset, targets: Optional[Tensor] = None) -> None:
+        if targets is not None and len(targets) != len(dataset):
+            raise ValueError(f"{len(targets)} targets given for a dataset of {len(dataset)} samples")
+        self.dataset, self.targets = dataset, targets
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        x, y = self.dataset[i]
+        y = int(self.targets[i]) if self.targets is not None else int(y)
+        return x, y, i
+
+
+def loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False,
+           num_workers: int = 0) -> DataLoader:
+    """A seeded ``DataLoader`` of ``(x, y, index)`` batches; in-memory datasets are sliced, not collated."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    generator = torch.Generator().manual_seed(seed)
+    sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+    if getattr(dataset, "batched", False):
+        batches = BatchSampler(sampler, batch_size, drop_last)
+        return DataLoader(dataset, sampler=batches, batch_size=None)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
+                      num_workers=num_workers)
+
+
+def cycle(data: DataLoader):
+    """Iterate over ``data`` forever (reshuffling each pass)."""
+    while True:
+        yield from data
+
+
+@dataclass
+class RawData:
+    """A dataset before splitting: train and test sets, with the train set's clean targets."""
+
+    train: Dataset          # yields (x, y) or is an IndexedTensorDataset
+    train_targets: Tensor   # LongTensor[N]
+    test: Dataset
+    num_classes: int
+    input_shape: Tuple[int, ...]
+    meta: Optional[Dataset] = None  # the train set under the evaluation transform, for augmented data
+    class_names: Optional[Tuple[str, ...]] = None
+
+
+@dataclass
+class Splits:
+    """Train / meta / test sets ready for the runner.
+
+    Attributes:
+        train: yields ``(x, annotated y, i)``, ``i`` in ``[0, N)`` indexing the label table.
+        meta: clean held-out samples (``None`` when ``meta_per_class == 0``).
+        test: yields ``(x, y, i)``.
+        labels: annotated (possibly noisy) and true targets of ``train``.
+    """
+
+    train: Dataset
+    meta: Optional[Dataset]
+    test: Dataset
+    labels: NoisyLabels
+    num_classes: int
+    input_shape: Tuple[int, ...]
+    class_names: Optional[Tuple[str, ...]] = None
+
+
+DATASETS: Registry[RawData] = Registry("dataset")
+
+
+def default_cache_dir() -> Path:
+    """``$LABELMETA_CACHE`` or ``~/.cache/labelmeta``."""
+    return Path(os.environ.get("LABELMETA_CACHE", Path.home() / ".cache" / "labelmeta"))
+
+
+def _atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@DATASETS.register("mnist1d")
+def mnist1d(data_root: Optional[str] = None, num_samples: int = 10000, data_seed: int = 42, **_) -> RawData:
+    """MNIST-1D generated locally (``mnist1d.data.make_dataset``, 80 / 20 train / test split),
+    cached as ``.npz`` under ``data_root`` (default :func:`default_cache_dir`)."""
+    if num_samples < 100:
+        raise ValueError(f"mnist1d needs num_samples >= 100, got {num_samples}")
+    root = Path(data_root) if data_root else default_cache_dir()
+    path = root / f"mnist1d_n{num_samples}_seed{data_seed}.npz"
+    if not path.exists():
+        from mnist1d.data import get_dataset_args, make_dataset
+
+        args = get_dataset_args()
+        args.num_samples, args.seed = num_samples, data_seed
+        d = make_dataset(args)
+        _atomic_save_npz(path, x=d["x"], y=d["y"], x_test=d["x_test"], y_test=d["y_test"])
+    with np.load(path) as d:
+        x, y = torch.tensor(d["x"], dtype=torch.float32), torch.tensor(d["y"], dtype=torch.long)
+        xt, yt = torch.tensor(d["x_test"], dtype=torch.float32), torch.tensor(d["y_test"], dtype=torch.long)
+    return RawData(IndexedTensorDataset(x, y), y, IndexedTensorDataset(xt, yt), 10, tuple(x.shape[1:]))
+
+
+@DATASETS.register("digits")
+def digits(data_seed: int = 42, test_fraction: float = 0.2, **_) -> RawData:
+    """scikit-learn's bundled 8×8 digits (1 797 samples), scaled to [0, 1], stratified test split."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.data / 16.0, dtype=torch.float32)
+    y = torch.tensor(d.target, dtype=torch.long)
+    test_mask = _stratified_mask(y, 10, fraction=test_fraction, seed=data_seed)
+    train = IndexedTensorDataset(x[~test_mask], y[~test_mask])
+    return RawData(train, train.y, IndexedTensorDataset(x[test_mask], y[test_mask]), 10, (64,))
+
+
+def _stratified_mask(y: Tensor, num_classes: int, seed: int, fraction: float = 0.0, per_class: int = 0) -> Tensor:
+    """Bool mask choosing ``per_class`` (or ``fraction`` of each class's) samples of each class."""
+    generator = torch.Generator().manual_seed(seed)
+    mask = torch.zeros(len(y), dtype=torch.bool)
+    for c in range(num_classes):
+        members = (y == c).nonzero().squeeze(1)
+        n = per_class if per_class else int(round(fraction * len(members)))
+        if n > len(members):
+            raise ValueError(f"class {c} has {len(members)} samples, fewer than the {n} asked for")
+        mask[members[torch.randperm(len(members), generator=generator)[:n]]] = True
+    return mask
+
+
+def _torchvision(cls_name: str, num_classes: int, mean, std, augment: bool) -> Callable[..., RawData]:
+    def build(data_root: Optional[str] = None, **_) -> RawData:
+        from torchvision import datasets, transforms
+
+        if not data_root:
+            raise ValueError(f"{cls_name} needs data_root, a folder holding the torchvision {cls_name} files")
+        cls = getattr(datasets, cls_name)
+        eval_tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
+        train_tf = eval_tf
+        if augment:
+            train_tf = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), eval_tf])
+        try:
+            train = cls(data_root, train=True, transform=train_tf, download=False)
+            train_eval = cls(data_root, train=True, transform=eval_tf, download=False)
+            test = cls(data_root, train=False, transform=eval_tf, download=False)
+        except RuntimeError as err:
+            raise FileNotFoundError(
+                f"{cls_name} not found under data_root={data_root!r} ({err}); download it once on a "
+                f"machine with internet: torchvision.datasets.{cls_name}({data_root!r}, download=True)"
+            ) from None
+        targets = torch.as_tensor(train.targets, dtype=torch.long)
+        x0, _ = train_eval[0]
+        names = tuple(getattr(train, "classes", ())) or None
+        return RawData(train, targets, Indexed(test), num_classes, tuple(x0.shape), meta=train_eval, class_names=names)
+
+    build.__doc__ = f"torchvision ``{cls_name}`` read from ``data_root`` (never downloaded)."
+    return build
+
+
+DATASETS.register("cifar10")(_torchvision("CIFAR10", 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), True))
+DATASETS.register("cifar100")(_torchvision("CIFAR100", 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), True))
+DATASETS.register("mnist")(_torchvision("MNIST", 10, (0.1307,), (0.3081,), False))
+DATASETS.register("fashion-mnist")(_torchvision("FashionMNIST", 10, (0.2860,), (0.3530,), False))
+
+
+def make_splits(
+    dataset: str = "mnist1d",
+    meta_per_class: int = 50,
+    noise: str = "none",
+    noise_rate: float = 0.0,
+    seed: int = 0,
+    **dataset_options,
+) -> Splits:
+    """Load ``dataset``, hold out a clean stratified meta split, then corrupt the rest.
+
+    Args:
+        dataset: a name in ``DATASETS.names()``.
+        meta_per_class: clean samples per class held out of the training set for the meta loss
+            (0: none, the meta batches then come from the training data).
+        noise, noise_rate: see :func:`labelmeta.noise.add_noise`.
+        seed: seeds the meta split and the noise draw.
+        **dataset_options: passed to the dataset factory (``data_root``, ``num_samples``...).
+    """
+    raw = DATASETS.build(dataset, **dataset_options)
+    check_targets(raw.train_targets, raw.num_classes, "dataset targets")
+    if len(raw.train_targets) != len(raw.train):
+        raise ValueError(f"dataset has {len(raw.train)} samples but {len(raw.train_targets)} targets")
+    if meta_per_class < 0:
+        raise ValueError(f"meta_per_class must be >= 0, got {meta_per_class}")
+    meta_mask = _stratified_mask(raw.train_targets, raw.num_classes, seed, per_class=meta_per_class) \
+        if meta_per_class else torch.zeros(len(raw.train_targets), dtype=torch.bool)
+    train_idx, meta_idx = (~meta_mask).nonzero().squeeze(1), meta_mask.nonzero().squeeze(1)
+    labels = add_noise(raw.train_targets[train_idx], raw.num_classes, noise, noise_rate, seed=seed)
+
+    meta_source = raw.meta if raw.meta is not None else raw.train
+    if isinstance(raw.train, IndexedTensorDataset):
+        train: Dataset = IndexedTensorDataset(raw.train.x[train_idx], labels.noisy)
+        meta = IndexedTensorDataset(raw.train.x[meta_idx], raw.train_targets[meta_idx]) if meta_per_class else None
+    else:
+        train = Indexed(Subset(raw.train, train_idx.tolist()), labels.noisy)
+        meta = Indexed(Subset(meta_source, meta_idx.tolist()), raw.train_targets[meta_idx]) if meta_per_class else None
+    return Splits(train, meta, raw.test, labels, raw.num_classes, raw.input_shape, raw.class_names)

@@ -1,0 +1,209 @@
+"""Label parameterisations: modules that map ``(indices, targets)`` to soft targets.
+
+Every parameterisation subclasses :class:`LabelParameterization` and implements one hook,
+:meth:`LabelParameterization.soft_targets`; the base class validates inputs, and provides the
+full soft-label table and the current hard labels. Register new ones with
+``@LABELS.register("name")`` and they pass through the contract test
+``tests/test_labels.py::test_contract``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .registry import Registry
+from .typing import Indices, SoftTargets, Targets
+
+LABELS: Registry["LabelParameterization"] = Registry("label parameterisation")
+
+
+def check_targets(targets: Tensor, num_classes: int, what: str = "targets", noun: str = "class ids") -> None:
+    """Raise ``ValueError``/``TypeError`` unless ``targets`` is a 1-D integer tensor in ``[0, C)``."""
+    if not isinstance(targets, Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor, got {type(targets).__name__}")
+    if targets.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise TypeError(f"{what} must hold integer {noun}, got dtype {targets.dtype}")
+    if targets.dim() != 1:
+        raise ValueError(f"{what} must be 1-D [B], got shape {tuple(targets.shape)}")
+    if targets.numel() and (targets.min() < 0 or targets.max() >= num_classes):
+        bad = targets[(targets < 0) | (targets >= num_classes)]
+        raise ValueError(
+            f"{what} hold {noun} {bad[:5].tolist()} outside [0, {num_classes})"
+        )
+
+
+class LabelParameterization(nn.Module):
+    """Base class: soft targets for a batch of training samples.
+
+    Args:
+        targets: ``LongTensor[N]`` annotated (possibly noisy) class of every training sample; the
+            initial labels are built from these, and they are kept as a buffer.
+        num_classes: ``C``.
+
+    Subclasses implement :meth:`soft_targets`. Call the module as ``labels(indices, targets)``;
+    ``targets`` may be omitted, in which case the stored annotations of ``indices`` are used.
+    """
+
+    #: whether the parameterisation has parameters a meta step should learn
+    learnable: bool = True
+
+    def __init__(self, targets: Targets, num_classes: int) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        check_targets(targets, num_classes, "annotated targets")
+        self.num_classes = int(num_classes)
+        self.register_buffer("targets", targets.detach().clone().long())
+
+    @property
+    def num_samples(self) -> int:
+        """``N``, the number of training samples the labels were built for."""
+        return self.targets.numel()
+
+    def forward(self, indices: Indices, targets: Targets | None = None) -> SoftTargets:
+        """Soft targets ``[B, C]`` of the samples at ``indices`` (``LongTensor[B]``)."""
+        check_targets(indices, self.num_samples, "indices", noun="sample indices")
+        if targets is None:
+            targets = self.targets[indices]
+        else:
+            check_targets(targets, self.num_classes)
+            if targets.shape != indices.shape:
+                raise ValueError(
+                    f"targets {tuple(targets.shape)} and indices {tuple(indices.shape)} differ in shape"
+                )
+        return self.soft_targets(indices.long(), targets.long())
+
+    def soft_targets(self, indices: Indices, targets: Targets) -> SoftTargets:
+        """The hook: ``[B, C]`` probability rows for validated ``indices`` and ``targets``."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def table(self, batch_size: int = 65536) -> Tensor:
+        """The full ``[N, C]`` soft-label table (detached), for the stored annotations."""
+        idx = torch.arange(self.num_samples, device=self.targets.device)
+        return torch.cat([self(chunk) for chunk in idx.split(batch_size)])
+
+    @torch.no_grad()
+    def hard_labels(self) -> Tensor:
+        """``LongTensor[N]``: the most probable class of every sample's current label."""
+        return self.table().argmax(dim=1)
+
+
+def _scaled_one_hot(targets: Tensor, num_classes: int, scale: float) -> Tensor:
+    return scale * F.one_hot(targets, num_classes).float()
+
+
+@LABELS.register("one-hot")
+class OneHot(LabelParameterization):
+    """Fixed one-hot targets (ordinary cross-entropy)."""
+
+    learnable = False
+
+    def soft_targets(self, indices: Indices, targets: Targets) -> SoftTargets:
+        return F.one_hot(targets, self.num_classes).to(torch.get_default_dtype())
+
+
+@LABELS.register("smoothing")
+class LabelSmoothing(LabelParameterization):
+    """Fixed label smoothing: ``(1 - eps) * one_hot + eps / C``.
+
+    Args:
+        smoothing: ``eps`` in ``[0, 1)``; default 0.1.
+    """
+
+    learnable = False
+
+    def __init__(self, targets: Targets, num_classes: int, smoothing: float = 0.1) -> None:
+        super().__init__(targets, num_classes)
+        if not 0.0 <= smoothing < 1.0:
+            raise ValueError(f"smoothing must lie in [0, 1), got {smoothing}")
+        self.smoothing = smoothing
+
+    def soft_targets(self, indices: Indices, targets: Targets) -> SoftTargets:
+        one_hot = F.one_hot(targets, self.num_classes).to(torch.get_default_dtype())
+        return one_hot * (1 - self.smoothing) + self.smoothing / self.num_classes
+
+
+@LABELS.register("per-sample")
+class PerSample(LabelParameterization):
+    """An ``N x C`` table of label logits, one row per training sample (corrects noisy labels).
+
+    Args:
+        scale: initial logit of the annotated class (others 0); default 4, i.e. the annotated
+            class starts with probability ``e^4 / (e^4 + C - 1)`` (0.86 for ten classes).
+
+    The row of a sample ignores the ``targets`` argument: the row *is* that sample's label.
+    """
+
+    def __init__(self, targets: Targets, num_classes: int, scale: float = 4.0) -> None:
+        super().__init__(targets, num_classes)
+        self.logits = nn.Parameter(_scaled_one_hot(self.targets, num_classes, scale))
+
+    def soft_targets(self, indices: Indices, targets: Targets) -> SoftTargets:
+        return F.softmax(self.logits[indices], dim=1)
+
+
+@LABELS.register("per-class")
+class PerClass(LabelParameterization):
+    """A ``C x C`` table of label logits, one row per annotated class (learns class similarity).
+
+    Args:
+        scale: initial diagonal logit; default 4.
+    """
+
+    def __init__(self, targets: Targets, num_classes: int, scale: float = 4.0) -> None:
+        super().__init__(targets, num_classes)
+        self.logits = nn.Parameter(scale * torch.eye(num_classes))
+
+    def soft_targets(self, indices: Indices, targets: Targets) -> SoftTargets:
+        return F.softmax(self.logits[targets], dim=1)
+
+    @torch.no_grad()
+    def similarity(self) -> Tensor:
+        """``[C, C]`` row-stochastic matrix: the learned label of each annotated class."""
+        return F.softmax(self.logits, dim=1)
+
+
+@LABELS.register("temperature")
+class Temperature(LabelParameterization):
+    """Learnable temperature softening the scaled one-hot logits: ``softmax(scale * onehot / T)``.
+
+    Args:
+        scale: logit of the annotated class before tempering; default 4.
+        per_class: one temperature per annotated class instead of a single global one.
+        init_temperature: starting ``T`` (> 0); default 1.
+
+    ``T = exp(log_temperature)`` keeps the temperature positive.
+    """
+
+    def __init__(
+        self,
+        targets: Targets,
+        num_classes: int,
+        scale: float = 4.0,
+        per_class: bool = False,
+        init_temperature: float = 1.0,
+    ) -> None:
+        super().__init__(targets, num_classes)
+        if init_temperature <= 0:
+            raise ValueError(f"init_temperature must be > 0, got {init_temperature}")
+        self.scale = scale
+        size = num_classes if per_class else 1
+        self.log_temperature = nn.Parameter(torch.full((size,), float(init_temperature)).log())
+
+    def soft_targets(self, indices: Indices, targets: Targets) -> SoftTargets:
+        log_t = self.log_temperature[targets] if self.log_temperature.numel() > 1 else self.log_temperature
+        logits = _scaled_one_hot(targets, self.num_classes, self.scale) * torch.exp(-log_t).unsqueeze(-1)
+        return F.softmax(logits, dim=1)
+
+
+@LABELS.register("class-temperature")
+def class_temperature(targets: Targets, num_classes: int, **kwargs) -> Temperature:
+    """:class:`Temperature` with one temperature per annotated class."""
+    return Temperature(targets, num_classes, per_class=True, **kwargs)
+
+
+def make_labels(name: str, targets: Targets, num_classes: int, **kwargs) -> LabelParameterization:
+    """Build the registered parameterisation ``name`` (see ``LABELS.names()``)."""
+    return LABELS.build(name, targets, num_classes, **kwargs)

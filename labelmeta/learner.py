@@ -1,0 +1,113 @@
+"""The one composed entry point: model + optimiser + labels + strategy, stepped together."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+from torch import nn
+
+from .labels import LabelParameterization
+from .losses import check_finite, soft_cross_entropy
+from .strategies import Strategy, make_strategy
+from .strategies.unrolled import check_optimizer
+from .typing import Batch
+
+
+@dataclass
+class StepStats:
+    """What one :meth:`Learner.step` measured.
+
+    ``meta_loss`` and ``label_grad_norm`` are ``None`` for steps without a label update.
+    """
+
+    loss: float
+    meta_loss: Optional[float] = None
+    label_grad_norm: Optional[float] = None
+    seconds: float = 0.0
+
+
+class Learner:
+    """Trains a model and its learnable labels together.
+
+    Args:
+        model: any ``nn.Module`` mapping inputs to ``[B, C]`` logits.
+        optimizer: the model's optimiser; with a strategy, one ``higher`` can differentiate
+            (SGD with momentum / weight decay, Adam, ...; see ``supported_optimizers()``).
+        labels: a :class:`~labelmeta.labels.LabelParameterization`.
+        strategy: a :class:`~labelmeta.strategies.Strategy`, a registered name, or ``None`` to
+            train on the labels as they are (no meta-learning).
+        label_optimizer: optimiser over ``labels.parameters()``; required when a strategy is
+            given and the labels are learnable.
+
+    Each :meth:`step` (1) if a meta batch is given, computes the label gradient with the
+    strategy and steps the label optimiser, then (2) takes the real model step on the training
+    batch against the (updated, detached) soft labels.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        labels: LabelParameterization,
+        strategy: Union[Strategy, str, None] = "unrolled",
+        label_optimizer: Optional[torch.optim.Optimizer] = None,
+    ) -> None:
+        if isinstance(strategy, str):
+            strategy = make_strategy(strategy)
+        self.model = model
+        self.optimizer = optimizer
+        self.labels = labels
+        self.strategy = strategy
+        self.label_optimizer = label_optimizer
+        self.meta_enabled = strategy is not None and labels.learnable
+        if self.meta_enabled:
+            check_optimizer(optimizer)
+            if label_optimizer is None:
+                raise ValueError(
+                    f"a label_optimizer over labels.parameters() is required to learn "
+                    f"{type(labels).__name__} labels with {type(strategy).__name__}"
+                )
+        self.num_steps = 0
+
+    def _check_batch(self, batch: Batch, what: str) -> None:
+        if not isinstance(batch, (tuple, list)) or len(batch) != 3:
+            raise ValueError(f"{what} must be (inputs, targets, indices), got {type(batch).__name__}"
+                             + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else ""))
+        x, y, idx = batch
+        if not (len(x) == len(y) == len(idx)):
+            raise ValueError(
+                f"{what} has {len(x)} inputs, {len(y)} targets and {len(idx)} indices; they must match"
+            )
+
+    def step(self, batch: Batch, meta_batch: Optional[Batch] = None) -> StepStats:
+        """One training step; a label update first if ``meta_batch`` is given.
+
+        Args:
+            batch: ``(x [B, ...], y LongTensor[B], indices LongTensor[B])`` from the training set.
+            meta_batch: ``(x, y, indices)`` scored with hard labels by the meta loss, or ``None``
+                to skip the label update (e.g. during warm-up).
+        """
+        start = time.perf_counter()
+        self._check_batch(batch, "batch")
+        self.model.train()
+        meta_loss = grad_norm = None
+        if meta_batch is not None and self.meta_enabled:
+            self._check_batch(meta_batch, "meta_batch")
+            assert self.strategy is not None and self.label_optimizer is not None
+            self.label_optimizer.zero_grad(set_to_none=True)
+            stats = self.strategy.compute(self.model, self.optimizer, self.labels, batch, meta_batch)
+            self.label_optimizer.step()
+            meta_loss, grad_norm = stats.meta_loss, stats.label_grad_norm
+
+        x, y, idx = batch
+        with torch.no_grad():
+            targets = self.labels(idx, y)
+        loss = soft_cross_entropy(self.model(x), targets)
+        check_finite(loss, f"training loss at step {self.num_steps}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.num_steps += 1
+        return StepStats(loss.item(), meta_loss, grad_norm, time.perf_counter() - start)

@@ -1,0 +1,92 @@
+"""Optimisers for label parameters.
+
+Per-sample label rows are sparse: a row gets a gradient only in the steps whose batch holds that
+sample. Optimisers with moments (momentum, Adam) keep moving rows that are not in the batch, so
+the recommended optimiser here is moment-free.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import Tensor
+
+from .registry import Registry
+
+LABEL_OPTIMIZERS: Registry[torch.optim.Optimizer] = Registry("label optimiser")
+
+
+@LABEL_OPTIMIZERS.register("sgd")
+def sgd(params: Iterable[Tensor], lr: float) -> torch.optim.Optimizer:
+    """Plain SGD (no momentum, so rows absent from a batch stay where they are)."""
+    return torch.optim.SGD(params, lr=lr)
+
+
+@LABEL_OPTIMIZERS.register("adam")
+def adam(params: Iterable[Tensor], lr: float) -> torch.optim.Optimizer:
+    """``torch.optim.Adam``; its moments move per-sample rows that are not in the batch."""
+    return torch.optim.Adam(params, lr=lr)
+
+
+@LABEL_OPTIMIZERS.register("mirror")
+class MirrorDescent(torch.optim.Optimizer):
+    """Normalised mirror descent for tables of label logits (rows ``z``, labels ``softmax(z)``).
+
+    The gradient a logit row receives is ``p * (g - <p, g>)``, where ``g`` is the gradient with
+    respect to the probabilities ``p = softmax(z)``. The factor ``p`` makes the logit of a class
+    the label currently gives little mass (the true class of a mislabelled sample) almost
+    immovable. Dividing by ``p`` recovers ``g - <p, g>`` exactly, and stepping the logits with it
+    is the exponentiated-gradient (mirror-descent) update on the probability simplex:
+    ``p <- p * exp(-lr * g) / Z``. Each step is then rescaled so that the rows that received a
+    gradient have unit root-mean-square norm (``normalize="batch"``: keeps the relative strength
+    of rows) or each such row unit norm (``normalize="row"``), which makes ``lr`` a step length
+    in logit space regardless of the tiny raw scale of hypergradients.
+
+    Parameters that are not 2-D (e.g. temperatures) get the plain normalised gradient step.
+
+    Args:
+        params: label parameters.
+        lr: step length.
+        normalize: ``"batch"``, ``"row"`` or ``"none"``.
+    """
+
+    def __init__(self, params: Iterable[Tensor], lr: float, normalize: str = "batch", beta: float = 0.999) -> None:
+        if lr <= 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        if normalize not in ("batch", "row", "none", "running"):
+            raise ValueError(f"normalize must be 'batch', 'row', 'running' or 'none', got {normalize!r}")
+        super().__init__(params, dict(lr=lr, normalize=normalize, beta=beta))
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[override]
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                if p.dim() == 2:
+                    g = g / torch.softmax(p, dim=1).clamp_min(1e-30)
+                    rows = g.norm(dim=1, keepdim=True)
+                else:
+                    rows = g.abs().reshape(-1, 1) if p.dim() else g.abs().reshape(1, 1)
+                    g = g.reshape(rows.shape[0], -1)
+                active = rows.squeeze(1) > 0
+                if not active.any():
+                    continue
+                if group["normalize"] == "row":
+                    g = g / rows.clamp_min(1e-30)
+                elif group["normalize"] == "batch":
+                    g = g / rows[active].pow(2).mean().sqrt()
+                elif group["normalize"] == "running":
+                    state = self.state[p]
+                    state["t"] = t = state.get("t", 0) + 1
+                    v = state.get("v", 0.0) * group["beta"] + (1 - group["beta"]) * rows[active].pow(2).mean()
+                    state["v"] = v
+                    g = g / (v / (1 - group["beta"] ** t)).sqrt()
+                p.add_(g.reshape(p.shape), alpha=-group["lr"])
+        return None
+
+
+def make_label_optimizer(name: str, params: Iterable[Tensor], lr: float, **options) -> torch.optim.Optimizer:
+    """Build the registered label optimiser ``name`` (see ``LABEL_OPTIMIZERS.names()``)."""
+    return LABEL_OPTIMIZERS.build(name, params, lr=lr, **options)

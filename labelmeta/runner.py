@@ -1,0 +1,242 @@
+"""``fit(config) -> Results``: the single training loop every script, notebook and test uses."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from .data import Splits, cycle, loader, make_splits
+from .labels import make_labels
+from .learner import Learner
+from .metrics import accuracy, label_correction
+from .models import make_model
+from .optim import make_label_optimizer
+from .strategies import make_strategy
+
+
+@dataclass
+class Config:
+    """Everything a run needs; converted to and from CLI flags by :func:`add_config_arguments`.
+
+    The defaults are the recommended recipe for MNIST-1D with 40 % symmetric noise
+    (``benchmarks/noisy_recipe.py`` measures it).
+    """
+
+    # data
+    dataset: str = "mnist1d"            #: a name in ``labelmeta.data.DATASETS``
+    data_root: Optional[str] = None     #: folder with torchvision files / the MNIST-1D cache
+    num_samples: int = 10000            #: MNIST-1D samples generated (80 % train, 20 % test)
+    meta_per_class: int = 50            #: clean samples per class held out for the meta loss
+    meta_source: str = "clean"          #: meta batches from "clean" (held-out) or "train" data
+    noise: str = "symmetric"            #: "none", "symmetric" or "asymmetric"
+    noise_rate: float = 0.4             #: nominal noise rate in [0, 1)
+    # model and its optimiser
+    model: str = "cnn1d-bn"              #: a name in ``labelmeta.models.MODELS``
+    optimizer: str = "sgd"              #: "sgd" (with momentum) or "adam"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"            #: "cosine" or "constant"
+    epochs: int = 40
+    batch_size: int = 128
+    # labels and how they are learned
+    labels: str = "per-sample"          #: a name in ``labelmeta.labels.LABELS``
+    label_scale: float = 4.0            #: initial logit of the annotated class
+    strategy: str = "unrolled"          #: a name in ``STRATEGIES`` or "none"
+    unroll_steps: int = 1               #: k, inner steps of the unroll
+    label_optimizer: str = "mirror"     #: a name in ``labelmeta.optim.LABEL_OPTIMIZERS``
+    label_lr: float = 1.0
+    label_normalize: str = "batch"      #: MirrorDescent's normalisation
+    label_schedule: str = "constant"    #: "constant" or "cosine" (label lr follows the model's)
+    warmup_epochs: int = 5              #: epochs of plain training before label updates
+    meta_batch_size: int = 500
+    # run
+    seed: int = 0
+    device: str = "cpu"
+    output: Optional[str] = None        #: write results as JSON here
+    progress: bool = True               #: show a tqdm progress bar
+
+    def replace(self, **changes: Any) -> "Config":
+        """A copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class Results:
+    """What :func:`fit` measured. ``history`` holds one dict per epoch."""
+
+    config: Dict[str, Any]
+    history: List[Dict[str, Any]] = field(default_factory=list)
+    best_accuracy: float = float("nan")
+    last_accuracy: float = float("nan")
+    best_epoch: int = -1
+    corrected: float = float("nan")
+    clean_broken: float = float("nan")
+    nominal_noise: float = 0.0
+    effective_noise: float = 0.0
+    wall_time: float = 0.0
+
+    def to_json(self, path: str | Path) -> None:
+        """Write the results (and the config that produced them) as JSON."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(dataclasses.asdict(self), indent=1, allow_nan=True))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _model_optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}; available: sgd, adam")
+
+
+def build_learner(config: Config, splits: Splits) -> Learner:
+    """Model, optimiser, labels, strategy and label optimiser as ``config`` describes."""
+    model = make_model(config.model, splits.input_shape, splits.num_classes).to(config.device)
+    optimizer = _model_optimizer(config, model)
+    kwargs = {"scale": config.label_scale} if config.labels not in ("one-hot", "smoothing") else {}
+    labels = make_labels(config.labels, splits.labels.noisy, splits.num_classes, **kwargs).to(config.device)
+    strategy = None
+    label_opt = None
+    if config.strategy != "none" and labels.learnable:
+        strategy = make_strategy(config.strategy, steps=config.unroll_steps)
+        label_opt = make_label_optimizer(config.label_optimizer, labels.parameters(), config.label_lr,
+                                         **({"normalize": config.label_normalize} if config.label_optimizer == "mirror" else {}))
+    return Learner(model, optimizer, labels, strategy, label_opt)
+
+
+def _check_config(config: Config) -> None:
+    if config.meta_source not in ("clean", "train"):
+        raise ValueError(f"meta_source must be 'clean' or 'train', got {config.meta_source!r}")
+    if config.schedule not in ("cosine", "constant"):
+        raise ValueError(f"schedule must be 'cosine' or 'constant', got {config.schedule!r}")
+    for name in ("epochs", "batch_size", "meta_batch_size"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+    if config.warmup_epochs < 0:
+        raise ValueError(f"warmup_epochs must be >= 0, got {config.warmup_epochs}")
+
+
+def fit(config: Config, splits: Optional[Splits] = None) -> Results:
+    """Train as ``config`` says and evaluate on the test set after every epoch.
+
+    Args:
+        config: the run's settings.
+        splits: pre-built data (e.g. shared by several runs); default built from ``config``.
+    """
+    _check_config(config)
+    start = time.perf_counter()
+    if splits is None:
+        splits = make_splits(config.dataset, meta_per_class=config.meta_per_class if config.meta_source == "clean" else 0,
+                             noise=config.noise, noise_rate=config.noise_rate, seed=config.seed,
+                             data_root=config.data_root, num_samples=config.num_samples)
+    if config.meta_source == "clean" and splits.meta is None:
+        raise ValueError("meta_source='clean' needs a held-out meta split (meta_per_class > 0)")
+    seed_everything(config.seed)
+    learner = build_learner(config, splits)
+    device = torch.device(config.device)
+    train_loader = loader(splits.train, config.batch_size, shuffle=True, seed=config.seed)
+    meta_set = splits.meta if config.meta_source == "clean" else splits.train
+    meta_batches = cycle(loader(meta_set, config.meta_batch_size, shuffle=True, seed=config.seed + 1))
+    test_loader = loader(splits.test, 1000, shuffle=False)
+    steps_per_epoch = len(train_loader)
+    total_steps = config.epochs * steps_per_epoch
+    scheduler = None
+    if config.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(learner.optimizer, T_max=total_steps)
+    label_scheduler = None
+    if config.label_schedule == "cosine" and learner.label_optimizer is not None:
+        label_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(learner.label_optimizer, T_max=total_steps)
+
+    results = Results(config=dataclasses.asdict(config), nominal_noise=splits.labels.nominal_rate,
+                      effective_noise=splits.labels.effective_rate)
+    progress = _progress(total_steps, config)
+    for epoch in range(config.epochs):
+        epoch_start = time.perf_counter()
+        learn_labels = learner.meta_enabled and epoch >= config.warmup_epochs
+        losses, meta_losses = [], []
+        for batch in train_loader:
+            batch = tuple(t.to(device) for t in batch)
+            meta_batch = tuple(t.to(device) for t in next(meta_batches)) if learn_labels else None
+            stats = learner.step(batch, meta_batch)
+            if scheduler is not None:
+                scheduler.step()
+            if label_scheduler is not None:
+                label_scheduler.step()
+            losses.append(stats.loss)
+            if stats.meta_loss is not None:
+                meta_losses.append(stats.meta_loss)
+            progress.update(1)
+        record: Dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": float(np.mean(losses)),
+            "meta_loss": float(np.mean(meta_losses)) if meta_losses else None,
+            "test_accuracy": accuracy(learner.model, test_loader, device),
+            "seconds": time.perf_counter() - epoch_start,
+        }
+        if learner.labels.learnable:
+            stats_c = label_correction(learner.labels.hard_labels(), splits.labels.noisy, splits.labels.true)
+            record.update(corrected=stats_c.corrected, clean_broken=stats_c.clean_broken)
+        results.history.append(record)
+        progress.set_postfix(acc=f"{record['test_accuracy']:.3f}", refresh=False)
+    progress.close()
+
+    accs = [h["test_accuracy"] for h in results.history]
+    results.best_epoch = int(np.argmax(accs)) + 1
+    results.best_accuracy, results.last_accuracy = max(accs), accs[-1]
+    if learner.labels.learnable:
+        results.corrected = results.history[-1]["corrected"]
+        results.clean_broken = results.history[-1]["clean_broken"]
+    results.wall_time = time.perf_counter() - start
+    if config.output:
+        results.to_json(config.output)
+    return results
+
+
+def _progress(total: int, config: Config):
+    from tqdm.auto import tqdm
+
+    desc = f"{config.labels}/{config.strategy if config.strategy != 'none' else 'plain'} seed {config.seed}"
+    return tqdm(total=total, desc=desc, disable=not config.progress, leave=False, dynamic_ncols=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Config <-> command-line flags, in one place.
+
+def add_config_arguments(parser: argparse.ArgumentParser, defaults: Optional[Config] = None) -> None:
+    """Add one ``--flag`` per :class:`Config` field (``snake_case`` → ``--kebab-case``)."""
+    defaults = defaults or Config()
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif f.type in ("int", int):
+            parser.add_argument(flag, type=int, default=default)
+        elif f.type in ("float", float):
+            parser.add_argument(flag, type=float, default=default)
+        else:
+            parser.add_argument(flag, type=str, default=default)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The :class:`Config` named by parsed flags (unknown attributes are ignored)."""
+    return Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)})

@@ -1,0 +1,59 @@
+"""Seeded factories and one comparison helper shared by the tests."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from labelmeta import make_labels
+
+N, C, D, B = 12, 4, 5, 6  # samples, classes, input features, batch size
+
+
+class UnusedParam(nn.Module):
+    """An MLP with a parameter that never enters the forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(D, 7), nn.Tanh(), nn.Linear(7, C))
+        self.unused = nn.Parameter(torch.randn(3))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+def make_model(kind: str, seed: int = 0) -> nn.Module:
+    """``mlp`` (smooth), ``bn`` (with BatchNorm1d) or ``unused`` (a parameter without gradient)."""
+    torch.manual_seed(seed)
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(D, 7), nn.Tanh(), nn.Linear(7, C))
+    if kind == "bn":
+        return nn.Sequential(nn.Linear(D, 7), nn.BatchNorm1d(7), nn.Tanh(), nn.Linear(7, C))
+    if kind == "unused":
+        return UnusedParam()
+    raise ValueError(kind)
+
+
+def make_data(seed: int = 0):
+    """Annotations ``[N]``, a training batch and a meta batch, each ``(x, y, idx)``."""
+    g = torch.Generator().manual_seed(seed)
+    targets = torch.randint(0, C, (N,), generator=g)
+    idx = torch.randperm(N, generator=g)[:B]
+    batch = (torch.randn(B, D, generator=g), targets[idx], idx)
+    meta = (torch.randn(8, D, generator=g), torch.randint(0, C, (8,), generator=g), torch.arange(8))
+    return targets, batch, meta
+
+
+def make_learnable_labels(name: str, targets: Tensor, seed: int = 0):
+    """Labels ``name`` with parameters moved off their symmetric initialisation."""
+    labels = make_labels(name, targets, C, scale=2.0)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in labels.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return labels
+
+
+def assert_close(actual: Tensor, expected: Tensor, rtol: float, what: str = "") -> None:
+    """Relative error ``|a - e| / |e|`` (norms over all entries) at most ``rtol``."""
+    err = (actual - expected).norm() / expected.norm().clamp_min(1e-300)
+    assert err <= rtol, f"{what}: relative error {err:.3e} > {rtol:.1e}"

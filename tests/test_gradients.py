@@ -1,0 +1,182 @@
+"""The k-step label hypergradient against independent oracles (float64).
+
+1. central finite differences of the meta loss, for every learnable parameterisation,
+   k in {1, 2, 3}, and models with BatchNorm and with an unused parameter;
+2. a second backend: the same unroll written by hand with ``torch.func.functional_call``;
+3. a closed form for a linear softmax model and one plain SGD step.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from helpers import C, assert_close, make_data, make_learnable_labels, make_model
+from labelmeta import LABELS, Unrolled, soft_cross_entropy
+
+LEARNABLE = [n for n in LABELS.names() if LABELS.get(n)(torch.zeros(2, dtype=torch.long), 2).learnable]
+
+
+def _setup(model_kind: str, labels_name: str, optimizer: str = "sgd"):
+    targets, batch, meta = make_data()
+    model = make_model(model_kind).double()
+    batch = (batch[0].double(), batch[1], batch[2])
+    meta = (meta[0].double(), meta[1], meta[2])
+    labels = make_learnable_labels(labels_name, targets).double()
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=0.3, momentum=0.9, weight_decay=0.01)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=0.05, weight_decay=0.01)
+    # one real step so that the optimiser carries state (momentum buffers, Adam moments)
+    opt.zero_grad()
+    F.cross_entropy(model(batch[0]), batch[1]).backward()
+    opt.step()
+    return model, opt, labels, batch, meta
+
+
+def _loss_at(strategy, model, opt, labels, batch, meta, direction, eps) -> float:
+    """The meta loss with the label parameters moved by ``eps * direction`` (then restored)."""
+    params = list(labels.parameters())
+    with torch.no_grad():
+        for p, d in zip(params, direction):
+            p.add_(eps * d)
+    try:
+        return strategy.meta_loss(model, opt, labels, batch, meta).item()
+    finally:
+        with torch.no_grad():
+            for p, d in zip(params, direction):
+                p.sub_(eps * d)
+
+
+def _label_grads(strategy, model, opt, labels, batch, meta):
+    strategy.compute(model, opt, labels, batch, meta)
+    return [p.grad.clone() for p in labels.parameters()]
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+@pytest.mark.parametrize("model_kind", ["mlp", "bn", "unused"])
+@pytest.mark.parametrize("labels_name", LEARNABLE)
+def test_finite_differences(labels_name, model_kind, k, float64):
+    model, opt, labels, batch, meta = _setup(model_kind, labels_name)
+    strategy = Unrolled(steps=k)
+    grads = _label_grads(strategy, model, opt, labels, batch, meta)
+    params = list(labels.parameters())
+    g = torch.Generator().manual_seed(7)
+    eps = 1e-5
+    # the gradient direction itself plus random directions
+    directions = [grads] + [[torch.randn(p.shape, generator=g, dtype=p.dtype) for p in params] for _ in range(3)]
+    for v in directions:
+        plus = _loss_at(strategy, model, opt, labels, batch, meta, v, eps)
+        minus = _loss_at(strategy, model, opt, labels, batch, meta, v, -eps)
+        numeric = (plus - minus) / (2 * eps)
+        analytic = sum((gr * d).sum() for gr, d in zip(grads, v)).item()
+        scale = (sum(gr.pow(2).sum() for gr in grads).sqrt() * sum(d.pow(2).sum() for d in v).sqrt()).item()
+        assert scale > 0, "the label gradient is identically zero"
+        assert abs(numeric - analytic) <= 1e-6 * scale, (numeric, analytic, scale)
+
+
+def _manual_meta_loss(model, opt, labels, batch, meta, k):
+    """The k-step SGD-with-momentum unroll written out with torch.func (no higher)."""
+    group = opt.param_groups[0]
+    names = [n for n, _ in model.named_parameters()]
+    ref = dict(model.named_parameters())
+    params = {n: p.detach().requires_grad_() for n, p in ref.items()}
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    momentum = {n: opt.state[ref[n]]["momentum_buffer"] for n in names if "momentum_buffer" in opt.state[ref[n]]}
+    x, y, idx = batch
+    for _ in range(k):
+        loss = soft_cross_entropy(functional_call(model, (params, buffers), (x,)), labels(idx, y))
+        grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=True, allow_unused=True)
+        for n, grad in zip(names, grads):
+            if grad is None:
+                continue
+            grad = grad + group["weight_decay"] * params[n]
+            momentum[n] = group["momentum"] * momentum[n] + grad if n in momentum else grad
+            params[n] = params[n] - group["lr"] * momentum[n]
+    xm, ym, _ = meta
+    return F.cross_entropy(functional_call(model, (params, buffers), (xm,)), ym)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("model_kind", ["mlp", "bn", "unused"])
+@pytest.mark.parametrize("labels_name", LEARNABLE)
+def test_matches_handwritten_unroll(labels_name, model_kind, k, float64):
+    model, opt, labels, batch, meta = _setup(model_kind, labels_name)
+    strategy = Unrolled(steps=k)
+    assert_close(strategy.meta_loss(model, opt, labels, batch, meta),
+                 _manual_meta_loss(model, opt, labels, batch, meta, k), 1e-12, "meta loss")
+    grads = _label_grads(strategy, model, opt, labels, batch, meta)
+    manual = torch.autograd.grad(_manual_meta_loss(model, opt, labels, batch, meta, k), list(labels.parameters()))
+    for a, b in zip(grads, manual):
+        assert_close(a, b, 1e-10, f"{labels_name} k={k}")
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_finite_differences_adam(k, float64):
+    model, opt, labels, batch, meta = _setup("bn", "per-sample", optimizer="adam")
+    strategy = Unrolled(steps=k)
+    grads = _label_grads(strategy, model, opt, labels, batch, meta)
+    eps = 1e-5
+    plus = _loss_at(strategy, model, opt, labels, batch, meta, grads, eps)
+    minus = _loss_at(strategy, model, opt, labels, batch, meta, grads, -eps)
+    numeric, analytic = (plus - minus) / (2 * eps), grads[0].pow(2).sum().item()
+    assert abs(numeric - analytic) <= 1e-6 * analytic
+
+
+def test_closed_form_linear_one_step(float64):
+    """Linear softmax model, one plain SGD step: the hypergradient written out by hand.
+
+    With ``theta' = W - (a/B) sum_i grad_W l_i`` and ``l_i = -sum_c p_ic log q_ic``,
+    ``dL/dp_ic = (a/B) <grad_W L(theta'), grad_W log q_ic(W)>`` and
+    ``grad_W log q_ic = (e_c - q_i) x_i^T``; ``grad_W L = (1/M) sum_m (q'_m - e_ym) x_m^T``.
+    """
+    targets, batch, meta = make_data()
+    x, y, idx = (batch[0].double(), batch[1], batch[2])
+    xm, ym = meta[0].double(), meta[1]
+    model = torch.nn.Linear(x.shape[1], C, bias=False).double()
+    lr = 0.5
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    labels = make_learnable_labels("per-sample", targets).double()
+    grads = _label_grads(Unrolled(1), model, opt, labels, (x, y, idx), (xm, ym, meta[2]))
+
+    W = model.weight.detach()
+    p = labels(idx)
+    q = torch.softmax(x @ W.T, dim=1)
+    B, M = len(x), len(xm)
+    grad_W_inner = ((q - p).T @ x) / B                                   # d/dW of mean soft CE
+    W1 = W - lr * grad_W_inner
+    q1 = torch.softmax(xm @ W1.T, dim=1)
+    G = ((q1 - F.one_hot(ym, C)).T @ xm) / M                             # grad_W L(theta')
+    eye = torch.eye(C, dtype=x.dtype)
+    dL_dp = torch.stack([torch.stack([(lr / B) * (G * torch.outer(eye[c] - q[i], x[i])).sum()
+                                      for c in range(C)]) for i in range(B)])
+    # chain through the softmax of the label logits: dz = p * (dp - <p, dp>)
+    dL_dz = p * (dL_dp - (p * dL_dp).sum(1, keepdim=True))
+    expected = torch.zeros_like(labels.logits).index_add_(0, idx, dL_dz)
+    assert_close(grads[0], expected, 1e-12, "closed form")
+
+
+def test_unroll_leaves_batchnorm_statistics_alone():
+    targets, batch, meta = make_data()
+    model = make_model("bn")
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    labels = make_learnable_labels("per-sample", targets)
+    before = {n: b.clone() for n, b in model.named_buffers()}
+    Unrolled(3).compute(model, opt, labels, batch, meta)
+    for n, b in model.named_buffers():
+        assert torch.equal(b, before[n]), n
+
+
+def test_unsupported_optimizer_is_named():
+    targets, batch, meta = make_data()
+    model = make_model("mlp")
+    labels = make_learnable_labels("per-sample", targets)
+    with pytest.raises(ValueError, match="AdamW.*SGD"):
+        Unrolled(1).compute(model, torch.optim.AdamW(model.parameters()), labels, batch, meta)
+
+
+def test_bad_unroll_steps():
+    with pytest.raises(ValueError, match="0"):
+        Unrolled(0)

@@ -1,0 +1,106 @@
+"""Contract sweep over every registered label parameterisation, and bad inputs."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from labelmeta import LABELS, make_labels
+
+N, C = 50, 7
+
+
+def _targets(seed=0):
+    return torch.randint(0, C, (N,), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(params=LABELS.names(), ids=str)
+def name(request):
+    return request.param
+
+
+@pytest.fixture
+def labels(name):
+    return make_labels(name, _targets(), C)
+
+
+def test_contract_valid_distributions(labels):
+    g = torch.Generator().manual_seed(1)
+    # perturb parameters so that the check is not only at initialisation
+    with torch.no_grad():
+        for p in labels.parameters():
+            p.add_(3 * torch.randn(p.shape, generator=g))
+    idx = torch.randint(0, N, (33,), generator=g)
+    for targets in (None, torch.randint(0, C, (33,), generator=g)):
+        out = labels(idx, targets)
+        assert out.shape == (33, C)
+        assert torch.isfinite(out).all() and (out >= 0).all()
+        torch.testing.assert_close(out.sum(1), torch.ones(33))
+    assert labels.table().shape == (N, C)
+
+
+def test_contract_starts_at_the_annotations(labels):
+    targets = _targets()
+    assert torch.equal(labels.hard_labels(), targets)
+    table = labels.table()
+    assert (table.gather(1, targets[:, None]) > 0.5).all()
+
+
+def test_contract_state_dict_round_trip(name, labels):
+    with torch.no_grad():
+        for p in labels.parameters():
+            p.add_(torch.randn(p.shape))
+    copy = make_labels(name, _targets(1), C)
+    copy.load_state_dict(labels.state_dict())
+    assert torch.equal(copy.table(), labels.table())
+
+
+def test_learnable_flags():
+    assert not make_labels("one-hot", _targets(), C).learnable
+    assert not make_labels("smoothing", _targets(), C).learnable
+    for name in ("per-sample", "per-class", "temperature", "class-temperature"):
+        lab = make_labels(name, _targets(), C)
+        assert lab.learnable and len(list(lab.parameters())) == 1
+
+
+def test_smoothing_closed_form():
+    lab = make_labels("smoothing", _targets(), C, smoothing=0.2)
+    row = lab(torch.tensor([0]))[0]
+    target = _targets()[0]
+    assert row[target].item() == pytest.approx(0.8 + 0.2 / C)
+
+
+def test_per_class_rows_are_shared_by_class():
+    lab = make_labels("per-class", _targets(), C)
+    with torch.no_grad():
+        lab.logits.add_(torch.randn(C, C))
+    t = _targets()
+    same = (t == t[0]).nonzero().squeeze(1)
+    out = lab(same)
+    assert torch.equal(out, out[:1].expand_as(out))
+
+
+@pytest.mark.parametrize("name", LABELS.names())
+def test_bad_inputs(name):
+    lab = make_labels(name, _targets(), C)
+    with pytest.raises(ValueError, match=r"indices hold sample indices \[50, 51\] outside \[0, 50\)"):
+        lab(torch.tensor([0, 50, 51]))
+    with pytest.raises(ValueError, match=r"class ids \[7\] outside \[0, 7\)"):
+        lab(torch.tensor([0, 1]), torch.tensor([2, 7]))
+    with pytest.raises(ValueError, match="differ in shape"):
+        lab(torch.tensor([0, 1]), torch.tensor([2]))
+    with pytest.raises(TypeError, match="dtype torch.float32"):
+        lab(torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match=r"1-D"):
+        lab(torch.tensor([[0, 1]]))
+
+
+def test_bad_annotations():
+    with pytest.raises(ValueError, match=r"class ids \[-1\]"):
+        make_labels("per-sample", torch.tensor([0, -1, 2]), 3)
+    with pytest.raises(ValueError, match="num_classes"):
+        make_labels("per-sample", torch.tensor([0, 0]), 1)
+
+
+def test_unknown_name_lists_the_available_ones():
+    with pytest.raises(ValueError, match="unknown label parameterisation 'per-pixel'; available: class-temperature, "):
+        make_labels("per-pixel", _targets(), C)
