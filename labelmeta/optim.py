@@ -50,12 +50,12 @@ class MirrorDescent(torch.optim.Optimizer):
         normalize: ``"batch"``, ``"row"`` or ``"none"``.
     """
 
-    def __init__(self, params: Iterable[Tensor], lr: float, normalize: str = "batch", beta: float = 0.999) -> None:
+    def __init__(self, params: Iterable[Tensor], lr: float, normalize: str = "batch") -> None:
         if lr <= 0:
             raise ValueError(f"lr must be > 0, got {lr}")
-        if normalize not in ("batch", "row", "none", "running"):
-            raise ValueError(f"normalize must be 'batch', 'row', 'running' or 'none', got {normalize!r}")
-        super().__init__(params, dict(lr=lr, normalize=normalize, beta=beta))
+        if normalize not in ("batch", "row", "none"):
+            raise ValueError(f"normalize must be 'batch', 'row' or 'none', got {normalize!r}")
+        super().__init__(params, dict(lr=lr, normalize=normalize))
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
@@ -77,12 +77,6 @@ class MirrorDescent(torch.optim.Optimizer):
                     g = g / rows.clamp_min(1e-30)
                 elif group["normalize"] == "batch":
                     g = g / rows[active].pow(2).mean().sqrt()
-                elif group["normalize"] == "running":
-                    state = self.state[p]
-                    state["t"] = t = state.get("t", 0) + 1
-                    v = state.get("v", 0.0) * group["beta"] + (1 - group["beta"]) * rows[active].pow(2).mean()
-                    state["v"] = v
-                    g = g / (v / (1 - group["beta"] ** t)).sqrt()
                 p.add_(g.reshape(p.shape), alpha=-group["lr"])
         return None
 

@@ -56,8 +56,7 @@ class Config:
     label_optimizer: str = "mirror"     #: a name in ``labelmeta.optim.LABEL_OPTIMIZERS``
     label_lr: float = 1.0
     label_normalize: str = "batch"      #: MirrorDescent's normalisation
-    label_schedule: str = "constant"    #: "constant" or "cosine" (label lr follows the model's)
-    warmup_epochs: int = 5              #: epochs of plain training before label updates
+    warmup_epochs: int = 2              #: epochs of plain training before label updates
     meta_batch_size: int = 500
     # run
     seed: int = 0
@@ -162,9 +161,6 @@ def fit(config: Config, splits: Optional[Splits] = None) -> Results:
     scheduler = None
     if config.schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(learner.optimizer, T_max=total_steps)
-    label_scheduler = None
-    if config.label_schedule == "cosine" and learner.label_optimizer is not None:
-        label_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(learner.label_optimizer, T_max=total_steps)
 
     results = Results(config=dataclasses.asdict(config), nominal_noise=splits.labels.nominal_rate,
                       effective_noise=splits.labels.effective_rate)
@@ -179,8 +175,6 @@ def fit(config: Config, splits: Optional[Splits] = None) -> Results:
             stats = learner.step(batch, meta_batch)
             if scheduler is not None:
                 scheduler.step()
-            if label_scheduler is not None:
-                label_scheduler.step()
             losses.append(stats.loss)
             if stats.meta_loss is not None:
                 meta_losses.append(stats.meta_loss)

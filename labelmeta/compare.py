@@ -1,0 +1,102 @@
+"""Run several methods on the same data, noise draw and seeds, and tabulate them.
+
+The demo, the benchmarks and the notebooks all go through :func:`compare`, so every method in a
+table ran through the same :func:`~labelmeta.runner.fit` loop.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Mapping, Optional
+
+import numpy as np
+
+from .data import Splits, make_splits
+from .runner import Config, Results, fit
+
+#: fields of :class:`Config` that change the data a run sees
+DATA_FIELDS = ("dataset", "data_root", "num_samples", "meta_per_class", "meta_source", "noise", "noise_rate", "seed")
+
+
+def _splits_for(config: Config) -> Splits:
+    return make_splits(config.dataset,
+                       meta_per_class=config.meta_per_class if config.meta_source == "clean" else 0,
+                       noise=config.noise, noise_rate=config.noise_rate, seed=config.seed,
+                       data_root=config.data_root, num_samples=config.num_samples)
+
+
+def compare(base: Config, methods: Mapping[str, Mapping], seeds: Iterable[int] = (0,)) -> Dict[str, List[Results]]:
+    """Run every method (``name -> Config overrides``) for every seed.
+
+    Runs that agree on the data fields share one :class:`~labelmeta.data.Splits`, so they see
+    exactly the same samples and corrupted labels.
+    """
+    out: Dict[str, List[Results]] = {name: [] for name in methods}
+    for seed in seeds:
+        cache: Dict[tuple, Splits] = {}
+        for name, overrides in methods.items():
+            config = base.replace(seed=seed, **overrides)
+            key = tuple(getattr(config, f) for f in DATA_FIELDS)
+            if key not in cache:
+                cache[key] = _splits_for(config)
+            out[name].append(fit(config, cache[key]))
+    return out
+
+
+@dataclass
+class Row:
+    """Mean and standard deviation over seeds of one method's figures (percent, seconds)."""
+
+    method: str
+    seeds: int
+    best: tuple
+    last: tuple
+    corrected: tuple
+    clean_broken: tuple
+    wall_time: tuple
+
+
+def _mean_std(values: List[float], scale: float = 100.0) -> tuple:
+    vals = [v * scale for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return (float("nan"), float("nan"))
+    return (float(np.mean(vals)), float(np.std(vals)))
+
+
+def summarize(results: Mapping[str, List[Results]]) -> List[Row]:
+    """One :class:`Row` per method."""
+    return [
+        Row(name, len(runs),
+            _mean_std([r.best_accuracy for r in runs]), _mean_std([r.last_accuracy for r in runs]),
+            _mean_std([r.corrected for r in runs]), _mean_std([r.clean_broken for r in runs]),
+            _mean_std([r.wall_time for r in runs], scale=1.0))
+        for name, runs in results.items()
+    ]
+
+
+def format_table(rows: List[Row]) -> str:
+    """A markdown table of :func:`summarize` rows (mean ± std over seeds)."""
+
+    def cell(ms: tuple, digits: int = 1) -> str:
+        if math.isnan(ms[0]):
+            return "–"
+        return f"{ms[0]:.{digits}f} ± {ms[1]:.{digits}f}"
+
+    lines = [
+        "| method | seeds | test acc best (%) | test acc last (%) | corrupted corrected (%) | clean broken (%) | wall time (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r.method} | {r.seeds} | {cell(r.best)} | {cell(r.last)} | {cell(r.corrected)} | "
+                     f"{cell(r.clean_broken, 2)} | {cell(r.wall_time, 0)} |")
+    return "\n".join(lines)
+
+
+def noise_summary(results: Mapping[str, List[Results]]) -> Optional[str]:
+    """``nominal → effective`` noise rate line for a comparison, if any run was noisy."""
+    runs = [r for rs in results.values() for r in rs if r.nominal_noise > 0]
+    if not runs:
+        return None
+    eff = [r.effective_noise for r in runs]
+    return (f"noise: {runs[0].config['noise']} at {runs[0].nominal_noise:.0%} nominal, "
+            f"{np.mean(eff):.1%} effective")

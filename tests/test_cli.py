@@ -1,0 +1,94 @@
+"""The demo, the CLI and the benchmark run end to end on tiny configurations."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from labelmeta import Config, Learner, fit, make_labels, make_label_optimizer
+from labelmeta.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--num-samples", "1000", "--epochs", "2"]
+
+
+def test_demo_prints_its_table(capsys):
+    assert main(["demo", *TINY, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "| cross-entropy | 1 |" in out and "| learned per-sample labels | 1 |" in out
+    assert "effective" in out
+
+
+def test_train_writes_json(tmp_path, capsys):
+    out = tmp_path / "run.json"
+    args = ["train", *TINY, "--warmup-epochs", "1", "--meta-per-class", "5", "--meta-batch-size", "50",
+            "--no-progress", "--output", str(out), "--labels", "per-class"]
+    assert main(args) == 0
+    results = json.loads(out.read_text())
+    assert len(results["history"]) == 2 and results["config"]["labels"] == "per-class"
+    assert results["history"][1]["meta_loss"] is not None
+    assert 0.0 <= results["last_accuracy"] <= 1.0
+    assert json.loads(capsys.readouterr().out)["last_accuracy"] == results["last_accuracy"]
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--labels", "per-pixel", "unknown label parameterisation 'per-pixel'"),
+    ("--model", "vgg", "unknown model 'vgg'"),
+    ("--strategy", "magic", "unknown strategy 'magic'"),
+    ("--label-optimizer", "lbfgs", "unknown label optimiser 'lbfgs'"),
+    ("--optimizer", "adamw", "unknown optimizer 'adamw'"),
+    ("--noise-rate", "1.2", "noise rate must lie in [0, 1), got 1.2"),
+])
+def test_cli_bad_input_is_a_clear_error(flag, value, message, capsys):
+    assert main(["train", *TINY, "--no-progress", flag, value]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_console_script_entry_point():
+    proc = subprocess.run([sys.executable, "-m", "labelmeta.cli", "list"], capture_output=True, text=True, check=True)
+    assert "per-sample" in proc.stdout and "unrolled" in proc.stdout
+
+
+def test_benchmark_smoke(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "noisy_recipe.py"), "--smoke", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "noisy_recipe_smoke.png").stat().st_size > 0
+    results = json.loads((tmp_path / "noisy_recipe_smoke.json").read_text())
+    assert set(results) >= {"cross-entropy", "learned per-sample labels (default recipe)"}
+    assert "| cross-entropy | 1 |" in (tmp_path / "noisy_recipe_smoke.md").read_text()
+
+
+def test_non_finite_loss_stops_with_the_step():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=1e30)
+    targets = torch.tensor([0, 1, 2, 0])
+    learner = Learner(model, opt, make_labels("one-hot", targets, 3), strategy=None)
+    batch = (torch.randn(4, 4) * 1e10, targets, torch.arange(4))
+    with pytest.raises(FloatingPointError, match=r"non-finite training loss at step \d"):
+        for _ in range(5):
+            learner.step(batch)
+
+
+def test_learner_rejects_bad_batches_and_missing_label_optimizer():
+    model = torch.nn.Linear(4, 3)
+    targets = torch.tensor([0, 1, 2, 0])
+    labels = make_labels("per-sample", targets, 3)
+    with pytest.raises(ValueError, match="label_optimizer"):
+        Learner(model, torch.optim.SGD(model.parameters(), lr=0.1), labels, "unrolled")
+    learner = Learner(model, torch.optim.SGD(model.parameters(), lr=0.1), labels, "unrolled",
+                      make_label_optimizer("mirror", labels.parameters(), 1.0))
+    with pytest.raises(ValueError, match="3 inputs, 4 targets and 4 indices"):
+        learner.step((torch.randn(3, 4), targets, torch.arange(4)))
+    with pytest.raises(ValueError, match=r"sample indices \[7\] outside \[0, 4\)"):
+        learner.step((torch.randn(4, 4), targets, torch.tensor([0, 1, 2, 7])), (torch.randn(2, 4), targets[:2], torch.arange(2)))
+
+
+def test_meta_source_clean_needs_a_meta_split():
+    with pytest.raises(ValueError, match="meta_per_class > 0"):
+        fit(Config(num_samples=1000, epochs=1, meta_per_class=0, progress=False))

@@ -1,0 +1,132 @@
+"""Datasets, splits and noise, on real files written in the real on-disk formats."""
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from labelmeta import add_noise, make_splits
+from labelmeta.data import loader
+from labelmeta.noise import CIFAR10_FLIPS, flip_matrix, symmetric_matrix
+
+
+def test_mnist1d_generated_cached_and_split(tmp_path):
+    s = make_splits("mnist1d", meta_per_class=5, noise="symmetric", noise_rate=0.4, seed=3,
+                    data_root=str(tmp_path), num_samples=1000)
+    assert list(tmp_path.glob("mnist1d_n1000_seed42.npz")), "the generated data is cached on disk"
+    assert len(s.train) == 800 - 50 and len(s.meta) == 50 and len(s.test) == 200
+    assert torch.bincount(s.meta.y, minlength=10).tolist() == [5] * 10
+    x, y, idx = next(iter(loader(s.train, 32, shuffle=True)))
+    assert x.shape == (32, 40) and torch.equal(y, s.labels.noisy[idx])
+    again = make_splits("mnist1d", meta_per_class=5, noise="symmetric", noise_rate=0.4, seed=3,
+                        data_root=str(tmp_path), num_samples=1000)
+    assert torch.equal(again.labels.noisy, s.labels.noisy) and torch.equal(again.train.x, s.train.x)
+
+
+def test_digits_split():
+    s = make_splits("digits", meta_per_class=3, seed=0)
+    assert s.input_shape == (64,) and len(s.meta) == 30
+    assert len(s.train) + len(s.meta) + len(s.test) == 1797
+    assert s.labels.effective_rate == 0.0
+
+
+def test_symmetric_noise_rate_and_seed():
+    y = torch.arange(10).repeat(2000)
+    noisy = add_noise(y, 10, "symmetric", 0.4, seed=1)
+    # a redraw can land on the true class: effective rate is 0.4 * 9 / 10
+    assert noisy.effective_rate == pytest.approx(0.36, abs=0.015)
+    assert torch.equal(noisy.true, y)
+    assert torch.equal(add_noise(y, 10, "symmetric", 0.4, seed=1).noisy, noisy.noisy)
+    assert not torch.equal(add_noise(y, 10, "symmetric", 0.4, seed=2).noisy, noisy.noisy)
+    torch.testing.assert_close(symmetric_matrix(4, 0.4).sum(1), torch.ones(4, dtype=torch.float64))
+
+
+def test_asymmetric_noise_follows_the_flip_map():
+    y = torch.arange(10).repeat(1000)
+    noisy = add_noise(y, 10, "asymmetric", 0.3, seed=0, flips=CIFAR10_FLIPS)
+    changed = noisy.corrupted
+    assert set(y[changed].unique().tolist()) == set(CIFAR10_FLIPS)
+    for src, dst in CIFAR10_FLIPS.items():
+        assert (noisy.noisy[changed & (y == src)] == dst).all()
+    default = flip_matrix(10, 0.2)
+    assert default[3, 4] == pytest.approx(0.2) and default[9, 0] == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.0, 1.5])
+def test_bad_noise_rate(rate):
+    with pytest.raises(ValueError, match=f"noise rate must lie in \\[0, 1\\), got {rate}"):
+        add_noise(torch.zeros(5, dtype=torch.long), 10, "symmetric", rate)
+
+
+def test_unknown_noise_and_dataset_names():
+    with pytest.raises(ValueError, match="unknown noise kind 'pair'"):
+        add_noise(torch.zeros(5, dtype=torch.long), 10, "pair", 0.2)
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet'; available: cifar10, cifar100, digits"):
+        make_splits("imagenet")
+
+
+def test_meta_split_larger_than_a_class():
+    with pytest.raises(ValueError, match="fewer than the 500 asked for"):
+        make_splits("digits", meta_per_class=500)
+
+
+def _write_cifar10(root: Path, n_train_per_batch: int = 4, n_test: int = 6) -> None:
+    """A tiny CIFAR-10 in torchvision's on-disk format (cifar-10-batches-py pickles)."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+
+    def batch(n, start):
+        return {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                "labels": [(start + i) % 10 for i in range(n)]}
+
+    for i in range(1, 6):
+        with open(folder / f"data_batch_{i}", "wb") as f:
+            pickle.dump(batch(n_train_per_batch, (i - 1) * n_train_per_batch), f)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump(batch(n_test, 0), f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
+                                     "horse", "ship", "truck"]}, f)
+
+
+def test_cifar10_from_data_root(tmp_path):
+    _write_cifar10(tmp_path)
+    s = make_splits("cifar10", meta_per_class=1, noise="symmetric", noise_rate=0.2, data_root=str(tmp_path))
+    assert s.input_shape == (3, 32, 32) and s.class_names[1] == "automobile"
+    assert len(s.train) == 20 - 10 and len(s.meta) == 10 and len(s.test) == 6
+    x, y, idx = next(iter(loader(s.train, 4, shuffle=True)))
+    assert x.shape == (4, 3, 32, 32) and torch.equal(y, s.labels.noisy[idx])
+    xm, ym, _ = next(iter(loader(s.meta, 10, shuffle=False)))
+    assert sorted(ym.tolist()) == list(range(10))
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    dims = array.shape
+    header = struct.pack(">HBB", 0, 0x08, len(dims)) + struct.pack(">" + "I" * len(dims), *dims)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_mnist_from_data_root(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 30), ("t10k", 10)):
+        _write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
+    s = make_splits("mnist", meta_per_class=1, data_root=str(tmp_path))
+    assert s.input_shape == (1, 28, 28) and len(s.train) == 20 and len(s.test) == 10
+    x, y, idx = next(iter(loader(s.train, 5, shuffle=False)))
+    assert x.shape == (5, 1, 28, 28) and y.dtype == torch.long
+
+
+def test_missing_data_root_is_explained(tmp_path):
+    with pytest.raises(FileNotFoundError, match="CIFAR100 not found under data_root="):
+        make_splits("cifar100", data_root=str(tmp_path))
+    with pytest.raises(ValueError, match="needs data_root"):
+        make_splits("cifar10")
