@@ -11,18 +11,11 @@ from typing import Dict, Iterable, List, Mapping, Optional
 
 import numpy as np
 
-from .data import Splits, make_splits
-from .runner import Config, Results, fit
+from .data import Splits
+from .runner import Config, Results, fit, splits_for
 
 #: fields of :class:`Config` that change the data a run sees
 DATA_FIELDS = ("dataset", "data_root", "num_samples", "meta_per_class", "meta_source", "noise", "noise_rate", "seed")
-
-
-def _splits_for(config: Config) -> Splits:
-    return make_splits(config.dataset,
-                       meta_per_class=config.meta_per_class if config.meta_source == "clean" else 0,
-                       noise=config.noise, noise_rate=config.noise_rate, seed=config.seed,
-                       data_root=config.data_root, num_samples=config.num_samples)
 
 
 def compare(base: Config, methods: Mapping[str, Mapping], seeds: Iterable[int] = (0,)) -> Dict[str, List[Results]]:
@@ -38,7 +31,7 @@ def compare(base: Config, methods: Mapping[str, Mapping], seeds: Iterable[int] =
             config = base.replace(seed=seed, **overrides)
             key = tuple(getattr(config, f) for f in DATA_FIELDS)
             if key not in cache:
-                cache[key] = _splits_for(config)
+                cache[key] = splits_for(config)
             out[name].append(fit(config, cache[key]))
     return out
 

@@ -134,6 +134,13 @@ def _check_config(config: Config) -> None:
         raise ValueError(f"warmup_epochs must be >= 0, got {config.warmup_epochs}")
 
 
+def splits_for(config: Config) -> Splits:
+    """The train / meta / test data ``config`` describes (the meta split only for ``meta_source="clean"``)."""
+    return make_splits(config.dataset, meta_per_class=config.meta_per_class if config.meta_source == "clean" else 0,
+                       noise=config.noise, noise_rate=config.noise_rate, seed=config.seed,
+                       data_root=config.data_root, num_samples=config.num_samples)
+
+
 def fit(config: Config, splits: Optional[Splits] = None) -> Results:
     """Train as ``config`` says and evaluate on the test set after every epoch.
 
@@ -144,9 +151,7 @@ def fit(config: Config, splits: Optional[Splits] = None) -> Results:
     _check_config(config)
     start = time.perf_counter()
     if splits is None:
-        splits = make_splits(config.dataset, meta_per_class=config.meta_per_class if config.meta_source == "clean" else 0,
-                             noise=config.noise, noise_rate=config.noise_rate, seed=config.seed,
-                             data_root=config.data_root, num_samples=config.num_samples)
+        splits = splits_for(config)
     if config.meta_source == "clean" and splits.meta is None:
         raise ValueError("meta_source='clean' needs a held-out meta split (meta_per_class > 0)")
     seed_everything(config.seed)

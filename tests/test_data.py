@@ -130,3 +130,12 @@ def test_missing_data_root_is_explained(tmp_path):
         make_splits("cifar100", data_root=str(tmp_path))
     with pytest.raises(ValueError, match="needs data_root"):
         make_splits("cifar10")
+
+
+def test_mismatched_sizes_are_named():
+    from labelmeta.data import Indexed, IndexedTensorDataset
+
+    with pytest.raises(ValueError, match="x has 3 samples but y has 4"):
+        IndexedTensorDataset(torch.zeros(3, 2), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="5 targets given for a dataset of 3 samples"):
+        Indexed(IndexedTensorDataset(torch.zeros(3, 2), torch.zeros(3, dtype=torch.long)), torch.zeros(5))
