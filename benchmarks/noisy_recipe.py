@@ -25,6 +25,7 @@ from labelmeta.runner import Config
 METHODS = {
     "cross-entropy": dict(labels="one-hot", strategy="none"),
     "label smoothing 0.1": dict(labels="smoothing", strategy="none"),
+    "cross-entropy, clean meta set added to training": dict(labels="one-hot", strategy="none", meta_in_train=True),
     "learned per-sample labels (default recipe)": dict(),
     "cross-entropy on clean labels (reference)": dict(labels="one-hot", strategy="none", noise="none"),
 }

@@ -243,6 +243,7 @@ def make_splits(
     noise: str = "none",
     noise_rate: float = 0.0,
     seed: int = 0,
+    meta_in_train: bool = False,
     **dataset_options,
 ) -> Splits:
     """Load ``dataset``, hold out a clean stratified meta split, then corrupt the rest.
@@ -253,6 +254,8 @@ def make_splits(
             (0: none, the meta batches then come from the training data).
         noise, noise_rate: see :func:`labelmeta.noise.add_noise`.
         seed: seeds the meta split and the noise draw.
+        meta_in_train: also train on the clean meta samples (appended after the noisy ones, with
+            their true labels) — the fair baseline for methods that use the meta set.
         **dataset_options: passed to the dataset factory (``data_root``, ``num_samples``...).
     """
     raw = DATASETS.build(dataset, **dataset_options)
@@ -265,6 +268,10 @@ def make_splits(
         if meta_per_class else torch.zeros(len(raw.train_targets), dtype=torch.bool)
     train_idx, meta_idx = (~meta_mask).nonzero().squeeze(1), meta_mask.nonzero().squeeze(1)
     labels = add_noise(raw.train_targets[train_idx], raw.num_classes, noise, noise_rate, seed=seed)
+    if meta_in_train:
+        clean = raw.train_targets[meta_idx]
+        labels = NoisyLabels(torch.cat([labels.noisy, clean]), torch.cat([labels.true, clean]), labels.nominal_rate)
+        train_idx = torch.cat([train_idx, meta_idx])
 
     meta_source = raw.meta if raw.meta is not None else raw.train
     if isinstance(raw.train, IndexedTensorDataset):

@@ -37,6 +37,7 @@ class Config:
     num_samples: int = 10000            #: MNIST-1D samples generated (80 % train, 20 % test)
     meta_per_class: int = 50            #: clean samples per class held out for the meta loss
     meta_source: str = "clean"          #: meta batches from "clean" (held-out) or "train" data
+    meta_in_train: bool = False         #: also train on the clean meta samples (a fair baseline)
     noise: str = "symmetric"            #: "none", "symmetric" or "asymmetric"
     noise_rate: float = 0.4             #: nominal noise rate in [0, 1)
     # model and its optimiser
@@ -138,7 +139,8 @@ def splits_for(config: Config) -> Splits:
     """The train / meta / test data ``config`` describes (the meta split only for ``meta_source="clean"``)."""
     return make_splits(config.dataset, meta_per_class=config.meta_per_class if config.meta_source == "clean" else 0,
                        noise=config.noise, noise_rate=config.noise_rate, seed=config.seed,
-                       data_root=config.data_root, num_samples=config.num_samples)
+                       meta_in_train=config.meta_in_train, data_root=config.data_root,
+                       num_samples=config.num_samples)
 
 
 def fit(config: Config, splits: Optional[Splits] = None) -> Results:

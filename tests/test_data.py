@@ -139,3 +139,13 @@ def test_mismatched_sizes_are_named():
         IndexedTensorDataset(torch.zeros(3, 2), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="5 targets given for a dataset of 3 samples"):
         Indexed(IndexedTensorDataset(torch.zeros(3, 2), torch.zeros(3, dtype=torch.long)), torch.zeros(5))
+
+
+def test_meta_in_train_appends_clean_meta_samples():
+    base = make_splits("digits", meta_per_class=3, noise="symmetric", noise_rate=0.5, seed=1)
+    both = make_splits("digits", meta_per_class=3, noise="symmetric", noise_rate=0.5, seed=1, meta_in_train=True)
+    n = len(base.train)
+    assert len(both.train) == n + 30
+    assert torch.equal(both.labels.noisy[:n], base.labels.noisy)  # the same noise draw
+    assert torch.equal(both.train.x[n:], base.meta.x) and torch.equal(both.labels.noisy[n:], base.meta.y)
+    assert not both.labels.corrupted[n:].any()
