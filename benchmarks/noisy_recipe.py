@@ -1,6 +1,6 @@
 """The default recipe on noisy MNIST-1D against cross-entropy, same data, noise draw and seeds.
 
-    python benchmarks/noisy_recipe.py                 # 3 seeds, 40 epochs (≈ 10 min on 2 CPU cores)
+    python benchmarks/noisy_recipe.py                 # 3 seeds, 40 epochs (≈ 15 min on 2 CPU cores)
     python benchmarks/noisy_recipe.py --smoke         # seconds; what the test suite runs
 
 Writes ``benchmarks/results/noisy_recipe.{md,json,png}`` (``--out`` to change the folder).
@@ -27,6 +27,7 @@ METHODS = {
     "label smoothing 0.1": dict(labels="smoothing", strategy="none"),
     "cross-entropy, clean meta set added to training": dict(labels="one-hot", strategy="none", meta_in_train=True),
     "learned per-sample labels (default recipe)": dict(),
+    "learned per-sample labels, k=2 unroll, label lr 0.7": dict(unroll_steps=2, label_lr=0.7),
     "cross-entropy on clean labels (reference)": dict(labels="one-hot", strategy="none", noise="none"),
 }
 
