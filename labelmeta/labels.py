@@ -2,9 +2,10 @@
 
 Every parameterisation subclasses :class:`LabelParameterization` and implements one hook,
 :meth:`LabelParameterization.soft_targets`; the base class validates inputs, and provides the
-full soft-label table and the current hard labels. Register new ones with
-``@LABELS.register("name")`` and they pass through the contract test
-``tests/test_labels.py::test_contract``.
+full soft-label table and the current hard labels. A parameterisation that also uses the model's
+own predictions overrides the optional :meth:`LabelParameterization.observe` (the learner calls
+it after every model step). Register new ones with ``@LABELS.register("name")`` and they pass
+through the contract tests in ``tests/test_labels.py``.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .registry import Registry
-from .typing import Indices, SoftTargets, Targets
+from .typing import Indices, Logits, SoftTargets, Targets
 
 LABELS: Registry["LabelParameterization"] = Registry("label parameterisation")
 
@@ -78,6 +79,13 @@ class LabelParameterization(nn.Module):
         """The hook: ``[B, C]`` probability rows for validated ``indices`` and ``targets``."""
         raise NotImplementedError
 
+    def observe(self, indices: Indices, logits: Logits) -> None:
+        """Optional hook: the model's detached ``[B, C]`` logits on the training samples ``indices``.
+
+        :class:`~labelmeta.learner.Learner` calls it after every model step with the outputs the
+        training loss was computed from. The default does nothing.
+        """
+
     @torch.no_grad()
     def table(self, batch_size: int = 65536) -> Tensor:
         """The full ``[N, C]`` soft-label table (detached), for the stored annotations."""
@@ -91,7 +99,7 @@ class LabelParameterization(nn.Module):
 
 
 def _scaled_one_hot(targets: Tensor, num_classes: int, scale: float) -> Tensor:
-    return scale * F.one_hot(targets, num_classes).float()
+    return scale * F.one_hot(targets, num_classes).to(torch.get_default_dtype())
 
 
 @LABELS.register("one-hot")
@@ -142,6 +150,51 @@ class PerSample(LabelParameterization):
 
     def soft_targets(self, indices: Indices, targets: Targets) -> SoftTargets:
         return F.softmax(self.logits[indices], dim=1)
+
+
+@LABELS.register("per-sample-ensemble")
+class SelfEnsembled(PerSample):
+    """Per-sample label logits plus the log of a running average of the model's own predictions.
+
+    The soft target of sample ``i`` is ``softmax(z_i + weight * log e_i)``: ``z_i`` is the
+    meta-learned row of :class:`PerSample` (the annotation as a prior, plus meta-gradient
+    corrections) and ``e_i`` a temporal ensemble (exponential moving average) of the model's
+    predicted distribution for that sample, updated by :meth:`observe` each time the sample is
+    trained on. Evidence adds in log space: a label moves away from its annotation only when the
+    meta-gradient and the model's consistent prediction together outweigh the prior ``scale``.
+    The ensemble starts uniform (no effect) and is a buffer, so the meta-gradient treats it as a
+    constant and reaches only ``z``.
+
+    Args:
+        scale: initial logit of the annotated class (see :class:`PerSample`); default 4.
+        weight: ``weight`` of the ensemble's log-probabilities (>= 0); default 2.
+        momentum: ensemble momentum per visit of a sample, in ``[0, 1)``; default 0.7.
+    """
+
+    def __init__(self, targets: Targets, num_classes: int, scale: float = 4.0, weight: float = 2.0,
+                 momentum: float = 0.7) -> None:
+        super().__init__(targets, num_classes, scale)
+        if weight < 0:
+            raise ValueError(f"weight must be >= 0, got {weight}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
+        self.weight, self.momentum = float(weight), float(momentum)
+        self.register_buffer("ensemble", torch.full((self.num_samples, num_classes), 1.0 / num_classes))
+
+    def soft_targets(self, indices: Indices, targets: Targets) -> SoftTargets:
+        # the floor keeps log finite for classes the model has never predicted
+        prior = self.ensemble[indices].clamp_min(1e-8).log()
+        return F.softmax(self.logits[indices] + self.weight * prior, dim=1)
+
+    @torch.no_grad()
+    def observe(self, indices: Indices, logits: Logits) -> None:
+        check_targets(indices, self.num_samples, "indices", noun="sample indices")
+        if logits.shape != (indices.numel(), self.num_classes):
+            raise ValueError(f"logits must be [B={indices.numel()}, C={self.num_classes}], "
+                             f"got {tuple(logits.shape)}")
+        probs = F.softmax(logits.to(self.ensemble.dtype), dim=1)
+        rows = self.ensemble[indices]
+        self.ensemble[indices] = self.momentum * rows + (1 - self.momentum) * probs
 
 
 @LABELS.register("per-class")
@@ -199,9 +252,11 @@ class Temperature(LabelParameterization):
 
 
 @LABELS.register("class-temperature")
-def class_temperature(targets: Targets, num_classes: int, **kwargs) -> Temperature:
-    """:class:`Temperature` with one temperature per annotated class."""
-    return Temperature(targets, num_classes, per_class=True, **kwargs)
+class ClassTemperature(Temperature):
+    """:class:`Temperature` with one learnable temperature per annotated class."""
+
+    def __init__(self, targets: Targets, num_classes: int, scale: float = 4.0, init_temperature: float = 1.0) -> None:
+        super().__init__(targets, num_classes, scale, per_class=True, init_temperature=init_temperature)
 
 
 def make_labels(name: str, targets: Targets, num_classes: int, **kwargs) -> LabelParameterization:

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .labels import LabelParameterization
-from .losses import check_finite, soft_cross_entropy
+from .losses import TrainingLoss, check_finite, make_loss
 from .strategies import Strategy, make_strategy
 from .strategies.unrolled import check_optimizer
 from .typing import Batch
@@ -19,13 +19,15 @@ from .typing import Batch
 class StepStats:
     """What one :meth:`Learner.step` measured.
 
-    ``meta_loss`` and ``label_grad_norm`` are ``None`` for steps without a label update.
+    ``meta_loss`` and ``label_grad_norm`` are ``None`` for steps without a meta update.
     """
 
     loss: float
     meta_loss: Optional[float] = None
     label_grad_norm: Optional[float] = None
     seconds: float = 0.0
+    #: ``[B]`` weights of the model step, from a strategy that learns them (else ``None``)
+    sample_weights: Optional[Tensor] = None
 
 
 class Learner:
@@ -40,10 +42,15 @@ class Learner:
             train on the labels as they are (no meta-learning).
         label_optimizer: optimiser over ``labels.parameters()``; required when a strategy is
             given and the labels are learnable.
+        loss: the training loss, a :data:`~labelmeta.losses.LOSSES` name or a callable
+            ``loss(logits, soft_targets, weights=None)``; used by the model step and by the
+            strategy's inner steps alike. Default ``"ce"`` (soft cross-entropy).
 
     Each :meth:`step` (1) if a meta batch is given, computes the label gradient with the
-    strategy and steps the label optimiser, then (2) takes the real model step on the training
-    batch against the (updated, detached) soft labels.
+    strategy and steps the label optimiser (or, for a strategy that learns per-sample weights,
+    gets the weights), then (2) takes the real model step on the training batch against the
+    (updated, detached) soft labels, and (3) shows the labels the model's outputs on that batch
+    (:meth:`~labelmeta.labels.LabelParameterization.observe`).
     """
 
     def __init__(
@@ -53,6 +60,7 @@ class Learner:
         labels: LabelParameterization,
         strategy: Union[Strategy, str, None] = "unrolled",
         label_optimizer: Optional[torch.optim.Optimizer] = None,
+        loss: Union[TrainingLoss, str] = "ce",
     ) -> None:
         if isinstance(strategy, str):
             strategy = make_strategy(strategy)
@@ -61,14 +69,16 @@ class Learner:
         self.labels = labels
         self.strategy = strategy
         self.label_optimizer = label_optimizer
-        self.meta_enabled = strategy is not None and labels.learnable
+        self.loss: TrainingLoss = make_loss(loss) if isinstance(loss, str) else loss
+        learns_labels = strategy is not None and labels.learnable
+        self.meta_enabled = learns_labels or (strategy is not None and strategy.learns_weights)
         if self.meta_enabled:
             check_optimizer(optimizer)
-            if label_optimizer is None:
-                raise ValueError(
-                    f"a label_optimizer over labels.parameters() is required to learn "
-                    f"{type(labels).__name__} labels with {type(strategy).__name__}"
-                )
+        if learns_labels and not strategy.learns_weights and label_optimizer is None:
+            raise ValueError(
+                f"a label_optimizer over labels.parameters() is required to learn "
+                f"{type(labels).__name__} labels with {type(strategy).__name__}"
+            )
         self.num_steps = 0
 
     def _check_batch(self, batch: Batch, what: str) -> None:
@@ -92,22 +102,26 @@ class Learner:
         start = time.perf_counter()
         self._check_batch(batch, "batch")
         self.model.train()
-        meta_loss = grad_norm = None
+        meta_loss = grad_norm = weights = None
         if meta_batch is not None and self.meta_enabled:
             self._check_batch(meta_batch, "meta_batch")
-            assert self.strategy is not None and self.label_optimizer is not None
-            self.label_optimizer.zero_grad(set_to_none=True)
-            stats = self.strategy.compute(self.model, self.optimizer, self.labels, batch, meta_batch)
-            self.label_optimizer.step()
-            meta_loss, grad_norm = stats.meta_loss, stats.label_grad_norm
+            assert self.strategy is not None
+            if self.label_optimizer is not None:
+                self.label_optimizer.zero_grad(set_to_none=True)
+            stats = self.strategy.compute(self.model, self.optimizer, self.labels, batch, meta_batch, self.loss)
+            if self.label_optimizer is not None:
+                self.label_optimizer.step()
+            meta_loss, grad_norm, weights = stats.meta_loss, stats.label_grad_norm, stats.sample_weights
 
         x, y, idx = batch
         with torch.no_grad():
             targets = self.labels(idx, y)
-        loss = soft_cross_entropy(self.model(x), targets)
+        logits = self.model(x)
+        loss = self.loss(logits, targets, weights)
         check_finite(loss, f"training loss at step {self.num_steps}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        self.labels.observe(idx, logits.detach())
         self.num_steps += 1
-        return StepStats(loss.item(), meta_loss, grad_norm, time.perf_counter() - start)
+        return StepStats(loss.item(), meta_loss, grad_norm, time.perf_counter() - start, weights)

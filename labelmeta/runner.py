@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import math
 import random
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from .data import Splits, cycle, loader, make_splits
-from .labels import make_labels
+from .labels import LABELS, make_labels
 from .learner import Learner
 from .metrics import accuracy, label_correction
 from .models import make_model
@@ -50,12 +51,16 @@ class Config:
     epochs: int = 40
     batch_size: int = 128
     # labels and how they are learned
-    labels: str = "per-sample"          #: a name in ``labelmeta.labels.LABELS``
+    labels: str = "per-sample-ensemble" #: a name in ``labelmeta.labels.LABELS``
     label_scale: float = 4.0            #: initial logit of the annotated class
+    ensemble_weight: float = 2.0        #: weight of the model's log-predictions (per-sample-ensemble)
+    ensemble_momentum: float = 0.7      #: their moving average's momentum per visit (per-sample-ensemble)
+    smoothing: float = 0.1              #: epsilon of the fixed label-smoothing baseline
     strategy: str = "unrolled"          #: a name in ``STRATEGIES`` or "none"
     unroll_steps: int = 1               #: k, inner steps of the unroll
     label_optimizer: str = "mirror"     #: a name in ``labelmeta.optim.LABEL_OPTIMIZERS``
-    label_lr: float = 1.0
+    label_lr: float = 0.5
+    label_schedule: str = "cosine"      #: label lr "cosine" (follows the model's schedule) or "constant"
     label_normalize: str = "batch"      #: MirrorDescent's normalisation
     warmup_epochs: int = 2              #: epochs of plain training before label updates
     meta_batch_size: int = 500
@@ -108,12 +113,23 @@ def _model_optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Opti
     raise ValueError(f"unknown optimizer {config.optimizer!r}; available: sgd, adam")
 
 
+#: constructor argument of a label parameterisation -> the Config field that sets it
+LABEL_OPTIONS = {"scale": "label_scale", "weight": "ensemble_weight", "momentum": "ensemble_momentum",
+                 "smoothing": "smoothing"}
+
+
+def label_options(config: Config) -> Dict[str, Any]:
+    """The Config fields that the parameterisation ``config.labels`` takes, as keyword arguments."""
+    accepted = inspect.signature(LABELS.get(config.labels)).parameters
+    return {arg: getattr(config, name) for arg, name in LABEL_OPTIONS.items() if arg in accepted}
+
+
 def build_learner(config: Config, splits: Splits) -> Learner:
     """Model, optimiser, labels, strategy and label optimiser as ``config`` describes."""
     model = make_model(config.model, splits.input_shape, splits.num_classes).to(config.device)
     optimizer = _model_optimizer(config, model)
-    kwargs = {"scale": config.label_scale} if config.labels not in ("one-hot", "smoothing") else {}
-    labels = make_labels(config.labels, splits.labels.noisy, splits.num_classes, **kwargs).to(config.device)
+    labels = make_labels(config.labels, splits.labels.noisy, splits.num_classes,
+                         **label_options(config)).to(config.device)
     strategy = None
     label_opt = None
     if config.strategy != "none" and labels.learnable:
@@ -126,13 +142,30 @@ def build_learner(config: Config, splits: Splits) -> Learner:
 def _check_config(config: Config) -> None:
     if config.meta_source not in ("clean", "train"):
         raise ValueError(f"meta_source must be 'clean' or 'train', got {config.meta_source!r}")
-    if config.schedule not in ("cosine", "constant"):
-        raise ValueError(f"schedule must be 'cosine' or 'constant', got {config.schedule!r}")
+    for name in ("schedule", "label_schedule"):
+        if getattr(config, name) not in ("cosine", "constant"):
+            raise ValueError(f"{name} must be 'cosine' or 'constant', got {getattr(config, name)!r}")
     for name in ("epochs", "batch_size", "meta_batch_size"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
     if config.warmup_epochs < 0:
         raise ValueError(f"warmup_epochs must be >= 0, got {config.warmup_epochs}")
+
+
+def make_schedulers(config: Config, learner: Learner, model_steps: int, label_steps: int):
+    """Cosine schedules (stepped once per step) for the model's and the label optimiser's learning rates.
+
+    The label schedule spans the steps that update labels (after warm-up): once the labels have
+    settled, further label steps only add noise (measured in ``benchmarks/results/noisy_recipe.md``).
+    Returns ``(model_scheduler, label_scheduler)``, either ``None`` for a constant rate.
+    """
+    def cosine(opt, kind, steps):
+        if opt is None or kind != "cosine" or steps < 1:
+            return None
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+
+    return (cosine(learner.optimizer, config.schedule, model_steps),
+            cosine(learner.label_optimizer, config.label_schedule, label_steps))
 
 
 def splits_for(config: Config) -> Splits:
@@ -165,9 +198,8 @@ def fit(config: Config, splits: Optional[Splits] = None) -> Results:
     test_loader = loader(splits.test, 1000, shuffle=False)
     steps_per_epoch = len(train_loader)
     total_steps = config.epochs * steps_per_epoch
-    scheduler = None
-    if config.schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(learner.optimizer, T_max=total_steps)
+    label_steps = max(config.epochs - config.warmup_epochs, 0) * steps_per_epoch
+    model_scheduler, label_scheduler = make_schedulers(config, learner, total_steps, label_steps)
 
     results = Results(config=dataclasses.asdict(config), nominal_noise=splits.labels.nominal_rate,
                       effective_noise=splits.labels.effective_rate)
@@ -180,8 +212,10 @@ def fit(config: Config, splits: Optional[Splits] = None) -> Results:
             batch = tuple(t.to(device) for t in batch)
             meta_batch = tuple(t.to(device) for t in next(meta_batches)) if learn_labels else None
             stats = learner.step(batch, meta_batch)
-            if scheduler is not None:
-                scheduler.step()
+            if model_scheduler is not None:
+                model_scheduler.step()
+            if label_scheduler is not None and stats.meta_loss is not None:
+                label_scheduler.step()
             losses.append(stats.loss)
             if stats.meta_loss is not None:
                 meta_losses.append(stats.meta_loss)

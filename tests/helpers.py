@@ -50,6 +50,8 @@ def make_learnable_labels(name: str, targets: Tensor, seed: int = 0):
     with torch.no_grad():
         for p in labels.parameters():
             p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    # parameterisations that watch the model's predictions get some to watch (a no-op for the rest)
+    labels.observe(torch.arange(len(targets)), torch.randn(len(targets), C, generator=g))
     return labels
 
 

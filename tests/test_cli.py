@@ -59,7 +59,7 @@ def test_benchmark_smoke(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "noisy_recipe_smoke.png").stat().st_size > 0
     results = json.loads((tmp_path / "noisy_recipe_smoke.json").read_text())
-    assert set(results) >= {"cross-entropy", "learned per-sample labels (default recipe)"}
+    assert set(results) >= {"cross-entropy", "learned labels (default: per-sample-ensemble, k=1 unroll)"}
     assert "| cross-entropy | 1 |" in (tmp_path / "noisy_recipe_smoke.md").read_text()
 
 

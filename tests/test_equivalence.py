@@ -70,3 +70,17 @@ def test_meta_step_then_model_step_uses_updated_labels():
     ref_opt.step()
     for a, b in zip(model.parameters(), reference.parameters()):
         assert torch.equal(a, b)
+
+
+def test_labels_observe_the_outputs_the_loss_used():
+    """After the model step, the labels see the model's logits from *before* that step."""
+    targets, batch, meta = make_data()
+    model = make_model("bn")
+    reference = copy.deepcopy(model)
+    labels = make_labels("per-sample-ensemble", targets, C, momentum=0.5)
+    learner = Learner(model, torch.optim.SGD(model.parameters(), lr=0.5), labels, strategy=None)
+    x, y, idx = batch
+    learner.step(batch)
+    reference.train()
+    expected = 0.5 / C + 0.5 * torch.softmax(reference(x), 1)
+    torch.testing.assert_close(labels.ensemble[idx], expected, rtol=0, atol=1e-7)

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from helpers import C, assert_close, make_data, make_learnable_labels, make_model
-from labelmeta import LABELS, Unrolled, soft_cross_entropy
+from labelmeta import LABELS, Unrolled, make_labels, soft_cross_entropy
+from labelmeta.strategies import MetaReweight
 
 LEARNABLE = [n for n in LABELS.names() if LABELS.get(n)(torch.zeros(2, dtype=torch.long), 2).learnable]
 
@@ -23,7 +24,8 @@ def _setup(model_kind: str, labels_name: str, optimizer: str = "sgd"):
     model = make_model(model_kind).double()
     batch = (batch[0].double(), batch[1], batch[2])
     meta = (meta[0].double(), meta[1], meta[2])
-    labels = make_learnable_labels(labels_name, targets).double()
+    labels = (make_labels(labels_name, targets, C) if labels_name == "one-hot"
+              else make_learnable_labels(labels_name, targets)).double()
     if optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=0.3, momentum=0.9, weight_decay=0.01)
     else:
@@ -180,3 +182,38 @@ def test_unsupported_optimizer_is_named():
 def test_bad_unroll_steps():
     with pytest.raises(ValueError, match="0"):
         Unrolled(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning to reweight: the gradient with respect to per-sample weights through the same unroll.
+
+@pytest.mark.parametrize("k", [1, 2])
+@pytest.mark.parametrize("model_kind", ["mlp", "bn"])
+def test_reweight_finite_differences(model_kind, k, float64):
+    model, opt, labels, batch, meta = _setup(model_kind, "one-hot")
+    strategy = MetaReweight(steps=k)
+    eps = torch.zeros(len(batch[0]), requires_grad=True)
+    (grad,) = torch.autograd.grad(strategy.meta_loss(model, opt, labels, batch, meta, weights=eps), eps)
+    h = 1e-6
+    numeric = torch.stack([
+        (strategy.meta_loss(model, opt, labels, batch, meta, weights=h * e).detach()
+         - strategy.meta_loss(model, opt, labels, batch, meta, weights=-h * e).detach()) / (2 * h)
+        for e in torch.eye(len(eps), dtype=torch.float64)])
+    assert_close(grad, numeric, 1e-6, f"reweight {model_kind} k={k}")
+
+
+def test_reweight_closed_form_plain_sgd(float64):
+    """One plain SGD step from eps = 0: ``dL/deps_i = -lr <grad L_meta(theta), grad l_i(theta)>``."""
+    model, _, labels, batch, meta = _setup("mlp", "one-hot")
+    lr = 0.3
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    stats = MetaReweight(1).compute(model, opt, labels, batch, meta)
+    params = list(model.parameters())
+    meta_grad = torch.autograd.grad(F.cross_entropy(model(meta[0]), meta[1]), params)
+    x, y, _ = batch
+    per_sample = [torch.autograd.grad(F.cross_entropy(model(x[i:i + 1]), y[i:i + 1]), params) for i in range(len(x))]
+    grad = torch.stack([-lr * sum((a * b).sum() for a, b in zip(meta_grad, g)) for g in per_sample])
+    expected = (-grad).clamp_min(0)
+    expected = expected / expected.sum()
+    assert_close(stats.sample_weights, expected, 1e-10, "L2RW weights")
+    assert stats.sample_weights.sum().item() == pytest.approx(1.0)

@@ -57,7 +57,7 @@ def test_contract_state_dict_round_trip(name, labels):
 def test_learnable_flags():
     assert not make_labels("one-hot", _targets(), C).learnable
     assert not make_labels("smoothing", _targets(), C).learnable
-    for name in ("per-sample", "per-class", "temperature", "class-temperature"):
+    for name in ("per-sample", "per-sample-ensemble", "per-class", "temperature", "class-temperature"):
         lab = make_labels(name, _targets(), C)
         assert lab.learnable and len(list(lab.parameters())) == 1
 
@@ -104,3 +104,44 @@ def test_bad_annotations():
 def test_unknown_name_lists_the_available_ones():
     with pytest.raises(ValueError, match="unknown label parameterisation 'per-pixel'; available: class-temperature, "):
         make_labels("per-pixel", _targets(), C)
+
+
+def test_contract_observe_keeps_valid_distributions(labels):
+    """Every parameterisation accepts the model's logits and still returns distributions."""
+    g = torch.Generator().manual_seed(2)
+    idx = torch.randperm(N, generator=g)[:20]
+    labels.observe(idx, 5 * torch.randn(20, C, generator=g))
+    out = labels(idx)
+    assert torch.isfinite(out).all() and (out >= 0).all()
+    torch.testing.assert_close(out.sum(1), torch.ones(20))
+
+
+def test_self_ensemble_closed_form(float64):
+    """``softmax(z + w log e)`` with ``e`` the per-visit moving average of the model's softmax."""
+    targets = _targets()
+    lab = make_labels("per-sample-ensemble", targets, C, scale=3.0, weight=1.5, momentum=0.6)
+    g = torch.Generator().manual_seed(3)
+    idx = torch.tensor([4, 9, 31])
+    first, second = torch.randn(3, C, generator=g), torch.randn(3, C, generator=g)
+    lab.observe(idx, first)
+    lab.observe(idx[:2], second[:2])
+    uniform = torch.full((C,), 1.0 / C)
+    e = 0.6 * uniform + 0.4 * torch.softmax(first, 1)
+    e[:2] = 0.6 * e[:2] + 0.4 * torch.softmax(second[:2], 1)
+    expected = torch.softmax(3.0 * torch.nn.functional.one_hot(targets[idx], C) + 1.5 * e.log(), 1)
+    torch.testing.assert_close(lab(idx), expected, rtol=1e-12, atol=1e-12)
+    # rows never observed keep the plain per-sample label
+    plain = make_labels("per-sample", targets, C, scale=3.0)
+    torch.testing.assert_close(lab(torch.tensor([0])), plain(torch.tensor([0])))
+
+
+def test_self_ensemble_bad_options_and_inputs():
+    with pytest.raises(ValueError, match="weight must be >= 0, got -1"):
+        make_labels("per-sample-ensemble", _targets(), C, weight=-1)
+    with pytest.raises(ValueError, match=r"momentum must lie in \[0, 1\), got 1.0"):
+        make_labels("per-sample-ensemble", _targets(), C, momentum=1.0)
+    lab = make_labels("per-sample-ensemble", _targets(), C)
+    with pytest.raises(ValueError, match=r"logits must be \[B=2, C=7\], got \(2, 5\)"):
+        lab.observe(torch.tensor([0, 1]), torch.zeros(2, 5))
+    with pytest.raises(ValueError, match=r"sample indices \[50\] outside \[0, 50\)"):
+        lab.observe(torch.tensor([0, 50]), torch.zeros(2, C))

@@ -6,6 +6,6 @@ A strategy fills ``.grad`` of the label parameters for one meta step and returns
 overriding only what differs; it must pass ``tests/test_gradients.py``.
 """
 from .base import STRATEGIES, MetaStats, Strategy, make_strategy
-from .unrolled import Unrolled, supported_optimizers
+from .unrolled import MetaReweight, Unrolled, supported_optimizers
 
-__all__ = ["STRATEGIES", "MetaStats", "Strategy", "Unrolled", "make_strategy", "supported_optimizers"]
+__all__ = ["STRATEGIES", "MetaReweight", "MetaStats", "Strategy", "Unrolled", "make_strategy", "supported_optimizers"]

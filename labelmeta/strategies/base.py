@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..labels import LabelParameterization
-from ..losses import soft_cross_entropy
+from ..losses import TrainingLoss, check_finite, soft_cross_entropy
 from ..registry import Registry
 from ..typing import Batch
 
@@ -18,25 +18,35 @@ STRATEGIES: Registry["Strategy"] = Registry("strategy")
 
 @dataclass
 class MetaStats:
-    """What one meta step measured."""
+    """What one meta step measured.
+
+    ``sample_weights`` is set by strategies that learn per-sample weights instead of labels
+    (``[B]``, summing to one or all zero); the learner then weights the model step with it.
+    """
 
     meta_loss: float
     label_grad_norm: float
+    sample_weights: Optional[Tensor] = None
 
 
 class Strategy:
     """Base class: produce gradients on the label parameters for one meta step.
 
     The losses are shared by every strategy: the inner loss trains the model on the training
-    batch against the current soft labels, the meta loss is hard-label cross-entropy on the meta
+    batch against the current soft labels (with the learner's training loss, cross-entropy by
+    default, optionally weighted per sample), the meta loss is hard-label cross-entropy on the meta
     batch. Subclasses implement :meth:`meta_loss`, the scalar whose gradient with respect to the
     label parameters is wanted; :meth:`compute` back-propagates it.
     """
 
-    def inner_loss(self, model: nn.Module, labels: LabelParameterization, batch: Batch) -> Tensor:
-        """Soft cross-entropy of ``model`` on ``batch`` against ``labels``."""
+    #: whether the strategy produces per-sample weights (then labels need not be learnable)
+    learns_weights: bool = False
+
+    def inner_loss(self, model: nn.Module, labels: LabelParameterization, batch: Batch,
+                   loss: TrainingLoss = soft_cross_entropy, weights: Optional[Tensor] = None) -> Tensor:
+        """``loss`` of ``model`` on ``batch`` against ``labels`` (weighted by ``weights`` if given)."""
         x, y, idx = batch
-        return soft_cross_entropy(model(x), labels(idx, y))
+        return loss(model(x), labels(idx, y), weights)
 
     def outer_loss(self, model: nn.Module, meta_batch: Batch) -> Tensor:
         """Hard-label cross-entropy of ``model`` on ``meta_batch``."""
@@ -50,8 +60,10 @@ class Strategy:
         labels: LabelParameterization,
         batch: Batch,
         meta_batch: Batch,
+        loss: TrainingLoss = soft_cross_entropy,
+        weights: Optional[Tensor] = None,
     ) -> Tensor:
-        """The meta loss as a differentiable function of the label parameters."""
+        """The meta loss as a differentiable function of the label parameters (and of ``weights``)."""
         raise NotImplementedError
 
     def compute(
@@ -61,20 +73,19 @@ class Strategy:
         labels: LabelParameterization,
         batch: Batch,
         meta_batch: Batch,
+        loss: TrainingLoss = soft_cross_entropy,
     ) -> MetaStats:
         """Accumulate ``d meta_loss / d label parameters`` into their ``.grad``."""
         params: List[Tensor] = [p for p in labels.parameters() if p.requires_grad]
-        loss = self.meta_loss(model, optimizer, labels, batch, meta_batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite meta loss {loss.item()}")
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        value = check_finite(self.meta_loss(model, optimizer, labels, batch, meta_batch, loss), "meta loss")
+        grads = torch.autograd.grad(value, params, allow_unused=True)
         norm_sq = 0.0
         for p, g in zip(params, grads):
             if g is None:
                 continue
             norm_sq += float(g.pow(2).sum())
             p.grad = g if p.grad is None else p.grad + g
-        return MetaStats(meta_loss=loss.item(), label_grad_norm=norm_sq**0.5)
+        return MetaStats(meta_loss=value.item(), label_grad_norm=norm_sq**0.5)
 
 
 def make_strategy(name: str, **kwargs) -> Strategy:

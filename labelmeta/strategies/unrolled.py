@@ -1,7 +1,7 @@
 """Exact k-step unroll with ``higher``."""
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 import higher
 import torch
@@ -9,7 +9,8 @@ from torch import Tensor, nn
 
 from ..labels import LabelParameterization
 from ..typing import Batch
-from .base import STRATEGIES, Strategy
+from ..losses import TrainingLoss, check_finite, soft_cross_entropy
+from .base import STRATEGIES, MetaStats, Strategy
 
 
 def supported_optimizers() -> List[str]:
@@ -57,9 +58,47 @@ class Unrolled(Strategy):
         labels: LabelParameterization,
         batch: Batch,
         meta_batch: Batch,
+        loss: TrainingLoss = soft_cross_entropy,
+        weights: Optional[Tensor] = None,
     ) -> Tensor:
         check_optimizer(optimizer)
         with higher.innerloop_ctx(model, optimizer, copy_initial_weights=True) as (fmodel, diffopt):
             for _ in range(self.steps):
-                diffopt.step(self.inner_loss(fmodel, labels, batch))
+                diffopt.step(self.inner_loss(fmodel, labels, batch, loss, weights))
             return self.outer_loss(fmodel, meta_batch)
+
+
+@STRATEGIES.register("reweight")
+class MetaReweight(Unrolled):
+    """Learning to reweight (Ren et al., 2018) through the same ``higher`` unroll as the labels.
+
+    Every training sample enters the inner loss with a weight ``eps_i = 0``; the gradient of the
+    meta loss with respect to ``eps`` says which samples would help the meta batch. The model
+    step then uses ``w = max(-grad, 0) / sum(max(-grad, 0))`` (all zero when no sample helps:
+    the step is skipped). The labels are used as they are (usually ``one-hot``), so "reweight the
+    example" and "rewrite its label" are compared on equal terms.
+
+    Args:
+        steps: inner steps ``k`` of the unroll; default 1 (the paper's).
+    """
+
+    learns_weights = True
+
+    def compute(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        labels: LabelParameterization,
+        batch: Batch,
+        meta_batch: Batch,
+        loss: TrainingLoss = soft_cross_entropy,
+    ) -> MetaStats:
+        x = batch[0]
+        eps = torch.zeros(len(x), dtype=x.dtype if x.is_floating_point() else torch.get_default_dtype(),
+                          device=x.device, requires_grad=True)
+        value = check_finite(self.meta_loss(model, optimizer, labels, batch, meta_batch, loss, eps), "meta loss")
+        (grad,) = torch.autograd.grad(value, eps)
+        weights = (-grad).clamp_min(0)
+        total = weights.sum()
+        weights = weights / total if total > 0 else weights
+        return MetaStats(meta_loss=value.item(), label_grad_norm=float(grad.norm()), sample_weights=weights.detach())

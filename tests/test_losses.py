@@ -1,0 +1,72 @@
+"""Training losses against their closed forms, and per-sample weighting."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from labelmeta.losses import LOSSES, make_loss, soft_cross_entropy
+
+
+def _data(seed: int = 0, b: int = 6, c: int = 5):
+    g = torch.Generator().manual_seed(seed)
+    logits = 2 * torch.randn(b, c, generator=g)
+    targets = torch.softmax(3 * torch.randn(b, c, generator=g), 1)
+    weights = torch.rand(b, generator=g)
+    return logits, targets, weights / weights.sum()
+
+
+def test_gce_closed_form_and_limits(float64):
+    logits, t, _ = _data()
+    p = torch.softmax(logits, 1)
+    q = 0.7
+    expected = ((t * (1 - p**q)).sum(1) / q).mean()
+    torch.testing.assert_close(make_loss("gce", q=q)(logits, t), expected, rtol=1e-12, atol=0)
+    # q = 1 is the mean absolute error 1 - <t, p>; q -> 0 tends to cross-entropy
+    torch.testing.assert_close(make_loss("gce", q=1.0)(logits, t), (1 - (t * p).sum(1)).mean(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(make_loss("gce", q=1e-7)(logits, t), soft_cross_entropy(logits, t), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("name, beta", [("bootstrap-soft", 0.95), ("bootstrap-hard", 0.8)])
+def test_bootstrapping_closed_form(name, beta, float64):
+    logits, t, _ = _data()
+    log_p = F.log_softmax(logits, 1)
+    own = log_p.exp() if name == "bootstrap-soft" else F.one_hot(logits.argmax(1), 5).double()
+    expected = -((beta * t + (1 - beta) * own) * log_p).sum(1).mean()
+    loss = make_loss(name)
+    assert loss.beta == beta  # the paper's defaults
+    torch.testing.assert_close(loss(logits, t), expected, rtol=1e-12, atol=0)
+    # beta = 1 is plain cross-entropy
+    torch.testing.assert_close(make_loss(name, beta=1.0)(logits, t), soft_cross_entropy(logits, t), rtol=1e-12, atol=0)
+
+
+def test_soft_bootstrapping_differentiates_through_its_own_prediction(float64):
+    """Reed et al.'s soft variant keeps the gradient of the prediction inside the target."""
+    logits, t, _ = _data()
+    logits.requires_grad_()
+    (grad,) = torch.autograd.grad(make_loss("bootstrap-soft", beta=0.5)(logits, t), logits)
+    detached = logits.detach().requires_grad_()
+    target = 0.5 * t + 0.5 * torch.softmax(detached, 1).detach()
+    (grad_detached,) = torch.autograd.grad(soft_cross_entropy(detached, target), detached)
+    assert not torch.allclose(grad, grad_detached)
+
+
+@pytest.mark.parametrize("name", LOSSES.names())
+def test_weights_give_the_weighted_sum(name, float64):
+    logits, t, w = _data()
+    loss = make_loss(name)
+    per_sample = torch.stack([loss(logits[i:i + 1], t[i:i + 1]) for i in range(len(w))])
+    torch.testing.assert_close(loss(logits, t, w), (w * per_sample).sum(), rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match=r"weights must be \[B=6\], got \(5,\)"):
+        loss(logits, t, w[:5])
+    with pytest.raises(ValueError, match=r"must both be \[B, C\]"):
+        loss(logits, t[:, :4])
+
+
+def test_bad_options_and_unknown_name():
+    with pytest.raises(ValueError, match=r"q must lie in \(0, 1\], got 0"):
+        make_loss("gce", q=0)
+    with pytest.raises(ValueError, match=r"beta must lie in \[0, 1\], got 1.5"):
+        make_loss("bootstrap-soft", beta=1.5)
+    with pytest.raises(ValueError, match="unknown training loss 'mae'; available: bootstrap-hard, bootstrap-soft, ce, gce"):
+        make_loss("mae")
