@@ -16,7 +16,7 @@ from .runner import Config, Results, fit, splits_for
 
 #: fields of :class:`Config` that change the data a run sees
 DATA_FIELDS = ("dataset", "data_root", "num_samples", "meta_per_class", "meta_source", "meta_in_train", "noise",
-               "noise_rate", "seed")
+               "noise_rate", "noise_matrix", "seed")
 
 
 def compare(base: Config, methods: Mapping[str, Mapping], seeds: Iterable[int] = (0,)) -> Dict[str, List[Results]]:

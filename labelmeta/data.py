@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, Subset
 
 from .labels import check_targets
-from .noise import NoisyLabels, add_noise
+from .noise import CIFAR10_FLIPS, MNIST_FLIPS, NoisyLabels, add_noise
 from .registry import Registry
 
 
@@ -100,6 +100,7 @@ class RawData:
     input_shape: Tuple[int, ...]
     meta: Optional[Dataset] = None  # the train set under the evaluation transform, for augmented data
     class_names: Optional[Tuple[str, ...]] = None
+    flips: Optional[Dict[int, int]] = None  # the dataset's class-flip map for asymmetric noise
 
 
 @dataclass
@@ -202,7 +203,8 @@ def _without_checksums(cls: type) -> type:
     })
 
 
-def _torchvision(cls_name: str, num_classes: int, mean, std, augment: bool) -> Callable[..., RawData]:
+def _torchvision(cls_name: str, num_classes: int, mean, std, augment: bool,
+                 flips: Optional[Dict[int, int]] = None) -> Callable[..., RawData]:
     def build(data_root: Optional[str] = None, **_) -> RawData:
         from torchvision import datasets, transforms
 
@@ -225,15 +227,17 @@ def _torchvision(cls_name: str, num_classes: int, mean, std, augment: bool) -> C
         targets = torch.as_tensor(train.targets, dtype=torch.long)
         x0, _ = train_eval[0]
         names = tuple(getattr(train, "classes", ())) or None
-        return RawData(train, targets, Indexed(test), num_classes, tuple(x0.shape), meta=train_eval, class_names=names)
+        return RawData(train, targets, Indexed(test), num_classes, tuple(x0.shape), meta=train_eval,
+                       class_names=names, flips=flips)
 
     build.__doc__ = f"torchvision ``{cls_name}`` read from ``data_root`` (never downloaded)."
     return build
 
 
-DATASETS.register("cifar10")(_torchvision("CIFAR10", 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), True))
+DATASETS.register("cifar10")(_torchvision("CIFAR10", 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), True,
+                                          flips=CIFAR10_FLIPS))
 DATASETS.register("cifar100")(_torchvision("CIFAR100", 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), True))
-DATASETS.register("mnist")(_torchvision("MNIST", 10, (0.1307,), (0.3081,), False))
+DATASETS.register("mnist")(_torchvision("MNIST", 10, (0.1307,), (0.3081,), False, flips=MNIST_FLIPS))
 DATASETS.register("fashion-mnist")(_torchvision("FashionMNIST", 10, (0.2860,), (0.3530,), False))
 
 
@@ -244,6 +248,7 @@ def make_splits(
     noise_rate: float = 0.0,
     seed: int = 0,
     meta_in_train: bool = False,
+    noise_matrix: Optional[Tensor] = None,
     **dataset_options,
 ) -> Splits:
     """Load ``dataset``, hold out a clean stratified meta split, then corrupt the rest.
@@ -252,7 +257,9 @@ def make_splits(
         dataset: a name in ``DATASETS.names()``.
         meta_per_class: clean samples per class held out of the training set for the meta loss
             (0: none, the meta batches then come from the training data).
-        noise, noise_rate: see :func:`labelmeta.noise.add_noise`.
+        noise, noise_rate, noise_matrix: see :func:`labelmeta.noise.add_noise`; asymmetric noise
+            uses the dataset's class-flip map (CIFAR-10's standard one, Patrini et al.'s for MNIST),
+            else the fixed permutation ``i → i + 1 mod C``.
         seed: seeds the meta split and the noise draw.
         meta_in_train: also train on the clean meta samples (appended after the noisy ones, with
             their true labels) — the fair baseline for methods that use the meta set.
@@ -267,7 +274,8 @@ def make_splits(
     meta_mask = _stratified_mask(raw.train_targets, raw.num_classes, seed, per_class=meta_per_class) \
         if meta_per_class else torch.zeros(len(raw.train_targets), dtype=torch.bool)
     train_idx, meta_idx = (~meta_mask).nonzero().squeeze(1), meta_mask.nonzero().squeeze(1)
-    labels = add_noise(raw.train_targets[train_idx], raw.num_classes, noise, noise_rate, seed=seed)
+    labels = add_noise(raw.train_targets[train_idx], raw.num_classes, noise, noise_rate, seed=seed,
+                       flips=raw.flips, matrix=noise_matrix)
     if meta_in_train:
         clean = raw.train_targets[meta_idx]
         labels = NoisyLabels(torch.cat([labels.noisy, clean]), torch.cat([labels.true, clean]), labels.nominal_rate)

@@ -60,3 +60,30 @@ def label_correction(hard_labels: Tensor, annotated: Tensor, true: Tensor) -> Co
         clean_broken=frac(~right[~corrupted]),
         label_accuracy=frac(right),
     )
+
+
+@dataclass
+class DetectionStats:
+    """How well a method's "this annotation is wrong" flags find the corrupted samples.
+
+    Attributes:
+        precision: fraction of flagged samples that are corrupted (``nan`` when none is flagged).
+        recall: fraction of corrupted samples that are flagged (``nan`` when none is corrupted).
+    """
+
+    precision: float
+    recall: float
+
+
+def noise_detection(flagged: Tensor, annotated: Tensor, true: Tensor) -> DetectionStats:
+    """Precision and recall of ``BoolTensor[N]`` flags against the truth (``annotated != true``)."""
+    if not (flagged.shape == annotated.shape == true.shape):
+        raise ValueError(
+            f"flags {tuple(flagged.shape)}, annotations {tuple(annotated.shape)} and true targets "
+            f"{tuple(true.shape)} must have the same shape"
+        )
+    flagged, corrupted = flagged.cpu().bool(), (annotated != true).cpu()
+    hits = (flagged & corrupted).sum().item()
+    n_flagged, n_corrupted = flagged.sum().item(), corrupted.sum().item()
+    return DetectionStats(precision=hits / n_flagged if n_flagged else float("nan"),
+                          recall=hits / n_corrupted if n_corrupted else float("nan"))

@@ -15,6 +15,8 @@ from .labels import check_targets
 
 #: The standard CIFAR-10 class-flip map: truck→automobile, bird→airplane, deer→horse, cat↔dog.
 CIFAR10_FLIPS: Dict[int, int] = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
+#: The MNIST map of Patrini et al. (2017): 2→7, 3→8, 5↔6, 7→1.
+MNIST_FLIPS: Dict[int, int] = {2: 7, 3: 8, 5: 6, 6: 5, 7: 1}
 
 
 @dataclass
@@ -69,34 +71,78 @@ def flip_matrix(num_classes: int, rate: float, flips: Optional[Dict[int, int]] =
     return matrix
 
 
+def check_matrix(matrix: Tensor, num_classes: int) -> Tensor:
+    """``matrix`` as float64 if it is a ``C x C`` row-stochastic matrix, else ``ValueError``."""
+    matrix = torch.as_tensor(matrix, dtype=torch.float64)
+    if matrix.shape != (num_classes, num_classes):
+        raise ValueError(f"transition matrix must be {num_classes} x {num_classes}, got {tuple(matrix.shape)}")
+    sums = matrix.sum(1)
+    bad = ((matrix < 0).any(1) | ((sums - 1).abs() > 1e-6)).nonzero().squeeze(1)
+    if bad.numel():
+        raise ValueError(f"transition matrix rows {bad.tolist()} are not probability distributions "
+                         f"(row sums {sums[bad].tolist()})")
+    return matrix
+
+
+def load_matrix(path: str) -> Tensor:
+    """Read a transition matrix from ``.npy``, ``.csv`` (comma-separated) or ``.json`` (nested list)."""
+    import json
+
+    import numpy as np
+
+    suffix = str(path).rsplit(".", 1)[-1].lower()
+    if suffix == "npy":
+        array = np.load(path)
+    elif suffix == "csv":
+        array = np.loadtxt(path, delimiter=",", ndmin=2)
+    elif suffix == "json":
+        with open(path) as f:
+            array = np.asarray(json.load(f), dtype=np.float64)
+    else:
+        raise ValueError(f"transition matrix file must be .npy, .csv or .json, got {path!r}")
+    return torch.as_tensor(array, dtype=torch.float64)
+
+
 def apply_transition(targets: Tensor, matrix: Tensor, generator: torch.Generator, rate: float = float("nan")) -> NoisyLabels:
     """Draw each annotation from row ``matrix[true class]``."""
-    num_classes = matrix.shape[0]
-    if matrix.shape != (num_classes, num_classes):
-        raise ValueError(f"transition matrix must be square, got {tuple(matrix.shape)}")
-    if (matrix < 0).any() or not torch.allclose(matrix.sum(1), torch.ones(num_classes, dtype=matrix.dtype)):
-        raise ValueError("transition matrix rows must be probability distributions")
+    num_classes = len(matrix)
+    matrix = check_matrix(matrix, num_classes)
     check_targets(targets, num_classes)
     noisy = torch.multinomial(matrix.double()[targets], 1, generator=generator).squeeze(1)
     return NoisyLabels(noisy=noisy, true=targets.clone(), nominal_rate=rate)
 
 
 def add_noise(
-    targets: Tensor, num_classes: int, kind: str, rate: float, seed: int = 0,
-    flips: Optional[Dict[int, int]] = None,
+    targets: Tensor, num_classes: int, kind: str, rate: float = 0.0, seed: int = 0,
+    flips: Optional[Dict[int, int]] = None, matrix: Optional[Tensor] = None,
 ) -> NoisyLabels:
-    """Corrupt ``targets`` with ``kind`` ∈ {"none", "symmetric", "asymmetric"} noise at ``rate``.
+    """Corrupt ``targets`` with ``kind`` noise, seeded independently of everything else.
 
-    Seeded independently of everything else, so every method in a comparison sees the same draw.
+    Args:
+        kind: ``"none"``; ``"symmetric"`` (redrawn uniformly at ``rate``); ``"asymmetric"``
+            (class ``i`` flipped to ``flips[i]`` at ``rate``, default map ``i → i + 1 mod C``);
+            ``"matrix"`` (drawn from the rows of the given transition ``matrix``; ``rate`` is
+            ignored and the nominal rate is the expected fraction of changed annotations).
     """
+    if kind == "matrix":
+        if matrix is None:
+            raise ValueError("noise 'matrix' needs a transition matrix (Config.noise_matrix: a .npy, .csv or .json file)")
+        matrix = check_matrix(matrix, num_classes)
+        check_targets(targets, num_classes)
+        nominal = float(1 - matrix.diagonal()[targets].mean()) if targets.numel() else 0.0
+        return apply_transition(targets, matrix, torch.Generator().manual_seed(seed), nominal)
     if kind == "none" or rate == 0:
         _check_rate(rate)
+        if kind not in NOISE_KINDS:
+            raise ValueError(f"unknown noise kind {kind!r}; available: {', '.join(NOISE_KINDS)}")
         return NoisyLabels(noisy=targets.clone(), true=targets.clone(), nominal_rate=0.0)
     if kind == "symmetric":
         matrix = symmetric_matrix(num_classes, rate)
     elif kind == "asymmetric":
         matrix = flip_matrix(num_classes, rate, flips)
     else:
-        raise ValueError(f"unknown noise kind {kind!r}; available: none, symmetric, asymmetric")
-    generator = torch.Generator().manual_seed(seed)
-    return apply_transition(targets, matrix, generator, rate)
+        raise ValueError(f"unknown noise kind {kind!r}; available: {', '.join(NOISE_KINDS)}")
+    return apply_transition(targets, matrix, torch.Generator().manual_seed(seed), rate)
+
+
+NOISE_KINDS = ("none", "symmetric", "asymmetric", "matrix")

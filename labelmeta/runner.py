@@ -10,17 +10,19 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
 
 from .data import Splits, cycle, loader, make_splits
 from .labels import LABELS, make_labels
+from .losses import LOSSES, make_loss
 from .learner import Learner
-from .metrics import accuracy, label_correction
+from .metrics import accuracy, label_correction, noise_detection
 from .models import make_model
-from .optim import make_label_optimizer
+from .noise import load_matrix
+from .optim import LABEL_OPTIMIZERS, make_label_optimizer
 from .strategies import make_strategy
 
 
@@ -39,8 +41,9 @@ class Config:
     meta_per_class: int = 50            #: clean samples per class held out for the meta loss
     meta_source: str = "clean"          #: meta batches from "clean" (held-out) or "train" data
     meta_in_train: bool = False         #: also train on the clean meta samples (a fair baseline)
-    noise: str = "symmetric"            #: "none", "symmetric" or "asymmetric"
-    noise_rate: float = 0.4             #: nominal noise rate in [0, 1)
+    noise: str = "symmetric"            #: "none", "symmetric", "asymmetric" or "matrix"
+    noise_rate: float = 0.4             #: nominal noise rate in [0, 1) (symmetric, asymmetric)
+    noise_matrix: Optional[str] = None  #: file (.npy, .csv, .json) of a C x C transition matrix (matrix)
     # model and its optimiser
     model: str = "cnn1d-bn"              #: a name in ``labelmeta.models.MODELS``
     optimizer: str = "sgd"              #: "sgd" (with momentum) or "adam"
@@ -56,6 +59,9 @@ class Config:
     ensemble_weight: float = 2.0        #: weight of the model's log-predictions (per-sample-ensemble)
     ensemble_momentum: float = 0.7      #: their moving average's momentum per visit (per-sample-ensemble)
     smoothing: float = 0.1              #: epsilon of the fixed label-smoothing baseline
+    loss: str = "ce"                    #: training loss, a name in ``labelmeta.losses.LOSSES``
+    gce_q: float = 0.7                  #: q of the generalised cross-entropy loss
+    bootstrap_beta: Optional[float] = None  #: beta of bootstrapping (None: 0.95 soft, 0.8 hard)
     strategy: str = "unrolled"          #: a name in ``STRATEGIES`` or "none"
     unroll_steps: int = 1               #: k, inner steps of the unroll
     label_optimizer: str = "mirror"     #: a name in ``labelmeta.optim.LABEL_OPTIMIZERS``
@@ -86,6 +92,8 @@ class Results:
     best_epoch: int = -1
     corrected: float = float("nan")
     clean_broken: float = float("nan")
+    detect_precision: float = float("nan")  #: of the method's "corrupted" flags, see ``noise_detection``
+    detect_recall: float = float("nan")
     nominal_noise: float = 0.0
     effective_noise: float = 0.0
     wall_time: float = 0.0
@@ -113,15 +121,23 @@ def _model_optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Opti
     raise ValueError(f"unknown optimizer {config.optimizer!r}; available: sgd, adam")
 
 
-#: constructor argument of a label parameterisation -> the Config field that sets it
+#: constructor argument of a component -> the Config field that sets it, per kind of component
 LABEL_OPTIONS = {"scale": "label_scale", "weight": "ensemble_weight", "momentum": "ensemble_momentum",
                  "smoothing": "smoothing"}
+LOSS_OPTIONS = {"q": "gce_q", "beta": "bootstrap_beta"}
+LABEL_OPTIMIZER_OPTIONS = {"normalize": "label_normalize"}
+
+
+def options_for(factory: Callable, config: Config, mapping: Dict[str, str]) -> Dict[str, Any]:
+    """The keyword arguments ``factory`` takes from ``config`` (``None`` fields keep its defaults)."""
+    accepted = inspect.signature(factory).parameters
+    return {arg: getattr(config, name) for arg, name in mapping.items()
+            if arg in accepted and getattr(config, name) is not None}
 
 
 def label_options(config: Config) -> Dict[str, Any]:
     """The Config fields that the parameterisation ``config.labels`` takes, as keyword arguments."""
-    accepted = inspect.signature(LABELS.get(config.labels)).parameters
-    return {arg: getattr(config, name) for arg, name in LABEL_OPTIONS.items() if arg in accepted}
+    return options_for(LABELS.get(config.labels), config, LABEL_OPTIONS)
 
 
 def build_learner(config: Config, splits: Splits) -> Learner:
@@ -130,13 +146,14 @@ def build_learner(config: Config, splits: Splits) -> Learner:
     optimizer = _model_optimizer(config, model)
     labels = make_labels(config.labels, splits.labels.noisy, splits.num_classes,
                          **label_options(config)).to(config.device)
-    strategy = None
+    loss = make_loss(config.loss, **options_for(LOSSES.get(config.loss), config, LOSS_OPTIONS))
+    strategy = make_strategy(config.strategy, steps=config.unroll_steps) if config.strategy != "none" else None
     label_opt = None
-    if config.strategy != "none" and labels.learnable:
-        strategy = make_strategy(config.strategy, steps=config.unroll_steps)
-        label_opt = make_label_optimizer(config.label_optimizer, labels.parameters(), config.label_lr,
-                                         **({"normalize": config.label_normalize} if config.label_optimizer == "mirror" else {}))
-    return Learner(model, optimizer, labels, strategy, label_opt)
+    if strategy is not None and labels.learnable:
+        label_opt = make_label_optimizer(
+            config.label_optimizer, labels.parameters(), config.label_lr,
+            **options_for(LABEL_OPTIMIZERS.get(config.label_optimizer), config, LABEL_OPTIMIZER_OPTIONS))
+    return Learner(model, optimizer, labels, strategy, label_opt, loss=loss)
 
 
 def _check_config(config: Config) -> None:
@@ -172,6 +189,7 @@ def splits_for(config: Config) -> Splits:
     """The train / meta / test data ``config`` describes (the meta split only for ``meta_source="clean"``)."""
     return make_splits(config.dataset, meta_per_class=config.meta_per_class if config.meta_source == "clean" else 0,
                        noise=config.noise, noise_rate=config.noise_rate, seed=config.seed,
+                       noise_matrix=load_matrix(config.noise_matrix) if config.noise_matrix else None,
                        meta_in_train=config.meta_in_train, data_root=config.data_root,
                        num_samples=config.num_samples)
 
@@ -203,6 +221,7 @@ def fit(config: Config, splits: Optional[Splits] = None) -> Results:
 
     results = Results(config=dataclasses.asdict(config), nominal_noise=splits.labels.nominal_rate,
                       effective_noise=splits.labels.effective_rate)
+    last_weight = torch.ones(len(splits.labels.noisy))  # each sample's weight at its last visit
     progress = _progress(total_steps, config)
     for epoch in range(config.epochs):
         epoch_start = time.perf_counter()
@@ -212,6 +231,8 @@ def fit(config: Config, splits: Optional[Splits] = None) -> Results:
             batch = tuple(t.to(device) for t in batch)
             meta_batch = tuple(t.to(device) for t in next(meta_batches)) if learn_labels else None
             stats = learner.step(batch, meta_batch)
+            if stats.sample_weights is not None:  # relative to uniform: 1 is an average sample
+                last_weight[batch[2].cpu()] = stats.sample_weights.cpu().float() * len(batch[2])
             if model_scheduler is not None:
                 model_scheduler.step()
             if label_scheduler is not None and stats.meta_loss is not None:
@@ -227,9 +248,7 @@ def fit(config: Config, splits: Optional[Splits] = None) -> Results:
             "test_accuracy": accuracy(learner.model, test_loader, device),
             "seconds": time.perf_counter() - epoch_start,
         }
-        if learner.labels.learnable:
-            stats_c = label_correction(learner.labels.hard_labels(), splits.labels.noisy, splits.labels.true)
-            record.update(corrected=stats_c.corrected, clean_broken=stats_c.clean_broken)
+        record.update(_label_quality(learner, splits, last_weight))
         results.history.append(record)
         progress.set_postfix(acc=f"{record['test_accuracy']:.3f}", refresh=False)
     progress.close()
@@ -237,13 +256,32 @@ def fit(config: Config, splits: Optional[Splits] = None) -> Results:
     accs = [h["test_accuracy"] for h in results.history]
     results.best_epoch = int(np.argmax(accs)) + 1
     results.best_accuracy, results.last_accuracy = max(accs), accs[-1]
-    if learner.labels.learnable:
-        results.corrected = results.history[-1]["corrected"]
-        results.clean_broken = results.history[-1]["clean_broken"]
+    for name in ("corrected", "clean_broken", "detect_precision", "detect_recall"):
+        if name in results.history[-1]:
+            setattr(results, name, results.history[-1][name])
     results.wall_time = time.perf_counter() - start
     if config.output:
         results.to_json(config.output)
     return results
+
+
+def _label_quality(learner: Learner, splits: Splits, last_weight: torch.Tensor) -> Dict[str, float]:
+    """What a method says about the annotations: corrections (learned labels) and which samples
+    it flags as corrupted (a changed hard label, or a zero weight at the last visit)."""
+    noisy, true = splits.labels.noisy, splits.labels.true
+    out: Dict[str, float] = {}
+    if learner.labels.learnable:
+        hard = learner.labels.hard_labels().cpu()
+        quality = label_correction(hard, noisy, true)
+        out.update(corrected=quality.corrected, clean_broken=quality.clean_broken)
+        flagged = hard != noisy
+    elif learner.strategy is not None and learner.strategy.learns_weights:
+        flagged = last_weight == 0
+    else:
+        return out
+    detection = noise_detection(flagged, noisy, true)
+    out.update(detect_precision=detection.precision, detect_recall=detection.recall)
+    return out
 
 
 def _progress(total: int, config: Config):
@@ -262,14 +300,21 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults: Optional[Con
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
-        if f.type in ("bool", bool):
+        kind = str(f.type)  # annotations are strings here (``from __future__ import annotations``)
+        if kind == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
-        elif f.type in ("int", int):
-            parser.add_argument(flag, type=int, default=default)
-        elif f.type in ("float", float):
-            parser.add_argument(flag, type=float, default=default)
         else:
-            parser.add_argument(flag, type=str, default=default)
+            parse = {"int": int, "float": float}.get(kind.removeprefix("Optional[").removesuffix("]"), str)
+            parser.add_argument(flag, type=_optional(parse) if kind.startswith("Optional") else parse,
+                                default=default, metavar=parse.__name__.upper())
+
+
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse``, with ``none`` meaning ``None`` (for ``Optional`` fields)."""
+    def convert(text: str) -> Any:
+        return None if text.lower() == "none" else parse(text)
+    convert.__name__ = parse.__name__
+    return convert
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

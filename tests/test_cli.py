@@ -92,3 +92,13 @@ def test_learner_rejects_bad_batches_and_missing_label_optimizer():
 def test_meta_source_clean_needs_a_meta_split():
     with pytest.raises(ValueError, match="meta_per_class > 0"):
         fit(Config(num_samples=1000, epochs=1, meta_per_class=0, progress=False))
+
+
+def test_optional_fields_parse_none_and_numbers():
+    from labelmeta.cli import build_parser
+    from labelmeta.runner import config_from_args
+
+    args = build_parser().parse_args(["train", "--bootstrap-beta", "0.6", "--noise-matrix", "T.npy"])
+    config = config_from_args(args)
+    assert config.bootstrap_beta == 0.6 and config.noise_matrix == "T.npy"
+    assert config_from_args(build_parser().parse_args(["train", "--bootstrap-beta", "none"])).bootstrap_beta is None

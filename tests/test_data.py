@@ -149,3 +149,48 @@ def test_meta_in_train_appends_clean_meta_samples():
     assert torch.equal(both.labels.noisy[:n], base.labels.noisy)  # the same noise draw
     assert torch.equal(both.train.x[n:], base.meta.x) and torch.equal(both.labels.noisy[n:], base.meta.y)
     assert not both.labels.corrupted[n:].any()
+
+
+@pytest.mark.parametrize("suffix", ["npy", "csv", "json"])
+def test_transition_matrix_from_a_file(tmp_path, suffix):
+    from labelmeta.noise import load_matrix
+
+    matrix = np.full((4, 4), 0.1) + np.eye(4) * 0.6  # 30 % of every class spread over the others
+    matrix[3] = [0.0, 0.0, 0.5, 0.5]                  # class 3: half flipped to 2
+    path = tmp_path / f"T.{suffix}"
+    if suffix == "npy":
+        np.save(path, matrix)
+    elif suffix == "csv":
+        np.savetxt(path, matrix, delimiter=",")
+    else:
+        import json
+        path.write_text(json.dumps(matrix.tolist()))
+    y = torch.arange(4).repeat(5000)
+    noisy = add_noise(y, 4, "matrix", seed=0, matrix=load_matrix(str(path)))
+    assert noisy.nominal_rate == pytest.approx((0.3 * 3 + 0.5) / 4)
+    assert noisy.effective_rate == pytest.approx(noisy.nominal_rate, abs=0.01)
+    assert set(noisy.noisy[y == 3].unique().tolist()) == {2, 3}
+
+
+def test_bad_transition_matrices_are_named(tmp_path):
+    from labelmeta.noise import load_matrix
+
+    y = torch.arange(3).repeat(4)
+    with pytest.raises(ValueError, match=r"rows \[1\] are not probability distributions \(row sums \[1.5\]\)"):
+        add_noise(y, 3, "matrix", matrix=torch.tensor([[1.0, 0, 0], [0.5, 1.0, 0], [0, 0, 1.0]]))
+    with pytest.raises(ValueError, match=r"must be 3 x 3, got \(2, 2\)"):
+        add_noise(y, 3, "matrix", matrix=torch.eye(2))
+    with pytest.raises(ValueError, match="needs a transition matrix"):
+        add_noise(y, 3, "matrix")
+    with pytest.raises(ValueError, match=r"must be .npy, .csv or .json, got '.*T.txt'"):
+        load_matrix(str(tmp_path / "T.txt"))
+
+
+def test_cifar10_asymmetric_noise_uses_the_standard_flips(tmp_path):
+    _write_cifar10(tmp_path, n_train_per_batch=200)
+    s = make_splits("cifar10", meta_per_class=0, noise="asymmetric", noise_rate=0.5, data_root=str(tmp_path))
+    changed = s.labels.corrupted
+    assert changed.any()
+    for src, dst in CIFAR10_FLIPS.items():
+        assert (s.labels.noisy[changed & (s.labels.true == src)] == dst).all()
+    assert set(s.labels.true[changed].unique().tolist()) <= set(CIFAR10_FLIPS)

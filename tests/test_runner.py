@@ -39,3 +39,42 @@ def test_bad_label_schedule_is_named():
 
     with pytest.raises(ValueError, match="label_schedule must be 'cosine' or 'constant', got 'step'"):
         fit(TINY.replace(label_schedule="step"))
+
+
+def test_noise_detection_closed_form():
+    import torch
+
+    from labelmeta.metrics import noise_detection
+
+    annotated = torch.tensor([0, 1, 2, 3, 0, 1])
+    true = torch.tensor([0, 2, 2, 0, 1, 1])        # samples 1, 3, 4 corrupted
+    flagged = torch.tensor([False, True, True, False, True, False])
+    d = noise_detection(flagged, annotated, true)
+    assert d.precision == pytest.approx(2 / 3) and d.recall == pytest.approx(2 / 3)
+    assert noise_detection(torch.zeros(6, dtype=torch.bool), annotated, true).recall == 0.0
+    with pytest.raises(ValueError, match="same shape"):
+        noise_detection(flagged[:3], annotated, true)
+
+
+def test_loss_and_label_optimizer_options_reach_their_factories():
+    from labelmeta.runner import LOSS_OPTIONS, options_for
+    from labelmeta.losses import LOSSES
+
+    config = TINY.replace(loss="gce", gce_q=0.4)
+    assert options_for(LOSSES.get("gce"), config, LOSS_OPTIONS) == {"q": 0.4}
+    # None keeps the factory's own default (0.95 soft, 0.8 hard)
+    assert options_for(LOSSES.get("bootstrap-hard"), config, LOSS_OPTIONS) == {}
+    learner = build_learner(TINY.replace(loss="bootstrap-hard"), splits_for(TINY))
+    assert learner.loss.beta == 0.8 and learner.loss.hard
+    learner = build_learner(TINY.replace(label_optimizer="mirror", label_normalize="row"), splits_for(TINY))
+    assert learner.label_optimizer.param_groups[0]["normalize"] == "row"
+
+
+def test_reweighting_run_reports_its_flags():
+    from labelmeta import fit
+
+    r = fit(TINY.replace(labels="one-hot", strategy="reweight", epochs=2, warmup_epochs=1))
+    assert r.history[0].keys() >= {"detect_precision", "detect_recall"}
+    assert 0.0 <= r.detect_recall <= 1.0 and "corrected" not in r.history[-1]
+    plain = fit(TINY.replace(labels="one-hot", strategy="none"))
+    assert "detect_recall" not in plain.history[-1]
