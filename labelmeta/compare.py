@@ -48,9 +48,12 @@ class Row:
     corrected: tuple
     clean_broken: tuple
     wall_time: tuple
+    precision: tuple = (float("nan"), float("nan"))
+    recall: tuple = (float("nan"), float("nan"))
 
 
-def _mean_std(values: List[float], scale: float = 100.0) -> tuple:
+def mean_std(values: Iterable[Optional[float]], scale: float = 100.0) -> tuple:
+    """``(mean, std)`` of the finite ``values`` times ``scale``; ``(nan, nan)`` if there are none."""
     vals = [v * scale for v in values if v is not None and not math.isnan(v)]
     if not vals:
         return (float("nan"), float("nan"))
@@ -61,28 +64,32 @@ def summarize(results: Mapping[str, List[Results]]) -> List[Row]:
     """One :class:`Row` per method."""
     return [
         Row(name, len(runs),
-            _mean_std([r.best_accuracy for r in runs]), _mean_std([r.last_accuracy for r in runs]),
-            _mean_std([r.corrected for r in runs]), _mean_std([r.clean_broken for r in runs]),
-            _mean_std([r.wall_time for r in runs], scale=1.0))
+            mean_std([r.best_accuracy for r in runs]), mean_std([r.last_accuracy for r in runs]),
+            mean_std([r.corrected for r in runs]), mean_std([r.clean_broken for r in runs]),
+            mean_std([r.wall_time for r in runs], scale=1.0),
+            mean_std([r.detect_precision for r in runs]), mean_std([r.detect_recall for r in runs]))
         for name, runs in results.items()
     ]
 
 
+def cell(ms: tuple, digits: int = 1) -> str:
+    """``mean ± std`` with ``digits`` decimals, or an en dash for a figure a method does not have."""
+    if math.isnan(ms[0]):
+        return "–"
+    return f"{ms[0]:.{digits}f} ± {ms[1]:.{digits}f}"
+
+
 def format_table(rows: List[Row]) -> str:
     """A markdown table of :func:`summarize` rows (mean ± std over seeds)."""
-
-    def cell(ms: tuple, digits: int = 1) -> str:
-        if math.isnan(ms[0]):
-            return "–"
-        return f"{ms[0]:.{digits}f} ± {ms[1]:.{digits}f}"
-
     lines = [
-        "| method | seeds | test acc best (%) | test acc last (%) | corrupted corrected (%) | clean broken (%) | wall time (s) |",
-        "|---|---|---|---|---|---|---|",
+        "| method | seeds | test acc best (%) | test acc last (%) | corrupted corrected (%) | clean broken (%) "
+        "| flagged: precision / recall (%) | wall time (s) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        flags = "–" if math.isnan(r.precision[0]) and math.isnan(r.recall[0]) else f"{cell(r.precision, 0)} / {cell(r.recall, 0)}"
         lines.append(f"| {r.method} | {r.seeds} | {cell(r.best)} | {cell(r.last)} | {cell(r.corrected)} | "
-                     f"{cell(r.clean_broken, 2)} | {cell(r.wall_time, 0)} |")
+                     f"{cell(r.clean_broken, 2)} | {flags} | {cell(r.wall_time, 0)} |")
     return "\n".join(lines)
 
 

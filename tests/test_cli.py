@@ -53,16 +53,6 @@ def test_console_script_entry_point():
     assert "per-sample" in proc.stdout and "unrolled" in proc.stdout
 
 
-def test_benchmark_smoke(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "noisy_recipe.py"), "--smoke", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "noisy_recipe_smoke.png").stat().st_size > 0
-    results = json.loads((tmp_path / "noisy_recipe_smoke.json").read_text())
-    assert set(results) >= {"cross-entropy", "learned labels (default: per-sample-ensemble, k=1 unroll)"}
-    assert "| cross-entropy | 1 |" in (tmp_path / "noisy_recipe_smoke.md").read_text()
-
-
 def test_non_finite_loss_stops_with_the_step():
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 3)
