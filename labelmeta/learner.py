@@ -81,6 +81,11 @@ class Learner:
             )
         self.num_steps = 0
 
+    def meta_due(self) -> bool:
+        """Whether the next :meth:`step` takes a meta step when given a meta batch
+        (every ``strategy.every`` steps)."""
+        return self.meta_enabled and self.num_steps % self.strategy.every == 0
+
     def _check_batch(self, batch: Batch, what: str) -> None:
         if not isinstance(batch, (tuple, list)) or len(batch) != 3:
             raise ValueError(f"{what} must be (inputs, targets, indices), got {type(batch).__name__}"
@@ -103,7 +108,7 @@ class Learner:
         self._check_batch(batch, "batch")
         self.model.train()
         meta_loss = grad_norm = weights = None
-        if meta_batch is not None and self.meta_enabled:
+        if meta_batch is not None and self.meta_due():
             self._check_batch(meta_batch, "meta_batch")
             assert self.strategy is not None
             if self.label_optimizer is not None:

@@ -63,21 +63,25 @@ class MirrorDescent(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                g = p.grad
                 if p.dim() == 2:
-                    g = g / torch.softmax(p, dim=1).clamp_min(1e-30)
+                    # only the rows in the batch have a gradient: work on those alone (O(B), not O(N))
+                    active = p.grad.ne(0).any(dim=1).nonzero().squeeze(1)
+                    if active.numel() == 0:
+                        continue
+                    g = p.grad[active] / torch.softmax(p[active], dim=1).clamp_min(1e-30)
                     rows = g.norm(dim=1, keepdim=True)
                 else:
-                    rows = g.abs().reshape(-1, 1) if p.dim() else g.abs().reshape(1, 1)
-                    g = g.reshape(rows.shape[0], -1)
-                active = rows.squeeze(1) > 0
-                if not active.any():
-                    continue
+                    g = p.grad.reshape(-1, 1)
+                    rows = g.abs()
+                    active = (rows.squeeze(1) > 0).nonzero().squeeze(1)
+                    if active.numel() == 0:
+                        continue
+                    g, rows = g[active], rows[active]
                 if group["normalize"] == "row":
                     g = g / rows.clamp_min(1e-30)
                 elif group["normalize"] == "batch":
-                    g = g / rows[active].pow(2).mean().sqrt()
-                p.add_(g.reshape(p.shape), alpha=-group["lr"])
+                    g = g / rows.pow(2).mean().sqrt()
+                p.view(-1, g.shape[1]).index_add_(0, active, g, alpha=-group["lr"])
         return None
 
 

@@ -23,7 +23,7 @@ from .metrics import accuracy, label_correction, noise_detection
 from .models import make_model
 from .noise import load_matrix
 from .optim import LABEL_OPTIMIZERS, make_label_optimizer
-from .strategies import make_strategy
+from .strategies import STRATEGIES, make_strategy
 
 
 @dataclass
@@ -64,6 +64,10 @@ class Config:
     bootstrap_beta: Optional[float] = None  #: beta of bootstrapping (None: 0.95 soft, 0.8 hard)
     strategy: str = "unrolled"          #: a name in ``STRATEGIES`` or "none"
     unroll_steps: int = 1               #: k, inner steps of the unroll
+    unroll_through: int = 1             #: t, steps differentiated by the "truncated" strategy
+    meta_every: int = 1                 #: meta step every m training steps (amortisation)
+    head_module: Optional[str] = None   #: the head the "head-only" strategy unrolls (default: guessed)
+    fd_scale: float = 0.01              #: finite-difference radius of "finite-difference", in units of |v|
     label_optimizer: str = "mirror"     #: a name in ``labelmeta.optim.LABEL_OPTIMIZERS``
     label_lr: float = 0.5
     label_schedule: str = "cosine"      #: label lr "cosine" (follows the model's schedule) or "constant"
@@ -126,6 +130,8 @@ LABEL_OPTIONS = {"scale": "label_scale", "weight": "ensemble_weight", "momentum"
                  "smoothing": "smoothing"}
 LOSS_OPTIONS = {"q": "gce_q", "beta": "bootstrap_beta"}
 LABEL_OPTIMIZER_OPTIONS = {"normalize": "label_normalize"}
+STRATEGY_OPTIONS = {"steps": "unroll_steps", "through": "unroll_through", "every": "meta_every",
+                    "head": "head_module", "scale": "fd_scale"}
 
 
 def options_for(factory: Callable, config: Config, mapping: Dict[str, str]) -> Dict[str, Any]:
@@ -147,7 +153,10 @@ def build_learner(config: Config, splits: Splits) -> Learner:
     labels = make_labels(config.labels, splits.labels.noisy, splits.num_classes,
                          **label_options(config)).to(config.device)
     loss = make_loss(config.loss, **options_for(LOSSES.get(config.loss), config, LOSS_OPTIONS))
-    strategy = make_strategy(config.strategy, steps=config.unroll_steps) if config.strategy != "none" else None
+    strategy = None
+    if config.strategy != "none":
+        strategy = make_strategy(config.strategy,
+                                 **options_for(STRATEGIES.get(config.strategy), config, STRATEGY_OPTIONS))
     label_opt = None
     if strategy is not None and labels.learnable:
         label_opt = make_label_optimizer(
@@ -216,7 +225,9 @@ def fit(config: Config, splits: Optional[Splits] = None) -> Results:
     test_loader = loader(splits.test, 1000, shuffle=False)
     steps_per_epoch = len(train_loader)
     total_steps = config.epochs * steps_per_epoch
-    label_steps = max(config.epochs - config.warmup_epochs, 0) * steps_per_epoch
+    every = learner.strategy.every if learner.strategy is not None else 1
+    first = min(config.warmup_epochs, config.epochs) * steps_per_epoch
+    label_steps = len(range(-(-first // every) * every, total_steps, every))  # meta steps after warm-up
     model_scheduler, label_scheduler = make_schedulers(config, learner, total_steps, label_steps)
 
     results = Results(config=dataclasses.asdict(config), nominal_noise=splits.labels.nominal_rate,
@@ -229,7 +240,7 @@ def fit(config: Config, splits: Optional[Splits] = None) -> Results:
         losses, meta_losses = [], []
         for batch in train_loader:
             batch = tuple(t.to(device) for t in batch)
-            meta_batch = tuple(t.to(device) for t in next(meta_batches)) if learn_labels else None
+            meta_batch = tuple(t.to(device) for t in next(meta_batches)) if learn_labels and learner.meta_due() else None
             stats = learner.step(batch, meta_batch)
             if stats.sample_weights is not None:  # relative to uniform: 1 is an average sample
                 last_weight[batch[2].cpu()] = stats.sample_weights.cpu().float() * len(batch[2])

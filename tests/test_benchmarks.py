@@ -37,3 +37,35 @@ def test_noisy_labels_smoke_and_resume(tmp_path):
     again = _smoke("noisy_labels.py", tmp_path, "--datasets", "digits")
     assert "25 of 25 cells already done; running 0" in again.stdout
     assert (tmp_path / "noisy_labels_smoke.md").read_text() == table
+
+
+def test_overhead_smoke(tmp_path):
+    out = _smoke("overhead.py", tmp_path).stdout
+    assert "| exact k=1 (torch.func) |" in out and "| head-only k=1 |" in out
+    data = json.loads((tmp_path / "overhead_smoke.json").read_text())
+    for model in ("cnn1d-bn", "mlp"):
+        rows = data["results"][model]
+        assert rows["plain step"]["time_ratio"] == 1.0
+        # the exact unroll keeps more of a graph than a plain step; head-only far less than the exact one
+        assert rows["exact k=1 (torch.func)"]["memory"] > rows["plain step"]["memory"]
+        assert rows["head-only k=1"]["memory"] < rows["exact k=1 (torch.func)"]["memory"]
+    assert (tmp_path / "overhead_smoke.png").stat().st_size > 0
+
+
+def test_unroll_depth_smoke(tmp_path):
+    out = _smoke("unroll_depth.py", tmp_path).stdout
+    assert "| truncated, t=1 |" in out and "| clean | exact k=2 |" in out
+    data = json.loads((tmp_path / "unroll_depth_smoke.json").read_text())
+    exact, truncated = data["cost"]["exact (torch.func)"], data["cost"]["truncated, t=1"]
+    # the exact unroll's graph grows with k; truncation keeps it (nearly) flat
+    assert exact["memory"][1] > exact["memory"][0]
+    assert truncated["memory"][1] - truncated["memory"][0] < exact["memory"][1] - exact["memory"][0]
+    assert (tmp_path / "unroll_depth_smoke.png").stat().st_size > 0
+
+
+def test_strategies_smoke(tmp_path):
+    out = _smoke("strategies.py", tmp_path).stdout
+    assert "| per-sample-ensemble | head-only k=1 |" in out and "| class-temperature | exact k=1 (unrolled, higher) |" in out
+    rows = json.loads((tmp_path / "strategies_smoke.json").read_text())["rows"]
+    assert rows[0]["method"] == "cross-entropy" and rows[0]["time_ratio"] == 1.0
+    assert (tmp_path / "strategies_smoke.png").stat().st_size > 0

@@ -78,3 +78,22 @@ def test_reweighting_run_reports_its_flags():
     assert 0.0 <= r.detect_recall <= 1.0 and "corrected" not in r.history[-1]
     plain = fit(TINY.replace(labels="one-hot", strategy="none"))
     assert "detect_recall" not in plain.history[-1]
+
+
+@pytest.mark.parametrize("strategy, extra", [("functional", {}), ("truncated", dict(unroll_steps=2)),
+                                             ("head-only", {}), ("finite-difference", {}),
+                                             ("unrolled", dict(meta_every=3))])
+def test_every_strategy_runs_in_the_runner(strategy, extra):
+    from labelmeta import fit
+
+    config = TINY.replace(strategy=strategy, epochs=2, warmup_epochs=1, label_lr=0.5, **extra)
+    r = fit(config)
+    assert r.history[1]["meta_loss"] is not None and 0 <= r.corrected <= 1
+
+
+def test_strategy_options_reach_the_strategy():
+    learner = build_learner(TINY.replace(strategy="truncated", unroll_steps=4, unroll_through=2, meta_every=5),
+                            splits_for(TINY))
+    assert (learner.strategy.steps, learner.strategy.through, learner.strategy.every) == (4, 2, 5)
+    learner = build_learner(TINY.replace(strategy="head-only", head_module="head"), splits_for(TINY))
+    assert learner.strategy.head == "head"

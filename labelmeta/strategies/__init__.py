@@ -7,5 +7,7 @@ overriding only what differs; it must pass ``tests/test_gradients.py``.
 """
 from .base import STRATEGIES, MetaStats, Strategy, make_strategy
 from .unrolled import MetaReweight, Unrolled, supported_optimizers
+from .functional import FiniteDifference, Functional, HeadOnly, Truncated, find_head
 
-__all__ = ["STRATEGIES", "MetaReweight", "MetaStats", "Strategy", "Unrolled", "make_strategy", "supported_optimizers"]
+__all__ = ["STRATEGIES", "FiniteDifference", "Functional", "HeadOnly", "MetaReweight", "MetaStats", "Strategy",
+           "Truncated", "Unrolled", "find_head", "make_strategy", "supported_optimizers"]

@@ -42,6 +42,12 @@ class Strategy:
     #: whether the strategy produces per-sample weights (then labels need not be learnable)
     learns_weights: bool = False
 
+    def __init__(self, every: int = 1) -> None:
+        if int(every) != every or every < 1:
+            raise ValueError(f"every must be a positive integer, got {every}")
+        #: the learner takes a meta step every ``every`` training steps (amortisation)
+        self.every = int(every)
+
     def inner_loss(self, model: nn.Module, labels: LabelParameterization, batch: Batch,
                    loss: TrainingLoss = soft_cross_entropy, weights: Optional[Tensor] = None) -> Tensor:
         """``loss`` of ``model`` on ``batch`` against ``labels`` (weighted by ``weights`` if given)."""

@@ -44,9 +44,11 @@ class Unrolled(Strategy):
 
     Args:
         steps: number of unrolled inner steps ``k`` (>= 1); default 1.
+        every: take a meta step every ``every`` training steps (amortisation); default 1.
     """
 
-    def __init__(self, steps: int = 1) -> None:
+    def __init__(self, steps: int = 1, every: int = 1) -> None:
+        super().__init__(every)
         if int(steps) != steps or steps < 1:
             raise ValueError(f"steps must be a positive integer, got {steps}")
         self.steps = int(steps)

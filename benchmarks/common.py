@@ -1,0 +1,112 @@
+"""Helpers shared by the benchmark scripts: step timing, graph memory, machine description, output."""
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Tuple
+
+import torch
+
+from labelmeta import make_model
+
+#: model name -> (input shape, classes)
+SHAPES: Dict[str, Tuple[Tuple[int, ...], int]] = {"cnn1d-bn": ((40,), 10), "mlp": ((40,), 10),
+                                                  "resnet18": ((3, 32, 32), 10), "wrn": ((3, 32, 32), 10)}
+
+
+def machine(device: str) -> str:
+    """One line naming where the figures were measured."""
+    if device.startswith("cuda"):
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), torch {torch.__version__}"
+    return f"{platform.machine()} CPU, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}"
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def interleaved_times(steps: Dict[str, Callable[[], None]], repeats: int, warmup: int, device: str,
+                      block: Dict[str, int] | None = None) -> Dict[str, List[float]]:
+    """Seconds per step of every callable, measured round-robin so that drift hits all alike.
+
+    ``block[name] = m`` times ``m`` consecutive calls as one sample and divides by ``m`` (for
+    strategies that take a meta step every ``m`` steps). The first ``warmup`` rounds are dropped.
+    """
+    block = block or {}
+    times: Dict[str, List[float]] = {name: [] for name in steps}
+    for round_ in range(warmup + repeats):
+        for name, step in steps.items():
+            m = block.get(name, 1)
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(m):
+                step()
+            sync(device)
+            if round_ >= warmup:
+                times[name].append((time.perf_counter() - start) / m)
+    return times
+
+
+def median(values: List[float]) -> float:
+    return statistics.median(values)
+
+
+@contextmanager
+def saved_tensor_bytes() -> Iterator[Dict[str, int]]:
+    """Count the bytes autograd saves for backward inside the block (distinct storages).
+
+    On the CPU this is the memory an unroll's graph holds, the part that grows with depth;
+    ``result["bytes"]`` is filled when the block ends.
+    """
+    seen: Dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    result: Dict[str, int] = {}
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield result
+    result["bytes"] = sum(seen.values())
+
+
+def peak_cuda_bytes(step: Callable[[], None], device: str) -> int:
+    """``torch.cuda.max_memory_allocated`` during one call of ``step``, above what was allocated before."""
+    sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    step()
+    sync(device)
+    return torch.cuda.max_memory_allocated(device) - before
+
+
+def write_outputs(out: Path, stem: str, report: str, data: dict) -> None:
+    """``{stem}.md`` and ``{stem}.json`` under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.md").write_text(report)
+    (out / f"{stem}.json").write_text(json.dumps(data, indent=1))
+
+
+def build(model_name: str, device: str, batch_size: int, num_samples: int = 4096):
+    """The data and a factory of identically initialised (model, optimiser) pairs."""
+    shape, classes = SHAPES[model_name]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2 * batch_size, *shape, generator=g).to(device)
+    y = torch.randint(0, classes, (2 * batch_size,), generator=g).to(device)
+    targets = torch.randint(0, classes, (num_samples,), generator=g).to(device)
+    idx = torch.randperm(num_samples, generator=g)[:batch_size].to(device)
+    batch = (x[:batch_size], targets[idx], idx)
+    meta = (x[batch_size:], y[batch_size:], torch.arange(batch_size, device=device))
+
+    def model_and_optimizer():
+        torch.manual_seed(0)
+        model = make_model(model_name, shape, classes).to(device)
+        return model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+
+    return batch, meta, targets, classes, model_and_optimizer

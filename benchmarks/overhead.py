@@ -1,0 +1,141 @@
+"""Cost of a training step with each strategy, against a plain step, in one process.
+
+    python benchmarks/overhead.py                                   # CPU: 1-D CNN and MLP, MNIST-1D shapes
+    python benchmarks/overhead.py --device cuda --models resnet18   # GPU: CIFAR-shaped batches, ResNet-18
+    python benchmarks/overhead.py --smoke                           # seconds; what the test suite runs
+
+Every method trains the same model on the same batch (the meta batch has the training batch's
+size) with SGD (momentum 0.9, weight decay 5e-4); a *full* step is the meta step plus the real
+model step (``Learner.step``), a *plain* step is ``zero_grad / cross_entropy / backward / step``.
+Steps are timed round-robin and the median is reported, as a ratio to the plain step measured in
+the same run. Memory: on the CPU, the bytes autograd keeps for backward during one full step (the
+unroll's graph); on a GPU, ``torch.cuda.max_memory_allocated`` during one full step. Writes
+``overhead[_<device>].{md,json,png}`` under ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Dict, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from common import SHAPES, build, interleaved_times, machine, median, peak_cuda_bytes, saved_tensor_bytes, write_outputs
+from labelmeta import Learner, make_label_optimizer, make_labels
+from labelmeta.strategies import FiniteDifference, Functional, HeadOnly, MetaReweight, Strategy, Truncated, Unrolled
+
+#: method -> (strategy factory, label parameterisation, steps per timed block)
+METHODS: Dict[str, Tuple[Callable[[], Strategy], str, int]] = {
+    "exact k=1 (higher)": (lambda: Unrolled(1), "per-sample-ensemble", 1),
+    "exact k=1 (torch.func)": (lambda: Functional(1), "per-sample-ensemble", 1),
+    "truncated k=4, t=1": (lambda: Truncated(4, through=1), "per-sample-ensemble", 1),
+    "head-only k=1": (lambda: HeadOnly(1), "per-sample-ensemble", 1),
+    "finite-difference k=1": (lambda: FiniteDifference(1), "per-sample-ensemble", 1),
+    "exact k=1 (torch.func), every 5 steps": (lambda: Functional(1, every=5), "per-sample-ensemble", 5),
+    "meta-reweighting (L2RW) k=1": (lambda: MetaReweight(1), "one-hot", 1),
+}
+
+
+def measure(model_name: str, device: str, batch_size: int, repeats: int, warmup: int) -> Dict[str, dict]:
+    batch, meta, targets, classes, model_and_optimizer = build(model_name, device, batch_size)
+    model, opt = model_and_optimizer()
+
+    def plain():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(batch[0]), batch[1]).backward()
+        opt.step()
+
+    steps: Dict[str, Callable[[], None]] = {"plain step": plain}
+    blocks: Dict[str, int] = {}
+    for name, (strategy, labels_name, block) in METHODS.items():
+        m, o = model_and_optimizer()
+        labels = make_labels(labels_name, targets, classes).to(device)
+        label_opt = make_label_optimizer("mirror", labels.parameters(), 0.5) if labels.learnable else None
+        learner = Learner(m, o, labels, strategy(), label_opt)
+        steps[name] = lambda learner=learner: learner.step(batch, meta)
+        blocks[name] = block
+    times = interleaved_times(steps, repeats, warmup, device, blocks)
+    out = {}
+    for name, step in steps.items():
+        memory = 0
+        for _ in range(blocks.get(name, 1)):  # a whole block, so that it holds one meta step
+            if device.startswith("cuda"):
+                memory = max(memory, peak_cuda_bytes(step, device))
+            else:
+                with saved_tensor_bytes() as saved:
+                    step()
+                memory = max(memory, saved["bytes"])
+        out[name] = dict(seconds=median(times[name]), memory=memory, samples=len(times[name]))
+    for name in out:
+        out[name]["time_ratio"] = out[name]["seconds"] / out["plain step"]["seconds"]
+        out[name]["memory_ratio"] = out[name]["memory"] / max(out["plain step"]["memory"], 1)
+    return out
+
+
+def plot(results: Dict[str, Dict[str, dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.5 * len(METHODS) + 2))
+    names = list(next(iter(results.values())))
+    for offset, (model_name, rows) in enumerate(results.items()):
+        ys = [i + 0.8 * offset / len(results) for i in range(len(names))]
+        axes[0].barh(ys, [rows[n]["time_ratio"] for n in names], height=0.8 / len(results), label=model_name)
+        axes[1].barh(ys, [rows[n]["memory_ratio"] for n in names], height=0.8 / len(results), label=model_name)
+    for ax, title in zip(axes, ("time per full step / plain step (median)", "memory / plain step")):
+        ax.set_yticks(range(len(names)))
+        ax.set_yticklabels(names if ax is axes[0] else [""] * len(names), fontsize=8)
+        ax.set_title(title)
+        ax.invert_yaxis()
+        ax.legend(fontsize=8)
+    axes[0].axvline(3.0, ls=":", c="gray")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["cnn1d-bn", "mlp"], choices=list(SHAPES))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=60, help="timed rounds (each method once per round)")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.smoke:
+        args.repeats, args.warmup, args.batch_size = 3, 1, 16
+    results = {m: measure(m, args.device, args.batch_size, args.repeats, args.warmup) for m in args.models}
+
+    memory_note = ("autograd's saved tensors during one full step" if args.device == "cpu"
+                   else "torch.cuda.max_memory_allocated during one full step")
+    lines = ["# Step overhead of each strategy", "",
+             f"Command: `python benchmarks/overhead.py {' '.join(argv if argv is not None else sys.argv[1:])}`; "
+             f"{machine(args.device)}; batch {args.batch_size} (meta batch the same size); median of "
+             f"{args.repeats} round-robin rounds after {args.warmup} warm-up rounds. Memory: {memory_note}.", ""]
+    for model_name, rows in results.items():
+        plain = rows["plain step"]["seconds"]
+        lines += [f"## {model_name}", "", "| step | time (ms) | × plain step | memory (MB) | × plain step |",
+                  "|---|---|---|---|---|"]
+        for name, r in rows.items():
+            lines.append(f"| {name} | {r['seconds'] * 1e3:.2f} | {r['time_ratio']:.2f} | {r['memory'] / 2**20:.2f} | "
+                         f"{r['memory_ratio']:.1f} |")
+        lines += ["", f"Plain step: {plain * 1e3:.2f} ms.", ""]
+    stem = "overhead" + ("_smoke" if args.smoke else "") + ("" if args.device == "cpu" else "_" + args.device.split(":")[0])
+    out = Path(args.out)
+    write_outputs(out, stem, "\n".join(lines), {"machine": machine(args.device), "batch_size": args.batch_size,
+                                                "results": results})
+    plot(results, out / f"{stem}.png")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Every strategy against an independent oracle (float64).
+
+- ``functional`` (torch.func backend) against ``unrolled`` (higher): exact, to round-off;
+- ``truncated`` against plain ``torch.optim`` steps followed by the exact unroll of the rest;
+- ``head-only`` against the exact unroll of the same model with its backbone frozen;
+- ``finite-difference`` against the exact gradient of the same (last-step) objective, with a
+  stated tolerance: it is an approximation, O(eps^2) for one SGD step.
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from helpers import C, D, assert_close, make_data, make_learnable_labels, make_model
+from labelmeta import LABELS, Learner, make_label_optimizer, make_labels
+from labelmeta.strategies import (STRATEGIES, FiniteDifference, Functional, HeadOnly, Truncated, Unrolled,
+                                  find_head, make_strategy)
+
+LEARNABLE = [n for n in LABELS.names() if LABELS.get(n)(torch.zeros(2, dtype=torch.long), 2).learnable]
+
+OPTIMIZERS = {
+    "sgd": lambda p: torch.optim.SGD(p, lr=0.3, momentum=0.9, weight_decay=0.01),
+    "sgd-nesterov": lambda p: torch.optim.SGD(p, lr=0.2, momentum=0.8, nesterov=True, weight_decay=0.01),
+    "sgd-dampening": lambda p: torch.optim.SGD(p, lr=0.2, momentum=0.7, dampening=0.3),
+    "sgd-plain": lambda p: torch.optim.SGD(p, lr=0.5),
+    "adam": lambda p: torch.optim.Adam(p, lr=0.05, weight_decay=0.01),
+    "adam-amsgrad": lambda p: torch.optim.Adam(p, lr=0.05, amsgrad=True),
+}
+
+
+def _setup(model_kind="mlp", labels_name="per-sample", optimizer="sgd", warm=True, dtype=torch.float64):
+    targets, batch, meta = make_data()
+    model = make_model(model_kind).to(dtype)
+    batch = (batch[0].to(dtype), batch[1], batch[2])
+    meta = (meta[0].to(dtype), meta[1], meta[2])
+    labels = make_learnable_labels(labels_name, targets).to(dtype)
+    opt = OPTIMIZERS[optimizer](model.parameters())
+    if warm:  # one real step so that the optimiser carries state
+        opt.zero_grad()
+        F.cross_entropy(model(batch[0]), batch[1]).backward()
+        opt.step()
+    return model, opt, labels, batch, meta
+
+
+def _grads(strategy, model, opt, labels, batch, meta):
+    for p in labels.parameters():
+        p.grad = None
+    strategy.compute(model, opt, labels, batch, meta)
+    return [p.grad.clone() for p in labels.parameters()]
+
+
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+@pytest.mark.parametrize("model_kind", ["mlp", "bn", "unused"])
+def test_functional_backend_agrees_with_higher(model_kind, optimizer, k, float64):
+    model, opt, labels, batch, meta = _setup(model_kind, "per-sample-ensemble", optimizer)
+    for a, b in zip(_grads(Functional(k), model, opt, labels, batch, meta),
+                    _grads(Unrolled(k), model, opt, labels, batch, meta)):
+        assert_close(a, b, 1e-11, f"{model_kind}/{optimizer}/k={k}")
+
+
+@pytest.mark.parametrize("labels_name", LEARNABLE)
+def test_functional_backend_every_parameterisation(labels_name, float64):
+    model, opt, labels, batch, meta = _setup("bn", labels_name)
+    assert_close(Functional(2).meta_loss(model, opt, labels, batch, meta),
+                 Unrolled(2).meta_loss(model, opt, labels, batch, meta), 1e-13, "meta loss")
+    for a, b in zip(_grads(Functional(2), model, opt, labels, batch, meta),
+                    _grads(Unrolled(2), model, opt, labels, batch, meta)):
+        assert_close(a, b, 1e-11, labels_name)
+
+
+def test_functional_from_a_fresh_optimiser_and_leaves_state_alone(float64):
+    model, opt, labels, batch, meta = _setup("bn", optimizer="adam", warm=False)
+    before = copy.deepcopy(model.state_dict())
+    for a, b in zip(_grads(Functional(2), model, opt, labels, batch, meta),
+                    _grads(Unrolled(2), model, opt, labels, batch, meta)):
+        assert_close(a, b, 1e-11, "fresh Adam")
+    assert not opt.state
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+
+
+@pytest.mark.parametrize("k, t", [(2, 1), (3, 2), (3, 3)])
+def test_truncated_equals_plain_steps_then_the_exact_unroll(k, t, float64):
+    model, opt, labels, batch, meta = _setup("bn")
+    got = _grads(Truncated(k, through=t), model, opt, labels, batch, meta)
+    # oracle: k - t real torch.optim steps on a copy against the current labels, then exact
+    twin = copy.deepcopy(model)
+    twin_opt = OPTIMIZERS["sgd"](twin.parameters())
+    twin_opt.load_state_dict(opt.state_dict())
+    x, y, idx = batch
+    for _ in range(k - t):
+        twin_opt.zero_grad()
+        F.cross_entropy(twin(x), labels(idx, y).detach()).backward()
+        twin_opt.step()
+    twin.load_state_dict({**twin.state_dict(), **{n: b for n, b in model.named_buffers()}})  # unroll never moves stats
+    expected = _grads(Unrolled(t), twin, twin_opt, labels, batch, meta)
+    for a, b in zip(got, expected):
+        assert_close(a, b, 1e-10, f"truncated k={k} t={t}")
+
+
+def test_head_only_equals_the_exact_unroll_with_a_frozen_backbone(float64):
+    model, opt, labels, batch, meta = _setup("bn")
+    name, head = find_head(model)
+    assert name == "3"  # the last nn.Linear of the Sequential
+    got = _grads(HeadOnly(2), model, opt, labels, batch, meta)
+    frozen = copy.deepcopy(model)
+    for n, p in frozen.named_parameters():
+        p.requires_grad_(n.startswith("3."))
+    head_params = [p for n, p in frozen.named_parameters() if n.startswith("3.")]
+    head_opt = OPTIMIZERS["sgd"](head_params)
+    head_opt.state.update({q: {k: v.clone() for k, v in opt.state[p].items()}
+                           for (n, p), q in zip(model.named_parameters(), frozen.parameters()) if n.startswith("3.")})
+    expected = _grads(Unrolled(2), frozen, head_opt, labels, batch, meta)
+    for a, b in zip(got, expected):
+        assert_close(a, b, 1e-10, "head-only")
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "sgd-nesterov", "sgd-dampening", "sgd-plain"])
+@pytest.mark.parametrize("k", [1, 3])
+def test_finite_difference_approximates_the_last_step(optimizer, k, float64):
+    """Within 1e-4 (relative) of the exact gradient through the last inner step."""
+    model, opt, labels, batch, meta = _setup("bn", "per-sample-ensemble", optimizer)
+    got = _grads(FiniteDifference(k), model, opt, labels, batch, meta)
+    exact = _grads(Truncated(k, through=1), model, opt, labels, batch, meta)
+    for a, b in zip(got, exact):
+        assert_close(a, b, 1e-4, f"finite difference k={k}")
+
+
+def test_finite_difference_is_close_to_the_exact_one_step_gradient_in_float32():
+    model, opt, labels, batch, meta = _setup("mlp", dtype=torch.float32)
+    for a, b in zip(_grads(FiniteDifference(1), model, opt, labels, batch, meta),
+                    _grads(Unrolled(1), model, opt, labels, batch, meta)):
+        assert_close(a, b, 2e-2, "finite difference, float32")
+
+
+def test_meta_step_every_m_steps():
+    targets, batch, meta = make_data()
+    model = make_model("mlp")
+    labels = make_labels("per-sample", targets, C)
+    learner = Learner(model, torch.optim.SGD(model.parameters(), lr=0.1), labels, Functional(1, every=3),
+                      make_label_optimizer("mirror", labels.parameters(), 0.5))
+    took = [learner.step(batch, meta).meta_loss is not None for _ in range(7)]
+    assert took == [True, False, False, True, False, False, True]
+
+
+def test_registry_and_bad_options():
+    assert {"unrolled", "functional", "truncated", "head-only", "finite-difference", "reweight"} <= set(STRATEGIES.names())
+    assert isinstance(make_strategy("truncated", steps=4, through=2), Truncated)
+    with pytest.raises(ValueError, match=r"through must be an integer in \[1, steps=2\], got 3"):
+        Truncated(2, through=3)
+    with pytest.raises(ValueError, match="every must be a positive integer, got 0"):
+        Functional(1, every=0)
+    with pytest.raises(ValueError, match="scale must be > 0"):
+        FiniteDifference(1, scale=0)
+    with pytest.raises(ValueError, match="model has no submodule 'fc'"):
+        find_head(make_model("mlp"), "fc")
+
+
+def test_unsupported_optimisers_are_named():
+    model, _, labels, batch, meta = _setup("mlp")
+    rms = torch.optim.RMSprop(model.parameters())
+    with pytest.raises(ValueError, match="no differentiable RMSprop; use one of: Adam, SGD"):
+        Functional(1).compute(model, rms, labels, batch, meta)
+    with pytest.raises(ValueError, match="finite-difference needs SGD .* got Adam"):
+        FiniteDifference(1).compute(model, torch.optim.Adam(model.parameters()), labels, batch, meta)
+    with pytest.raises(ValueError, match=r"maximize=True"):
+        Functional(1).compute(model, torch.optim.SGD(model.parameters(), lr=0.1, maximize=True), labels, batch, meta)
