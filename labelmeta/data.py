@@ -161,7 +161,8 @@ def mnist1d(data_root: Optional[str] = None, num_samples: int = 10000, data_seed
     with np.load(path) as d:
         x, y = torch.tensor(d["x"], dtype=torch.float32), torch.tensor(d["y"], dtype=torch.long)
         xt, yt = torch.tensor(d["x_test"], dtype=torch.float32), torch.tensor(d["y_test"], dtype=torch.long)
-    return RawData(IndexedTensorDataset(x, y), y, IndexedTensorDataset(xt, yt), 10, tuple(x.shape[1:]))
+    return RawData(IndexedTensorDataset(x, y), y, IndexedTensorDataset(xt, yt), 10, tuple(x.shape[1:]),
+                   class_names=tuple(str(c) for c in range(10)))
 
 
 @DATASETS.register("digits")
@@ -174,7 +175,22 @@ def digits(data_seed: int = 42, test_fraction: float = 0.2, **_) -> RawData:
     y = torch.tensor(d.target, dtype=torch.long)
     test_mask = _stratified_mask(y, 10, fraction=test_fraction, seed=data_seed)
     train = IndexedTensorDataset(x[~test_mask], y[~test_mask])
-    return RawData(train, train.y, IndexedTensorDataset(x[test_mask], y[test_mask]), 10, (64,))
+    return RawData(train, train.y, IndexedTensorDataset(x[test_mask], y[test_mask]), 10, (64,),
+                   class_names=tuple(str(c) for c in range(10)))
+
+
+@DATASETS.register("digits-twins")
+def digits_twins(data_seed: int = 42, **options) -> RawData:
+    """:func:`digits` with every class split at random into two look-alike classes, ``c`` and
+    ``c + 10`` (20 classes): a dataset whose class similarity is known by construction, for
+    checking that learned per-class labels find it."""
+    raw = digits(data_seed=data_seed, **options)
+    generator = torch.Generator().manual_seed(data_seed + 1)
+    train, test = raw.train, raw.test
+    twin = lambda y: y + 10 * torch.randint(0, 2, y.shape, generator=generator)  # noqa: E731
+    train, test = IndexedTensorDataset(train.x, twin(train.y)), IndexedTensorDataset(test.x, twin(test.y))
+    names = tuple(f"{c % 10}{'ab'[c // 10]}" for c in range(20))
+    return RawData(train, train.y, test, 20, raw.input_shape, class_names=names)
 
 
 def _stratified_mask(y: Tensor, num_classes: int, seed: int, fraction: float = 0.0, per_class: int = 0) -> Tensor:

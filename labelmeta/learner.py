@@ -122,7 +122,7 @@ class Learner:
         with torch.no_grad():
             targets = self.labels(idx, y)
         logits = self.model(x)
-        loss = self.loss(logits, targets, weights)
+        loss = self.loss(logits, targets, weights, y)
         check_finite(loss, f"training loss at step {self.num_steps}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,7 +1,8 @@
 """Training losses on soft targets (computed in log space) and their registry.
 
-Every training loss is called as ``loss(logits [B, C], soft_targets [B, C], weights=None)``: the
-batch mean, or with per-sample ``weights [B]`` the weighted sum. Cross-entropy is the default;
+Every training loss is called as ``loss(logits [B, C], soft_targets [B, C], weights=None,
+targets=None)``: the batch mean, or with per-sample ``weights [B]`` the weighted sum; ``targets``
+are the annotated class ids, for losses that also need them (distillation). Cross-entropy is the default;
 generalised cross-entropy and bootstrapping are the noise-robust baselines.
 """
 from __future__ import annotations
@@ -15,13 +16,15 @@ from torch import Tensor
 from .registry import Registry
 
 
-def soft_cross_entropy(logits: Tensor, soft_targets: Tensor, weights: Optional[Tensor] = None) -> Tensor:
+def soft_cross_entropy(logits: Tensor, soft_targets: Tensor, weights: Optional[Tensor] = None,
+                       targets: Optional[Tensor] = None) -> Tensor:
     """Mean over the batch of ``-sum_c p_c log softmax(logits)_c`` (or the ``weights``-weighted sum).
 
     Args:
         logits: ``[B, C]`` model outputs.
         soft_targets: ``[B, C]`` target distributions (rows sum to one).
         weights: optional ``[B]`` per-sample weights; the loss is then ``sum_i w_i l_i``.
+        targets: the annotated class ids ``[B]``; unused here (part of the training-loss protocol).
 
     With one-hot targets and no weights its gradient equals that of
     ``F.cross_entropy(logits, targets)`` bit for bit (tested); the value may differ in the last bit.
@@ -48,7 +51,7 @@ def _reduce(per_sample: Tensor, weights: Optional[Tensor]) -> Tensor:
     return per_sample.mean() if weights is None else (weights * per_sample).sum()
 
 
-#: ``loss(logits [B, C], soft_targets [B, C], weights [B] or None) -> scalar``
+#: ``loss(logits [B, C], soft_targets [B, C], weights [B] or None, targets [B] or None) -> scalar``
 TrainingLoss = Callable[..., Tensor]
 
 LOSSES: Registry[TrainingLoss] = Registry("training loss")
@@ -74,7 +77,8 @@ class GeneralizedCrossEntropy:
             raise ValueError(f"q must lie in (0, 1], got {q}")
         self.q = q
 
-    def __call__(self, logits: Tensor, soft_targets: Tensor, weights: Optional[Tensor] = None) -> Tensor:
+    def __call__(self, logits: Tensor, soft_targets: Tensor, weights: Optional[Tensor] = None,
+                 targets: Optional[Tensor] = None) -> Tensor:
         _check_pair(logits, soft_targets, weights)
         powered = torch.exp(self.q * F.log_softmax(logits, dim=1))  # q_c^q, computed in log space
         return _reduce((soft_targets * (1 - powered)).sum(1) / self.q, weights)
@@ -99,7 +103,8 @@ class Bootstrapping:
             raise ValueError(f"beta must lie in [0, 1], got {beta}")
         self.beta, self.hard = beta, hard
 
-    def __call__(self, logits: Tensor, soft_targets: Tensor, weights: Optional[Tensor] = None) -> Tensor:
+    def __call__(self, logits: Tensor, soft_targets: Tensor, weights: Optional[Tensor] = None,
+                 targets: Optional[Tensor] = None) -> Tensor:
         _check_pair(logits, soft_targets, weights)
         log_probs = F.log_softmax(logits, dim=1)
         if self.hard:
@@ -136,28 +141,52 @@ def make_loss(name: str, **options) -> TrainingLoss:
     return LOSSES.build(name, **options)
 
 
+class Distillation:
+    """Hinton et al. (2015): ``alpha * T^2 * KL(p_T || softmax(s / T)) + (1 - alpha) * CE(s, y)``.
+
+    The soft targets are the teacher's distribution at temperature ``T`` (see
+    :class:`~labelmeta.distill.TeacherLabels`); ``y`` are the annotated targets.
+
+    Args:
+        temperature: ``T`` (> 0); default 4.
+        alpha: weight of the distillation term in ``[0, 1]``; default 0.9.
+    """
+
+    def __init__(self, temperature: float = 4.0, alpha: float = 0.9) -> None:
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+        self.temperature, self.alpha = temperature, alpha
+
+    def __call__(self, logits: Tensor, soft_targets: Tensor, weights: Optional[Tensor] = None,
+                 targets: Optional[Tensor] = None) -> Tensor:
+        _check_pair(logits, soft_targets, weights)
+        if targets is None and self.alpha < 1:
+            raise ValueError("distillation needs the annotated targets for its cross-entropy term")
+        t = self.temperature
+        kl = F.kl_div(F.log_softmax(logits / t, dim=1), soft_targets, reduction="none").sum(1)
+        per_sample = self.alpha * t**2 * kl
+        if self.alpha < 1:
+            per_sample = per_sample + (1 - self.alpha) * F.cross_entropy(logits, targets, reduction="none")
+        return _reduce(per_sample, weights)
+
+    def __repr__(self) -> str:
+        return f"Distillation(temperature={self.temperature}, alpha={self.alpha})"
+
+
+@LOSSES.register("distillation")
+def distillation(temperature: float = 4.0, alpha: float = 0.9) -> TrainingLoss:
+    """:class:`Distillation` (the soft targets must be a teacher's tempered distribution)."""
+    return Distillation(temperature, alpha)
+
+
 def distillation_loss(
     student_logits: Tensor, teacher_logits: Tensor, targets: Tensor, temperature: float = 4.0, alpha: float = 0.9
 ) -> Tensor:
-    """Hinton et al. distillation: ``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE``.
-
-    Args:
-        student_logits, teacher_logits: ``[B, C]``.
-        targets: ``LongTensor[B]`` hard labels for the cross-entropy term.
-        temperature: softening temperature ``T`` (> 0).
-        alpha: weight of the distillation term in ``[0, 1]``.
-    """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    kl = F.kl_div(
-        F.log_softmax(student_logits / temperature, dim=1),
-        F.log_softmax(teacher_logits / temperature, dim=1),
-        reduction="batchmean",
-        log_target=True,
-    )
-    return alpha * temperature**2 * kl + (1 - alpha) * F.cross_entropy(student_logits, targets)
+    """:class:`Distillation` from the teacher's logits: ``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE``."""
+    loss = Distillation(temperature, alpha)
+    return loss(student_logits, F.softmax(teacher_logits / temperature, dim=1), targets=targets)
 
 
 def check_finite(loss: Tensor, what: str) -> Tensor:

@@ -2,26 +2,57 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Dict, Iterable, Tuple
 
 import torch
 from torch import Tensor, nn
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, loader: Iterable, device: torch.device | str = "cpu") -> float:
-    """Top-1 accuracy of ``model`` (in eval mode) over ``loader`` of ``(x, y, index)`` batches."""
+def predict(model: nn.Module, loader: Iterable, device: torch.device | str = "cpu") -> Tuple[Tensor, Tensor]:
+    """``(logits [N, C], targets [N])`` of ``model`` in eval mode over ``loader`` of ``(x, y, index)`` batches."""
     was_training = model.training
     model.eval()
-    correct = total = 0
-    for x, y, _ in loader:
-        x, y = x.to(device), y.to(device)
-        correct += (model(x).argmax(dim=1) == y).sum().item()
-        total += y.numel()
-    model.train(was_training)
-    if total == 0:
-        raise ValueError("cannot compute accuracy over an empty loader")
-    return correct / total
+    logits, targets = [], []
+    try:
+        for x, y, _ in loader:
+            logits.append(model(x.to(device)).float().cpu())
+            targets.append(y.cpu())
+    finally:
+        model.train(was_training)
+    if not targets:
+        raise ValueError("cannot evaluate over an empty loader")
+    return torch.cat(logits), torch.cat(targets)
+
+
+def accuracy(model: nn.Module, loader: Iterable, device: torch.device | str = "cpu") -> float:
+    """Top-1 accuracy of ``model`` (in eval mode) over ``loader`` of ``(x, y, index)`` batches."""
+    logits, targets = predict(model, loader, device)
+    return (logits.argmax(1) == targets).float().mean().item()
+
+
+def expected_calibration_error(probs: Tensor, targets: Tensor, bins: int = 15) -> float:
+    """ECE: the confidence-weighted gap ``sum_b |B_b|/N * |acc(B_b) - conf(B_b)|`` over ``bins``
+    equal-width bins of the top-class confidence (Guo et al., 2017)."""
+    if probs.dim() != 2 or probs.shape[0] != targets.shape[0]:
+        raise ValueError(f"probs must be [N, C] and targets [N], got {tuple(probs.shape)} and {tuple(targets.shape)}")
+    confidence, predicted = probs.max(1)
+    correct = (predicted == targets).float()
+    edges = torch.linspace(0, 1, bins + 1)
+    which = torch.bucketize(confidence, edges[1:-1], right=True)  # bin b holds (edges[b], edges[b+1]]
+    ece = torch.zeros(())
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            ece += members.float().mean() * (correct[members].mean() - confidence[members].mean()).abs()
+    return ece.item()
+
+
+def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str = "cpu") -> Dict[str, float]:
+    """Test accuracy and expected calibration error in one pass."""
+    logits, targets = predict(model, loader, device)
+    return {"accuracy": (logits.argmax(1) == targets).float().mean().item(),
+            "ece": expected_calibration_error(torch.softmax(logits, 1), targets)}
 
 
 @dataclass

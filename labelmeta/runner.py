@@ -10,16 +10,16 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
 from .data import Splits, cycle, loader, make_splits
-from .labels import LABELS, make_labels
+from .labels import LABELS, LabelParameterization, make_labels
 from .losses import LOSSES, make_loss
 from .learner import Learner
-from .metrics import accuracy, label_correction, noise_detection
+from .metrics import evaluate, label_correction, noise_detection
 from .models import make_model
 from .noise import load_matrix
 from .optim import LABEL_OPTIMIZERS, make_label_optimizer
@@ -62,6 +62,8 @@ class Config:
     loss: str = "ce"                    #: training loss, a name in ``labelmeta.losses.LOSSES``
     gce_q: float = 0.7                  #: q of the generalised cross-entropy loss
     bootstrap_beta: Optional[float] = None  #: beta of bootstrapping (None: 0.95 soft, 0.8 hard)
+    distill_temperature: float = 4.0    #: T of the distillation loss (labelmeta.distill)
+    distill_alpha: float = 0.9          #: weight of its KL term
     strategy: str = "unrolled"          #: a name in ``STRATEGIES`` or "none"
     unroll_steps: int = 1               #: k, inner steps of the unroll
     unroll_through: int = 1             #: t, steps differentiated by the "truncated" strategy
@@ -94,6 +96,7 @@ class Results:
     best_accuracy: float = float("nan")
     last_accuracy: float = float("nan")
     best_epoch: int = -1
+    ece: float = float("nan")  #: expected calibration error on the test set, last epoch
     corrected: float = float("nan")
     clean_broken: float = float("nan")
     detect_precision: float = float("nan")  #: of the method's "corrupted" flags, see ``noise_detection``
@@ -128,7 +131,8 @@ def _model_optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Opti
 #: constructor argument of a component -> the Config field that sets it, per kind of component
 LABEL_OPTIONS = {"scale": "label_scale", "weight": "ensemble_weight", "momentum": "ensemble_momentum",
                  "smoothing": "smoothing"}
-LOSS_OPTIONS = {"q": "gce_q", "beta": "bootstrap_beta"}
+LOSS_OPTIONS = {"q": "gce_q", "beta": "bootstrap_beta", "temperature": "distill_temperature",
+                "alpha": "distill_alpha"}
 LABEL_OPTIMIZER_OPTIONS = {"normalize": "label_normalize"}
 STRATEGY_OPTIONS = {"steps": "unroll_steps", "through": "unroll_through", "every": "meta_every",
                     "head": "head_module", "scale": "fd_scale"}
@@ -146,12 +150,20 @@ def label_options(config: Config) -> Dict[str, Any]:
     return options_for(LABELS.get(config.labels), config, LABEL_OPTIONS)
 
 
-def build_learner(config: Config, splits: Splits) -> Learner:
-    """Model, optimiser, labels, strategy and label optimiser as ``config`` describes."""
+def build_learner(config: Config, splits: Splits, labels: Optional[LabelParameterization] = None) -> Learner:
+    """Model, optimiser, labels, strategy and label optimiser as ``config`` describes.
+
+    ``labels`` replaces the parameterisation ``config.labels`` names (e.g. a teacher's, which a
+    name cannot describe); it must have been built for ``splits``' training set.
+    """
     model = make_model(config.model, splits.input_shape, splits.num_classes).to(config.device)
     optimizer = _model_optimizer(config, model)
-    labels = make_labels(config.labels, splits.labels.noisy, splits.num_classes,
-                         **label_options(config)).to(config.device)
+    if labels is None:
+        labels = make_labels(config.labels, splits.labels.noisy, splits.num_classes, **label_options(config))
+    elif labels.num_samples != len(splits.labels.noisy) or labels.num_classes != splits.num_classes:
+        raise ValueError(f"labels were built for {labels.num_samples} samples of {labels.num_classes} classes, "
+                         f"the training set has {len(splits.labels.noisy)} of {splits.num_classes}")
+    labels = labels.to(config.device)
     loss = make_loss(config.loss, **options_for(LOSSES.get(config.loss), config, LOSS_OPTIONS))
     strategy = None
     if config.strategy != "none":
@@ -203,13 +215,20 @@ def splits_for(config: Config) -> Splits:
                        num_samples=config.num_samples)
 
 
-def fit(config: Config, splits: Optional[Splits] = None) -> Results:
+def fit(config: Config, splits: Optional[Splits] = None, labels: Optional[LabelParameterization] = None) -> Results:
     """Train as ``config`` says and evaluate on the test set after every epoch.
 
     Args:
         config: the run's settings.
         splits: pre-built data (e.g. shared by several runs); default built from ``config``.
+        labels: a parameterisation to use instead of ``config.labels`` (see :func:`build_learner`).
     """
+    return fit_learner(config, splits, labels)[1]
+
+
+def fit_learner(config: Config, splits: Optional[Splits] = None,
+                labels: Optional[LabelParameterization] = None) -> Tuple[Learner, Results]:
+    """:func:`fit`, also returning the trained :class:`~labelmeta.learner.Learner` (model, labels...)."""
     _check_config(config)
     start = time.perf_counter()
     if splits is None:
@@ -217,7 +236,7 @@ def fit(config: Config, splits: Optional[Splits] = None) -> Results:
     if config.meta_source == "clean" and splits.meta is None:
         raise ValueError("meta_source='clean' needs a held-out meta split (meta_per_class > 0)")
     seed_everything(config.seed)
-    learner = build_learner(config, splits)
+    learner = build_learner(config, splits, labels)
     device = torch.device(config.device)
     train_loader = loader(splits.train, config.batch_size, shuffle=True, seed=config.seed)
     meta_set = splits.meta if config.meta_source == "clean" else splits.train
@@ -256,9 +275,10 @@ def fit(config: Config, splits: Optional[Splits] = None) -> Results:
             "epoch": epoch + 1,
             "train_loss": float(np.mean(losses)),
             "meta_loss": float(np.mean(meta_losses)) if meta_losses else None,
-            "test_accuracy": accuracy(learner.model, test_loader, device),
             "seconds": time.perf_counter() - epoch_start,
         }
+        test = evaluate(learner.model, test_loader, device)
+        record.update(test_accuracy=test["accuracy"], test_ece=test["ece"])
         record.update(_label_quality(learner, splits, last_weight))
         results.history.append(record)
         progress.set_postfix(acc=f"{record['test_accuracy']:.3f}", refresh=False)
@@ -267,13 +287,14 @@ def fit(config: Config, splits: Optional[Splits] = None) -> Results:
     accs = [h["test_accuracy"] for h in results.history]
     results.best_epoch = int(np.argmax(accs)) + 1
     results.best_accuracy, results.last_accuracy = max(accs), accs[-1]
+    results.ece = results.history[-1]["test_ece"]
     for name in ("corrected", "clean_broken", "detect_precision", "detect_recall"):
         if name in results.history[-1]:
             setattr(results, name, results.history[-1][name])
     results.wall_time = time.perf_counter() - start
     if config.output:
         results.to_json(config.output)
-    return results
+    return learner, results
 
 
 def _label_quality(learner: Learner, splits: Splits, last_weight: torch.Tensor) -> Dict[str, float]:

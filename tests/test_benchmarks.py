@@ -69,3 +69,23 @@ def test_strategies_smoke(tmp_path):
     rows = json.loads((tmp_path / "strategies_smoke.json").read_text())["rows"]
     assert rows[0]["method"] == "cross-entropy" and rows[0]["time_ratio"] == 1.0
     assert (tmp_path / "strategies_smoke.png").stat().st_size > 0
+
+
+def test_clean_labels_smoke(tmp_path):
+    out = _smoke("clean_labels.py", tmp_path, "--datasets", "digits").stdout
+    assert "(best smoothing)" in out and "| learned per-class, held-out meta split |" in out
+    assert "Best learned labels (last epoch):" in out
+    assert (tmp_path / "clean_labels_smoke.png").stat().st_size > 0
+
+
+def test_class_semantics_smoke(tmp_path):
+    out = _smoke("class_semantics.py", tmp_path).stdout
+    assert "| mean ± std |" in out
+    data = json.loads((tmp_path / "class_semantics_smoke.json").read_text())
+    assert len(data["twins_similarity"]) == 20 and len(data["mnist1d_similarity"]) == 10
+    assert (tmp_path / "class_semantics_smoke.png").stat().st_size > 0
+
+
+def test_distillation_smoke(tmp_path):
+    out = _smoke("distillation.py", tmp_path).stdout
+    assert "| learned-label teacher (per-class) |" in out and "| student alone (cross-entropy) | – |" in out

@@ -54,9 +54,10 @@ def test_soft_bootstrapping_differentiates_through_its_own_prediction(float64):
 @pytest.mark.parametrize("name", LOSSES.names())
 def test_weights_give_the_weighted_sum(name, float64):
     logits, t, w = _data()
+    y = torch.arange(len(w)) % t.shape[1]
     loss = make_loss(name)
-    per_sample = torch.stack([loss(logits[i:i + 1], t[i:i + 1]) for i in range(len(w))])
-    torch.testing.assert_close(loss(logits, t, w), (w * per_sample).sum(), rtol=1e-12, atol=0)
+    per_sample = torch.stack([loss(logits[i:i + 1], t[i:i + 1], None, y[i:i + 1]) for i in range(len(w))])
+    torch.testing.assert_close(loss(logits, t, w, y), (w * per_sample).sum(), rtol=1e-12, atol=0)
     with pytest.raises(ValueError, match=r"weights must be \[B=6\], got \(5,\)"):
         loss(logits, t, w[:5])
     with pytest.raises(ValueError, match=r"must both be \[B, C\]"):
@@ -68,5 +69,25 @@ def test_bad_options_and_unknown_name():
         make_loss("gce", q=0)
     with pytest.raises(ValueError, match=r"beta must lie in \[0, 1\], got 1.5"):
         make_loss("bootstrap-soft", beta=1.5)
-    with pytest.raises(ValueError, match="unknown training loss 'mae'; available: bootstrap-hard, bootstrap-soft, ce, gce"):
+    with pytest.raises(ValueError, match="unknown training loss 'mae'; available: bootstrap-hard, bootstrap-soft, ce, distillation, gce"):
         make_loss("mae")
+
+
+def test_distillation_closed_form(float64):
+    """``alpha T^2 KL(p_T || q_T) + (1 - alpha) CE``, written out with sums."""
+    student, teacher_logits, _ = _data(1)
+    y = torch.tensor([0, 1, 2, 3, 4, 0])
+    T, alpha = 3.0, 0.7
+    p = torch.softmax(teacher_logits / T, 1)
+    q = torch.softmax(student / T, 1)
+    kl = (p * (p.log() - q.log())).sum(1)
+    ce = -torch.log_softmax(student, 1)[torch.arange(6), y]
+    expected = (alpha * T**2 * kl + (1 - alpha) * ce).mean()
+    loss = make_loss("distillation", temperature=T, alpha=alpha)
+    torch.testing.assert_close(loss(student, p, targets=y), expected, rtol=1e-12, atol=0)
+    from labelmeta import distillation_loss
+    torch.testing.assert_close(distillation_loss(student, teacher_logits, y, T, alpha), expected, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="needs the annotated targets"):
+        loss(student, p)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        make_loss("distillation", temperature=0)

@@ -97,3 +97,19 @@ def test_strategy_options_reach_the_strategy():
     assert (learner.strategy.steps, learner.strategy.through, learner.strategy.every) == (4, 2, 5)
     learner = build_learner(TINY.replace(strategy="head-only", head_module="head"), splits_for(TINY))
     assert learner.strategy.head == "head"
+
+
+def test_expected_calibration_error_closed_form():
+    import torch
+
+    from labelmeta.metrics import expected_calibration_error
+
+    # two bins of the top-class confidence: 0.9 (3 right of 4) and 0.6 (1 right of 2)
+    probs = torch.tensor([[0.9, 0.1]] * 4 + [[0.4, 0.6]] * 2)
+    targets = torch.tensor([0, 0, 0, 1, 1, 0])
+    expected = 4 / 6 * abs(0.75 - 0.9) + 2 / 6 * abs(0.5 - 0.6)
+    assert expected_calibration_error(probs, targets, bins=10) == pytest.approx(expected)
+    perfect = torch.eye(3)
+    assert expected_calibration_error(perfect, torch.arange(3)) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match=r"probs must be \[N, C\]"):
+        expected_calibration_error(probs[:3], targets)

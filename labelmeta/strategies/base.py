@@ -52,7 +52,7 @@ class Strategy:
                    loss: TrainingLoss = soft_cross_entropy, weights: Optional[Tensor] = None) -> Tensor:
         """``loss`` of ``model`` on ``batch`` against ``labels`` (weighted by ``weights`` if given)."""
         x, y, idx = batch
-        return loss(model(x), labels(idx, y), weights)
+        return loss(model(x), labels(idx, y), weights, y)
 
     def outer_loss(self, model: nn.Module, meta_batch: Batch) -> Tensor:
         """Hard-label cross-entropy of ``model`` on ``meta_batch``."""

@@ -150,28 +150,28 @@ class Functional(Unrolled):
         weights: Optional[Tensor] = None,
     ) -> Tensor:
         x, y, idx = batch
-        return self.unroll(model, optimizer, x, lambda: labels(idx, y), meta_batch[0], meta_batch[1], loss, weights)
+        return self.unroll(model, optimizer, x, y, lambda: labels(idx, y), meta_batch[0], meta_batch[1], loss, weights)
 
-    def unroll(self, module: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, targets: Callable[[], Tensor],
-               x_meta: Tensor, y_meta: Tensor, loss: TrainingLoss = soft_cross_entropy,
+    def unroll(self, module: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor,
+               targets: Callable[[], Tensor], x_meta: Tensor, y_meta: Tensor, loss: TrainingLoss = soft_cross_entropy,
                weights: Optional[Tensor] = None) -> Tensor:
-        """Meta loss of ``module`` after ``steps`` steps on ``x`` against ``targets()``."""
+        """Meta loss of ``module`` after ``steps`` steps on ``(x, y)`` against the soft ``targets()``."""
         slots = _Slots(module, optimizer)
         buffers = {name: b.clone() for name, b in module.named_buffers()}
         fast, states = list(slots.initial), [dict(s) for s in slots.states]
         first_tracked = 0 if self.through is None else self.steps - self.through
         for step in range(self.steps):
-            fast, states = self._step(module, slots, fast, states, buffers, x, targets, loss, weights,
+            fast, states = self._step(module, slots, fast, states, buffers, x, y, targets, loss, weights,
                                       track=step >= first_tracked)
         return F.cross_entropy(_call(module, slots, fast, buffers, x_meta), y_meta)
 
-    def _step(self, module, slots, fast, states, buffers, x, targets, loss, weights, track: bool):
+    def _step(self, module, slots, fast, states, buffers, x, y, targets, loss, weights, track: bool):
         """One differentiable optimiser step (``track=False``: a plain step, no graph kept)."""
         leaves = [p if track else p.detach().requires_grad_() for p in fast]
         with torch.enable_grad():
             goal = targets() if track else targets().detach()
             value = loss(_call(module, slots, leaves, buffers, x), goal,
-                         weights if track or weights is None else weights.detach())
+                         weights if track or weights is None else weights.detach(), y)
             grads = torch.autograd.grad(value, leaves, create_graph=track, allow_unused=True)
         new_fast, new_states = [], []
         for p, g, state, group in zip(leaves, grads, states, slots.groups):
@@ -248,7 +248,7 @@ class HeadOnly(Functional):
         x, y, idx = batch
         _, head = find_head(model, self.head)
         features = head_inputs(model, head, x, meta_batch[0])
-        return self.unroll(head, optimizer, features[0], lambda: labels(idx, y), features[1], meta_batch[1],
+        return self.unroll(head, optimizer, features[0], y, lambda: labels(idx, y), features[1], meta_batch[1],
                            loss, weights)
 
 
@@ -304,8 +304,8 @@ class FiniteDifference(Functional):
         fast, states = list(slots.initial), [dict(s) for s in slots.states]
         targets = lambda: labels(idx, y)  # noqa: E731
         for _ in range(self.steps - 1):
-            fast, states = self._step(model, slots, fast, states, buffers, x, targets, loss, None, track=False)
-        after, _ = self._step(model, slots, fast, states, buffers, x, targets, loss, None, track=False)
+            fast, states = self._step(model, slots, fast, states, buffers, x, y, targets, loss, None, track=False)
+        after, _ = self._step(model, slots, fast, states, buffers, x, y, targets, loss, None, track=False)
         after = [p.requires_grad_() for p in after]
         meta = check_finite(F.cross_entropy(_call(model, slots, after, buffers, meta_batch[0]), meta_batch[1]),
                             "meta loss")
@@ -322,7 +322,7 @@ class FiniteDifference(Functional):
         def label_grad(sign: float) -> List[Tensor]:
             shifted = [p + sign * eps * c * g for p, g, c in zip(fast, v, gains)]
             with torch.enable_grad():
-                value = loss(_call(model, slots, shifted, buffers, x), labels(idx, y))
+                value = loss(_call(model, slots, shifted, buffers, x), labels(idx, y), None, y)
                 return torch.autograd.grad(value, params, allow_unused=True)
 
         plus, minus = label_grad(1.0), label_grad(-1.0)

@@ -1,0 +1,66 @@
+"""Distillation and class-semantics pieces: teacher labels, the distill pipeline, the twins dataset, plots."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from labelmeta import Config, make_splits
+from labelmeta.distill import TeacherLabels, distill, logits_by_index
+from labelmeta.plots import plot_label_matrix
+
+TINY = Config(num_samples=1000, meta_per_class=5, meta_batch_size=20, epochs=1, warmup_epochs=0,
+              noise="none", noise_rate=0.0, progress=False)
+
+
+def test_teacher_labels_are_the_tempered_teacher(float64):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 3, generator=g)
+    labels = TeacherLabels(torch.tensor([0, 1, 2, 0, 1, 2]), 3, logits, temperature=2.0)
+    torch.testing.assert_close(labels(torch.tensor([4, 1])), torch.softmax(logits[[4, 1]] / 2.0, 1))
+    assert not labels.learnable
+    with pytest.raises(ValueError, match=r"teacher logits must be \[N=6, C=3\], got \(5, 3\)"):
+        TeacherLabels(torch.zeros(6, dtype=torch.long), 3, logits[:5])
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        TeacherLabels(torch.zeros(6, dtype=torch.long), 3, logits, temperature=0)
+
+
+def test_logits_by_index_follows_the_indices():
+    splits = make_splits("digits", meta_per_class=0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    table = logits_by_index(model, splits.train, len(splits.labels.noisy))
+    x, _, idx = splits.train[torch.tensor([7, 3])]
+    torch.testing.assert_close(table[[7, 3]], model(x))
+
+
+def test_distill_trains_a_student_on_the_teacher():
+    result = distill(TINY.replace(labels="one-hot", strategy="none"), TINY.replace(model="mlp"))
+    assert result.student.config["loss"] == "distillation" and result.student.config["model"] == "mlp"
+    assert 0 <= result.student.last_accuracy <= 1 and 0 <= result.teacher.last_accuracy <= 1
+
+
+def test_labels_given_to_fit_must_fit_the_data():
+    from labelmeta import fit, make_labels
+
+    with pytest.raises(ValueError, match="labels were built for 3 samples of 10 classes"):
+        fit(TINY, labels=make_labels("one-hot", torch.tensor([0, 1, 2]), 10))
+
+
+def test_digits_twins_split_every_class_in_two():
+    splits = make_splits("digits-twins", meta_per_class=2)
+    assert splits.num_classes == 20 and splits.class_names[3] == "3a" and splits.class_names[13] == "3b"
+    from labelmeta.data import DATASETS
+
+    raw, base = DATASETS.build("digits-twins"), DATASETS.build("digits")
+    assert torch.equal(raw.train_targets % 10, base.train_targets)  # the same digits, relabelled
+    assert 0.4 < (raw.train_targets >= 10).float().mean() < 0.6
+
+
+def test_plot_label_matrix(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ax = plot_label_matrix(torch.softmax(torch.randn(4, 4), 1), ["a", "b", "c", "d"])
+    ax.figure.savefig(tmp_path / "m.png")
+    assert (tmp_path / "m.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="3 class names for a 4-class matrix"):
+        plot_label_matrix(torch.eye(4), ["a", "b", "c"])
