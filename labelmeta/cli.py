@@ -9,7 +9,7 @@ from typing import List, Optional
 import torch
 
 from .compare import compare, format_table, noise_summary, summarize
-from .runner import Config, add_config_arguments, config_from_args, fit
+from .runner import PRESETS, Config, add_config_arguments, config_from_args, fit
 
 #: the demo's comparison: plain cross-entropy against learned per-sample labels (default recipe)
 DEMO_METHODS = {
@@ -33,7 +33,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
+    config = config_from_args(args, PRESETS[args.preset] if args.preset else None)
     r = fit(config)
     summary = dict(best_accuracy=r.best_accuracy, best_epoch=r.best_epoch, last_accuracy=r.last_accuracy,
                    corrected=r.corrected, clean_broken=r.clean_broken, effective_noise=r.effective_noise,
@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
 
     train = sub.add_parser("train", help="one run of the training loop; every Config field is a flag")
+    train.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                       help="start from a named configuration (flags still override it)")
     add_config_arguments(train)
     train.set_defaults(run=_train)
 

@@ -326,19 +326,23 @@ def _progress(total: int, config: Config):
 # ---------------------------------------------------------------------------------------------
 # Config <-> command-line flags, in one place.
 
-def add_config_arguments(parser: argparse.ArgumentParser, defaults: Optional[Config] = None) -> None:
-    """Add one ``--flag`` per :class:`Config` field (``snake_case`` → ``--kebab-case``)."""
-    defaults = defaults or Config()
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one ``--flag`` per :class:`Config` field (``snake_case`` → ``--kebab-case``).
+
+    Flags that are not given stay out of the parsed namespace, so that :func:`config_from_args`
+    can apply them on top of any base configuration (a preset, or ``Config()``'s defaults).
+    """
+    defaults = Config()
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
         kind = str(f.type)  # annotations are strings here (``from __future__ import annotations``)
+        help_text = f"default: {getattr(defaults, f.name)}"
         if kind == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         else:
             parse = {"int": int, "float": float}.get(kind.removeprefix("Optional[").removesuffix("]"), str)
             parser.add_argument(flag, type=_optional(parse) if kind.startswith("Optional") else parse,
-                                default=default, metavar=parse.__name__.upper())
+                                default=argparse.SUPPRESS, metavar=parse.__name__.upper(), help=help_text)
 
 
 def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -349,6 +353,21 @@ def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return convert
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    """The :class:`Config` named by parsed flags (unknown attributes are ignored)."""
-    return Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)})
+def config_from_args(args: argparse.Namespace, base: Optional[Config] = None) -> Config:
+    """``base`` (default ``Config()``) with the fields given as flags replaced."""
+    base = base if base is not None else Config()
+    return base.replace(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)})
+
+
+#: named starting points for ``labelmeta train --preset NAME`` (any flag still overrides them)
+PRESETS: Dict[str, Config] = {
+    # CIFAR: torchvision data from --data-root, CIFAR ResNet-18 (3x3 stem, no max-pool), random crop +
+    # horizontal flip, SGD 0.1 with cosine decay; clean labels, per-class labels meta-learned on
+    # training batches (no held-out split needed when the labels are clean). Meant for a GPU.
+    "cifar10": Config(dataset="cifar10", model="resnet18", lr=0.1, weight_decay=5e-4, epochs=200, batch_size=128,
+                      noise="none", noise_rate=0.0, labels="per-class", label_lr=2.0, meta_source="train",
+                      meta_per_class=0, meta_batch_size=128, warmup_epochs=5, device="cuda"),
+    "cifar100": Config(dataset="cifar100", model="resnet18", lr=0.1, weight_decay=5e-4, epochs=200, batch_size=128,
+                       noise="none", noise_rate=0.0, labels="per-class", label_lr=2.0, meta_source="train",
+                       meta_per_class=0, meta_batch_size=128, warmup_epochs=5, device="cuda"),
+}

@@ -1,5 +1,10 @@
-"""Seeded factories and one comparison helper shared by the tests."""
+"""Seeded factories, on-disk dataset writers and one comparison helper shared by the tests."""
 from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
 
 import torch
 from torch import Tensor, nn
@@ -59,3 +64,23 @@ def assert_close(actual: Tensor, expected: Tensor, rtol: float, what: str = "") 
     """Relative error ``|a - e| / |e|`` (norms over all entries) at most ``rtol``."""
     err = (actual - expected).norm() / expected.norm().clamp_min(1e-300)
     assert err <= rtol, f"{what}: relative error {err:.3e} > {rtol:.1e}"
+
+
+def write_cifar10(root: Path, n_train_per_batch: int = 4, n_test: int = 6) -> None:
+    """A tiny CIFAR-10 in torchvision's on-disk format (cifar-10-batches-py pickles)."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+
+    def batch(n, start):
+        return {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                "labels": [(start + i) % 10 for i in range(n)]}
+
+    for i in range(1, 6):
+        with open(folder / f"data_batch_{i}", "wb") as f:
+            pickle.dump(batch(n_train_per_batch, (i - 1) * n_train_per_batch), f)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump(batch(n_test, 0), f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
+                                     "horse", "ship", "truck"]}, f)

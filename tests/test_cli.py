@@ -92,3 +92,28 @@ def test_optional_fields_parse_none_and_numbers():
     config = config_from_args(args)
     assert config.bootstrap_beta == 0.6 and config.noise_matrix == "T.npy"
     assert config_from_args(build_parser().parse_args(["train", "--bootstrap-beta", "none"])).bootstrap_beta is None
+
+
+def test_cifar_preset_end_to_end_on_a_tiny_on_disk_cifar(tmp_path, capsys):
+    """The CIFAR recipe (ResNet-18, augmentation, learned labels) on torchvision's real file format."""
+    from helpers import write_cifar10
+
+    write_cifar10(tmp_path / "data")
+    out = tmp_path / "run.json"
+    assert main(["train", "--preset", "cifar10", "--data-root", str(tmp_path / "data"), "--device", "cpu",
+                 "--epochs", "1", "--batch-size", "8", "--meta-batch-size", "8", "--warmup-epochs", "0",
+                 "--no-progress", "--output", str(out)]) == 0
+    config = json.loads(out.read_text())["config"]
+    assert (config["model"], config["labels"], config["dataset"], config["epochs"]) == ("resnet18", "per-class", "cifar10", 1)
+    assert json.loads(capsys.readouterr().out)["last_accuracy"] >= 0
+
+
+def test_cifar_training_set_is_augmented(tmp_path):
+    from helpers import write_cifar10
+    from labelmeta import make_splits
+
+    write_cifar10(tmp_path)
+    s = make_splits("cifar10", meta_per_class=1, data_root=str(tmp_path))
+    names = [type(t).__name__ for t in s.train.dataset.dataset.transform.transforms]
+    assert names[:2] == ["RandomCrop", "RandomHorizontalFlip"]
+    assert "RandomCrop" not in [type(t).__name__ for t in s.meta.dataset.dataset.transform.transforms]

@@ -12,6 +12,7 @@ import torch
 
 from labelmeta import add_noise, make_splits
 from labelmeta.data import loader
+from helpers import write_cifar10 as _write_cifar10
 from labelmeta.noise import CIFAR10_FLIPS, flip_matrix, symmetric_matrix
 
 
@@ -73,26 +74,6 @@ def test_unknown_noise_and_dataset_names():
 def test_meta_split_larger_than_a_class():
     with pytest.raises(ValueError, match="fewer than the 500 asked for"):
         make_splits("digits", meta_per_class=500)
-
-
-def _write_cifar10(root: Path, n_train_per_batch: int = 4, n_test: int = 6) -> None:
-    """A tiny CIFAR-10 in torchvision's on-disk format (cifar-10-batches-py pickles)."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-
-    def batch(n, start):
-        return {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                "labels": [(start + i) % 10 for i in range(n)]}
-
-    for i in range(1, 6):
-        with open(folder / f"data_batch_{i}", "wb") as f:
-            pickle.dump(batch(n_train_per_batch, (i - 1) * n_train_per_batch), f)
-    with open(folder / "test_batch", "wb") as f:
-        pickle.dump(batch(n_test, 0), f)
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
-                                     "horse", "ship", "truck"]}, f)
 
 
 def test_cifar10_from_data_root(tmp_path):
