@@ -7,6 +7,7 @@ Nothing here downloads.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, Subset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler, Subset
 
 from .labels import check_targets
 from .noise import CIFAR10_FLIPS, MNIST_FLIPS, NoisyLabels, add_noise
@@ -69,24 +70,101 @@ class Indexed(Dataset):
         return x, y, i
 
 
+class _Skipping(Sampler):
+    """Wraps a sampler; the next pass first drops ``owner.pending`` of its items (indices or index
+    lists) without loading any data, so that a pass resumes mid-way in the same order."""
+
+    def __init__(self, inner: Sampler, owner: "Loader", per_batch: int) -> None:
+        self.inner, self.owner, self.per_batch = inner, owner, per_batch
+
+    def __iter__(self):
+        it = iter(self.inner)
+        skip, self.owner.pending = self.owner.pending * self.per_batch, 0
+        for _ in itertools.islice(it, skip):
+            pass
+        yield from it
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
+class Loader:
+    """A seeded, resumable loader of ``(x, y, index)`` batches; in-memory datasets are sliced, not collated.
+
+    Iterating it is iterating a ``DataLoader``. ``generator`` draws each pass's order (save its
+    state at the start of a pass) and :meth:`skip` makes the next pass start after some batches,
+    which is how a run resumes mid-epoch in exactly the same order.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False,
+                 num_workers: int = 0) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.generator = torch.Generator().manual_seed(seed)
+        self.pending = 0
+        sampler = RandomSampler(dataset, generator=self.generator) if shuffle else SequentialSampler(dataset)
+        if getattr(dataset, "batched", False):
+            batches = _Skipping(BatchSampler(sampler, batch_size, drop_last), self, per_batch=1)
+            self.data = DataLoader(dataset, sampler=batches, batch_size=None)
+        else:
+            self.data = DataLoader(dataset, batch_size=batch_size, sampler=_Skipping(sampler, self, batch_size),
+                                   drop_last=drop_last, num_workers=num_workers)
+
+    def skip(self, batches: int) -> None:
+        """Make the next pass begin after its first ``batches`` batches."""
+        self.pending = int(batches)
+
+    def __iter__(self):
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
 def loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False,
-           num_workers: int = 0) -> DataLoader:
-    """A seeded ``DataLoader`` of ``(x, y, index)`` batches; in-memory datasets are sliced, not collated."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    generator = torch.Generator().manual_seed(seed)
-    sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
-    if getattr(dataset, "batched", False):
-        batches = BatchSampler(sampler, batch_size, drop_last)
-        return DataLoader(dataset, sampler=batches, batch_size=None)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
-                      num_workers=num_workers)
+           num_workers: int = 0) -> Loader:
+    """A seeded :class:`Loader` of ``(x, y, index)`` batches."""
+    return Loader(dataset, batch_size, shuffle, seed, drop_last, num_workers)
 
 
-def cycle(data: DataLoader):
+class BatchStream:
+    """Endless batches from a :class:`Loader`, reshuffled every pass, with a resumable position."""
+
+    def __init__(self, data: Loader) -> None:
+        self.data = data
+        self._it = None
+        self._pass_state = data.generator.get_state()
+        self._position = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        while True:
+            if self._it is None:
+                self._pass_state = self.data.generator.get_state()
+                self.data.skip(self._position)
+                self._it = iter(self.data)
+            try:
+                batch = next(self._it)
+            except StopIteration:
+                self._it, self._position = None, 0
+                continue
+            self._position += 1
+            return batch
+
+    def state_dict(self) -> Dict[str, object]:
+        """Where the stream is: the order generator at the start of this pass, and batches taken from it."""
+        return {"pass_state": self._pass_state, "position": self._position}
+
+    def load_state_dict(self, state: Dict[str, object]) -> None:
+        self.data.generator.set_state(state["pass_state"])
+        self._pass_state, self._position, self._it = state["pass_state"], int(state["position"]), None
+
+
+def cycle(data: Loader) -> BatchStream:
     """Iterate over ``data`` forever (reshuffling each pass)."""
-    while True:
-        yield from data
+    return BatchStream(data)
 
 
 @dataclass

@@ -28,7 +28,7 @@ def predict(model: nn.Module, loader: Iterable, device: torch.device | str = "cp
 def accuracy(model: nn.Module, loader: Iterable, device: torch.device | str = "cpu") -> float:
     """Top-1 accuracy of ``model`` (in eval mode) over ``loader`` of ``(x, y, index)`` batches."""
     logits, targets = predict(model, loader, device)
-    return (logits.argmax(1) == targets).float().mean().item()
+    return (logits.argmax(1) == targets).sum().item() / len(targets)
 
 
 def expected_calibration_error(probs: Tensor, targets: Tensor, bins: int = 15) -> float:
@@ -51,7 +51,7 @@ def expected_calibration_error(probs: Tensor, targets: Tensor, bins: int = 15) -
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str = "cpu") -> Dict[str, float]:
     """Test accuracy and expected calibration error in one pass."""
     logits, targets = predict(model, loader, device)
-    return {"accuracy": (logits.argmax(1) == targets).float().mean().item(),
+    return {"accuracy": (logits.argmax(1) == targets).sum().item() / len(targets),
             "ece": expected_calibration_error(torch.softmax(logits, 1), targets)}
 
 

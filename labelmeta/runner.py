@@ -18,6 +18,8 @@ import torch
 from .data import Splits, cycle, loader, make_splits
 from .labels import LABELS, LabelParameterization, make_labels
 from .losses import LOSSES, make_loss
+from . import checkpoint
+from .checkpoint import RunState
 from .learner import Learner
 from .metrics import evaluate, label_correction, noise_detection
 from .models import make_model
@@ -79,8 +81,12 @@ class Config:
     # run
     seed: int = 0
     device: str = "cpu"
+    deterministic: bool = False         #: deterministic algorithms only (slower on GPU; CPU runs are already)
     output: Optional[str] = None        #: write results as JSON here
     progress: bool = True               #: show a tqdm progress bar
+    checkpoint: Optional[str] = None    #: checkpoint file, written at the end of every epoch
+    checkpoint_every: int = 0           #: also every N training steps (0: epoch ends only)
+    resume: bool = False                #: continue from ``checkpoint`` if it exists
 
     def replace(self, **changes: Any) -> "Config":
         """A copy with ``changes`` applied."""
@@ -188,6 +194,10 @@ def _check_config(config: Config) -> None:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
     if config.warmup_epochs < 0:
         raise ValueError(f"warmup_epochs must be >= 0, got {config.warmup_epochs}")
+    if config.checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every must be >= 0, got {config.checkpoint_every}")
+    if config.resume and not config.checkpoint:
+        raise ValueError("resume=True needs checkpoint, the file to resume from")
 
 
 def make_schedulers(config: Config, learner: Learner, model_steps: int, label_steps: int):
@@ -236,6 +246,9 @@ def fit_learner(config: Config, splits: Optional[Splits] = None,
     if config.meta_source == "clean" and splits.meta is None:
         raise ValueError("meta_source='clean' needs a held-out meta split (meta_per_class > 0)")
     seed_everything(config.seed)
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
     learner = build_learner(config, splits, labels)
     device = torch.device(config.device)
     train_loader = loader(splits.train, config.batch_size, shuffle=True, seed=config.seed)
@@ -251,38 +264,58 @@ def fit_learner(config: Config, splits: Optional[Splits] = None,
 
     results = Results(config=dataclasses.asdict(config), nominal_noise=splits.labels.nominal_rate,
                       effective_noise=splits.labels.effective_rate)
-    last_weight = torch.ones(len(splits.labels.noisy))  # each sample's weight at its last visit
-    progress = _progress(total_steps, config)
-    for epoch in range(config.epochs):
+    state = RunState(last_weight=torch.ones(len(splits.labels.noisy)))
+    schedulers = (model_scheduler, label_scheduler)
+    if config.resume and Path(config.checkpoint).exists():
+        state = checkpoint.restore(checkpoint.load(config.checkpoint, config), learner, schedulers, meta_batches)
+
+    def save() -> None:
+        if config.checkpoint:
+            checkpoint.save(config.checkpoint, config, learner, schedulers, meta_batches, state,
+                            state_elapsed + time.perf_counter() - start)
+
+    state_elapsed = state.elapsed
+    progress = _progress(total_steps, config, initial=state.epoch * steps_per_epoch + state.step_in_epoch)
+    for epoch in range(state.epoch, config.epochs):
         epoch_start = time.perf_counter()
         learn_labels = learner.meta_enabled and epoch >= config.warmup_epochs
-        losses, meta_losses = [], []
+        if state.step_in_epoch == 0:
+            state.train_order = train_loader.generator.get_state()
+        else:  # resuming mid-epoch: the same order, without the batches already trained on
+            train_loader.generator.set_state(state.train_order)
+            train_loader.skip(state.step_in_epoch)
         for batch in train_loader:
             batch = tuple(t.to(device) for t in batch)
             meta_batch = tuple(t.to(device) for t in next(meta_batches)) if learn_labels and learner.meta_due() else None
             stats = learner.step(batch, meta_batch)
             if stats.sample_weights is not None:  # relative to uniform: 1 is an average sample
-                last_weight[batch[2].cpu()] = stats.sample_weights.cpu().float() * len(batch[2])
+                state.last_weight[batch[2].cpu()] = stats.sample_weights.cpu().float() * len(batch[2])
             if model_scheduler is not None:
                 model_scheduler.step()
             if label_scheduler is not None and stats.meta_loss is not None:
                 label_scheduler.step()
-            losses.append(stats.loss)
+            state.losses.append(stats.loss)
             if stats.meta_loss is not None:
-                meta_losses.append(stats.meta_loss)
+                state.meta_losses.append(stats.meta_loss)
+            state.step_in_epoch += 1
             progress.update(1)
+            if config.checkpoint_every and learner.num_steps % config.checkpoint_every == 0:
+                save()
         record: Dict[str, Any] = {
             "epoch": epoch + 1,
-            "train_loss": float(np.mean(losses)),
-            "meta_loss": float(np.mean(meta_losses)) if meta_losses else None,
+            "train_loss": float(np.mean(state.losses)),
+            "meta_loss": float(np.mean(state.meta_losses)) if state.meta_losses else None,
             "seconds": time.perf_counter() - epoch_start,
         }
         test = evaluate(learner.model, test_loader, device)
         record.update(test_accuracy=test["accuracy"], test_ece=test["ece"])
-        record.update(_label_quality(learner, splits, last_weight))
-        results.history.append(record)
+        record.update(_label_quality(learner, splits, state.last_weight))
+        state.history.append(record)
+        state.epoch, state.step_in_epoch, state.losses, state.meta_losses = epoch + 1, 0, [], []
+        save()
         progress.set_postfix(acc=f"{record['test_accuracy']:.3f}", refresh=False)
     progress.close()
+    results.history = state.history
 
     accs = [h["test_accuracy"] for h in results.history]
     results.best_epoch = int(np.argmax(accs)) + 1
@@ -291,7 +324,7 @@ def fit_learner(config: Config, splits: Optional[Splits] = None,
     for name in ("corrected", "clean_broken", "detect_precision", "detect_recall"):
         if name in results.history[-1]:
             setattr(results, name, results.history[-1][name])
-    results.wall_time = time.perf_counter() - start
+    results.wall_time = state_elapsed + time.perf_counter() - start
     if config.output:
         results.to_json(config.output)
     return learner, results
@@ -316,11 +349,11 @@ def _label_quality(learner: Learner, splits: Splits, last_weight: torch.Tensor) 
     return out
 
 
-def _progress(total: int, config: Config):
+def _progress(total: int, config: Config, initial: int = 0):
     from tqdm.auto import tqdm
 
     desc = f"{config.labels}/{config.strategy if config.strategy != 'none' else 'plain'} seed {config.seed}"
-    return tqdm(total=total, desc=desc, disable=not config.progress, leave=False, dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, desc=desc, disable=not config.progress, leave=False, dynamic_ncols=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,125 @@
+"""Checkpoints that let a run resume exactly where it stopped.
+
+A checkpoint holds everything the next step depends on: model, optimiser, label parameters (and
+their buffers), label optimiser, learning-rate schedules, the random states (torch, numpy,
+python), the position in the data order (the order generator at the start of the epoch and the
+batches already taken; the same for the meta stream), the epoch's running losses, the history
+so far and the elapsed time. It is written to a temporary file and renamed, so a run killed while
+writing leaves the previous checkpoint intact. Files load with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+
+FORMAT = "labelmeta-checkpoint-1"
+
+#: Config fields that may differ between the run that wrote a checkpoint and the one resuming it
+RESUMABLE_CHANGES = frozenset({"resume", "checkpoint", "checkpoint_every", "progress", "output", "device", "data_root"})
+
+
+@dataclass
+class RunState:
+    """Where a run is, besides the learner: what :func:`~labelmeta.runner.fit` loops over."""
+
+    epoch: int = 0                       #: epochs finished
+    step_in_epoch: int = 0               #: batches of the current epoch already trained on
+    train_order: Optional[torch.Tensor] = None  #: the training order's generator state at the epoch's start
+    losses: List[float] = field(default_factory=list)       #: this epoch's training losses so far
+    meta_losses: List[float] = field(default_factory=list)  #: this epoch's meta losses so far
+    history: List[Dict[str, Any]] = field(default_factory=list)
+    last_weight: Optional[torch.Tensor] = None  #: each sample's weight at its last visit (reweighting)
+    elapsed: float = 0.0                 #: seconds spent before this process took over
+
+
+def _rng_state() -> Dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached": float(cached)}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _state_dict(obj) -> Optional[Dict[str, Any]]:
+    return None if obj is None else obj.state_dict()
+
+
+def save(path: str | Path, config, learner, schedulers, meta_stream, state: RunState, elapsed: float) -> None:
+    """Write a checkpoint of the run atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint = {
+        "format": FORMAT,
+        "config": dataclasses.asdict(config),
+        "learner": {"model": learner.model.state_dict(), "optimizer": learner.optimizer.state_dict(),
+                    "labels": learner.labels.state_dict(), "label_optimizer": _state_dict(learner.label_optimizer),
+                    "num_steps": learner.num_steps},
+        "schedulers": [_state_dict(s) for s in schedulers],
+        "meta_stream": meta_stream.state_dict(),
+        "rng": _rng_state(),
+        "state": {**dataclasses.asdict(state), "elapsed": elapsed},
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(checkpoint, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load(path: str | Path, config) -> Dict[str, Any]:
+    """Read and check a checkpoint written for ``config``; ``ValueError`` says what is wrong."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # torch raises several types for a damaged file
+        raise ValueError(f"checkpoint {str(path)!r} is corrupt or not a torch file ({type(err).__name__}: {err})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        raise ValueError(f"{str(path)!r} is not a labelmeta checkpoint (expected format {FORMAT!r})")
+    mine, theirs = dataclasses.asdict(config), checkpoint["config"]
+    differ = sorted(k for k in mine.keys() | theirs.keys()
+                    if k not in RESUMABLE_CHANGES and mine.get(k) != theirs.get(k))
+    if differ:
+        detail = ", ".join(f"{k}: {theirs.get(k)!r} in the checkpoint, {mine.get(k)!r} now" for k in differ)
+        raise ValueError(f"checkpoint {str(path)!r} was written by a different run ({detail})")
+    return checkpoint
+
+
+def restore(checkpoint: Dict[str, Any], learner, schedulers, meta_stream) -> RunState:
+    """Put the learner, schedules, meta stream and random states back; return the run's state."""
+    parts = checkpoint["learner"]
+    learner.model.load_state_dict(parts["model"])
+    learner.optimizer.load_state_dict(parts["optimizer"])
+    learner.labels.load_state_dict(parts["labels"])
+    if learner.label_optimizer is not None and parts["label_optimizer"] is not None:
+        learner.label_optimizer.load_state_dict(parts["label_optimizer"])
+    learner.num_steps = parts["num_steps"]
+    for scheduler, saved in zip(schedulers, checkpoint["schedulers"]):
+        if scheduler is not None:
+            scheduler.load_state_dict(saved)
+    meta_stream.load_state_dict(checkpoint["meta_stream"])
+    _set_rng_state(checkpoint["rng"])
+    return RunState(**checkpoint["state"])
