@@ -121,6 +121,15 @@ class Loader:
         return len(self.data)
 
 
+def dataset_targets(dataset: Dataset) -> Tensor:
+    """``LongTensor[N]`` targets of a labelmeta dataset (``IndexedTensorDataset`` or ``Indexed``)."""
+    if isinstance(dataset, IndexedTensorDataset):
+        return dataset.y
+    if isinstance(dataset, Indexed) and dataset.targets is not None:
+        return dataset.targets
+    return torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.long)
+
+
 def loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False,
            num_workers: int = 0) -> Loader:
     """A seeded :class:`Loader` of ``(x, y, index)`` batches."""

@@ -113,7 +113,10 @@ class Learner:
             assert self.strategy is not None
             if self.label_optimizer is not None:
                 self.label_optimizer.zero_grad(set_to_none=True)
-            stats = self.strategy.compute(self.model, self.optimizer, self.labels, batch, meta_batch, self.loss)
+            try:
+                stats = self.strategy.compute(self.model, self.optimizer, self.labels, batch, meta_batch, self.loss)
+            except FloatingPointError as err:
+                raise FloatingPointError(f"{err} at step {self.num_steps}, {_describe(batch)}") from None
             if self.label_optimizer is not None:
                 self.label_optimizer.step()
             meta_loss, grad_norm, weights = stats.meta_loss, stats.label_grad_norm, stats.sample_weights
@@ -123,10 +126,17 @@ class Learner:
             targets = self.labels(idx, y)
         logits = self.model(x)
         loss = self.loss(logits, targets, weights, y)
-        check_finite(loss, f"training loss at step {self.num_steps}")
+        check_finite(loss, f"training loss at step {self.num_steps}, {_describe(batch)}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.labels.observe(idx, logits.detach())
         self.num_steps += 1
         return StepStats(loss.item(), meta_loss, grad_norm, time.perf_counter() - start, weights)
+
+
+def _describe(batch: Batch) -> str:
+    """The batch in a few words, for error messages: which samples it held."""
+    idx = batch[2].flatten().tolist()
+    shown = ", ".join(str(i) for i in idx[:8]) + (", ..." if len(idx) > 8 else "")
+    return f"batch of {len(idx)} samples with indices [{shown}]"

@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from .data import Splits, cycle, loader, make_splits
+from .data import Splits, cycle, dataset_targets, loader, make_splits
 from .labels import LABELS, LabelParameterization, make_labels
 from .losses import LOSSES, make_loss
 from . import checkpoint
@@ -131,7 +131,9 @@ def _model_optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Opti
                                weight_decay=config.weight_decay)
     if config.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    raise ValueError(f"unknown optimizer {config.optimizer!r}; available: sgd, adam")
+    hint = (" (higher has no differentiable AdamW: use adam with weight_decay, or sgd)"
+            if config.optimizer.lower() == "adamw" else "")
+    raise ValueError(f"unknown optimizer {config.optimizer!r}; available: sgd, adam{hint}")
 
 
 #: constructor argument of a component -> the Config field that sets it, per kind of component
@@ -245,6 +247,11 @@ def fit_learner(config: Config, splits: Optional[Splits] = None,
         splits = splits_for(config)
     if config.meta_source == "clean" and splits.meta is None:
         raise ValueError("meta_source='clean' needs a held-out meta split (meta_per_class > 0)")
+    if config.meta_source == "clean" and config.strategy != "none":
+        missing = sorted(set(range(splits.num_classes)) - set(dataset_targets(splits.meta).tolist()))
+        if missing:
+            raise ValueError(f"the meta set has no sample of classes {missing}: the meta loss could never "
+                             "ask for them (hold out samples of every class)")
     seed_everything(config.seed)
     if config.deterministic:
         torch.use_deterministic_algorithms(True)
