@@ -12,6 +12,7 @@ from .labels import LabelParameterization
 from .losses import TrainingLoss, check_finite, make_loss
 from .strategies import Strategy, make_strategy
 from .strategies.unrolled import check_optimizer
+from .distributed import Distributed
 from .typing import Batch
 
 
@@ -45,6 +46,10 @@ class Learner:
         loss: the training loss, a :data:`~labelmeta.losses.LOSSES` name or a callable
             ``loss(logits, soft_targets, weights=None)``; used by the model step and by the
             strategy's inner steps alike. Default ``"ce"`` (soft cross-entropy).
+        distributed: the process group when running under ``torchrun``
+            (:func:`labelmeta.distributed.from_environment`); every process then passes the same
+            global batches to :meth:`step`, which trains on this process's shard (see
+            :mod:`labelmeta.distributed`). ``None``: one process.
 
     Each :meth:`step` (1) if a meta batch is given, computes the label gradient with the
     strategy and steps the label optimiser (or, for a strategy that learns per-sample weights,
@@ -61,6 +66,7 @@ class Learner:
         strategy: Union[Strategy, str, None] = "unrolled",
         label_optimizer: Optional[torch.optim.Optimizer] = None,
         loss: Union[TrainingLoss, str] = "ce",
+        distributed: Optional[Distributed] = None,
     ) -> None:
         if isinstance(strategy, str):
             strategy = make_strategy(strategy)
@@ -80,6 +86,18 @@ class Learner:
                 f"{type(labels).__name__} labels with {type(strategy).__name__}"
             )
         self.num_steps = 0
+        self.distributed = distributed
+        self._train_model = model
+        if distributed is not None:
+            if strategy is not None and not strategy.supports_distributed:
+                raise ValueError(f"{type(strategy).__name__} does not run in several processes yet; use "
+                                 "unrolled, functional, truncated or head-only")
+            from torch.nn.parallel import DistributedDataParallel
+
+            # the real step goes through DDP (gradient averaging); the unroll uses the local module
+            self._train_model = DistributedDataParallel(model)
+            if strategy is not None:
+                strategy.sync = distributed
 
     def meta_due(self) -> bool:
         """Whether the next :meth:`step` takes a meta step when given a meta batch
@@ -107,16 +125,25 @@ class Learner:
         start = time.perf_counter()
         self._check_batch(batch, "batch")
         self.model.train()
+        train_loss, scale = self.loss, 1.0
+        if self.distributed is not None:  # this process's shard; losses scaled so that shards add up
+            batch, scale = self.distributed.shard(batch)
+            train_loss = _scaled(self.loss, scale)
         meta_loss = grad_norm = weights = None
         if meta_batch is not None and self.meta_due():
             self._check_batch(meta_batch, "meta_batch")
             assert self.strategy is not None
+            if self.distributed is not None:
+                meta_batch, meta_scale = self.distributed.shard(meta_batch)
+                self.strategy.meta_scale = meta_scale / self.distributed.world
             if self.label_optimizer is not None:
                 self.label_optimizer.zero_grad(set_to_none=True)
             try:
-                stats = self.strategy.compute(self.model, self.optimizer, self.labels, batch, meta_batch, self.loss)
+                stats = self.strategy.compute(self.model, self.optimizer, self.labels, batch, meta_batch, train_loss)
             except FloatingPointError as err:
                 raise FloatingPointError(f"{err} at step {self.num_steps}, {_describe(batch)}") from None
+            if self.distributed is not None:  # per-class rows from every process, per-sample rows from one
+                self.distributed.sum_([p.grad for p in self.labels.parameters()])
             if self.label_optimizer is not None:
                 self.label_optimizer.step()
             meta_loss, grad_norm, weights = stats.meta_loss, stats.label_grad_norm, stats.sample_weights
@@ -124,15 +151,18 @@ class Learner:
         x, y, idx = batch
         with torch.no_grad():
             targets = self.labels(idx, y)
-        logits = self.model(x)
-        loss = self.loss(logits, targets, weights, y)
+        logits = self._train_model(x)
+        loss = train_loss(logits, targets, weights, y)
         check_finite(loss, f"training loss at step {self.num_steps}, {_describe(batch)}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        self.labels.observe(idx, logits.detach())
+        if self.distributed is not None:  # every process's labels see the whole global batch
+            self.labels.observe(self.distributed.gather(idx), self.distributed.gather(logits.detach()))
+        else:
+            self.labels.observe(idx, logits.detach())
         self.num_steps += 1
-        return StepStats(loss.item(), meta_loss, grad_norm, time.perf_counter() - start, weights)
+        return StepStats(loss.item() / scale, meta_loss, grad_norm, time.perf_counter() - start, weights)
 
 
 def _describe(batch: Batch) -> str:
@@ -140,3 +170,10 @@ def _describe(batch: Batch) -> str:
     idx = batch[2].flatten().tolist()
     shown = ", ".join(str(i) for i in idx[:8]) + (", ..." if len(idx) > 8 else "")
     return f"batch of {len(idx)} samples with indices [{shown}]"
+
+
+def _scaled(loss: TrainingLoss, scale: float) -> TrainingLoss:
+    """``loss`` times ``scale`` (a process's share of the global batch mean)."""
+    def scaled(*args, **kwargs):
+        return loss(*args, **kwargs) * scale
+    return scaled

@@ -6,6 +6,7 @@ import dataclasses
 import inspect
 import json
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from .data import Splits, cycle, dataset_targets, loader, make_splits
+from .distributed import Distributed, from_environment
 from .labels import LABELS, LabelParameterization, make_labels
 from .losses import LOSSES, make_loss
 from . import checkpoint
@@ -158,7 +160,8 @@ def label_options(config: Config) -> Dict[str, Any]:
     return options_for(LABELS.get(config.labels), config, LABEL_OPTIONS)
 
 
-def build_learner(config: Config, splits: Splits, labels: Optional[LabelParameterization] = None) -> Learner:
+def build_learner(config: Config, splits: Splits, labels: Optional[LabelParameterization] = None,
+                  distributed: Optional[Distributed] = None) -> Learner:
     """Model, optimiser, labels, strategy and label optimiser as ``config`` describes.
 
     ``labels`` replaces the parameterisation ``config.labels`` names (e.g. a teacher's, which a
@@ -182,7 +185,7 @@ def build_learner(config: Config, splits: Splits, labels: Optional[LabelParamete
         label_opt = make_label_optimizer(
             config.label_optimizer, labels.parameters(), config.label_lr,
             **options_for(LABEL_OPTIMIZERS.get(config.label_optimizer), config, LABEL_OPTIMIZER_OPTIONS))
-    return Learner(model, optimizer, labels, strategy, label_opt, loss=loss)
+    return Learner(model, optimizer, labels, strategy, label_opt, loss=loss, distributed=distributed)
 
 
 def _check_config(config: Config) -> None:
@@ -252,11 +255,15 @@ def fit_learner(config: Config, splits: Optional[Splits] = None,
         if missing:
             raise ValueError(f"the meta set has no sample of classes {missing}: the meta loss could never "
                              "ask for them (hold out samples of every class)")
+    distributed = from_environment(config.device)
+    if distributed is not None and config.device.startswith("cuda"):
+        config = config.replace(device=f"cuda:{os.environ.get('LOCAL_RANK', distributed.rank)}")
+    main_process = distributed is None or distributed.is_main
     seed_everything(config.seed)
     if config.deterministic:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
-    learner = build_learner(config, splits, labels)
+    learner = build_learner(config, splits, labels, distributed)
     device = torch.device(config.device)
     train_loader = loader(splits.train, config.batch_size, shuffle=True, seed=config.seed)
     meta_set = splits.meta if config.meta_source == "clean" else splits.train
@@ -277,12 +284,13 @@ def fit_learner(config: Config, splits: Optional[Splits] = None,
         state = checkpoint.restore(checkpoint.load(config.checkpoint, config), learner, schedulers, meta_batches)
 
     def save() -> None:
-        if config.checkpoint:
+        if config.checkpoint and main_process:
             checkpoint.save(config.checkpoint, config, learner, schedulers, meta_batches, state,
                             state_elapsed + time.perf_counter() - start)
 
     state_elapsed = state.elapsed
-    progress = _progress(total_steps, config, initial=state.epoch * steps_per_epoch + state.step_in_epoch)
+    progress = _progress(total_steps, config.replace(progress=config.progress and main_process),
+                         initial=state.epoch * steps_per_epoch + state.step_in_epoch)
     for epoch in range(state.epoch, config.epochs):
         epoch_start = time.perf_counter()
         learn_labels = learner.meta_enabled and epoch >= config.warmup_epochs
@@ -332,7 +340,7 @@ def fit_learner(config: Config, splits: Optional[Splits] = None,
         if name in results.history[-1]:
             setattr(results, name, results.history[-1][name])
     results.wall_time = state_elapsed + time.perf_counter() - start
-    if config.output:
+    if config.output and main_process:
         results.to_json(config.output)
     return learner, results
 

@@ -41,6 +41,12 @@ class Strategy:
 
     #: whether the strategy produces per-sample weights (then labels need not be learnable)
     learns_weights: bool = False
+    #: whether it can run in several processes (see :mod:`labelmeta.distributed`)
+    supports_distributed: bool = True
+    #: set by the learner in several processes: averages inner gradients over processes
+    sync = None
+    #: set by the learner in several processes: this process's share of the meta batch mean
+    meta_scale: float = 1.0
 
     def __init__(self, every: int = 1) -> None:
         if int(every) != every or every < 1:
@@ -57,7 +63,7 @@ class Strategy:
     def outer_loss(self, model: nn.Module, meta_batch: Batch) -> Tensor:
         """Hard-label cross-entropy of ``model`` on ``meta_batch``."""
         x, y, _ = meta_batch
-        return F.cross_entropy(model(x), y)
+        return F.cross_entropy(model(x), y) * self.meta_scale
 
     def meta_loss(
         self,

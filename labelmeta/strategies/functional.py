@@ -163,7 +163,7 @@ class Functional(Unrolled):
         for step in range(self.steps):
             fast, states = self._step(module, slots, fast, states, buffers, x, y, targets, loss, weights,
                                       track=step >= first_tracked)
-        return F.cross_entropy(_call(module, slots, fast, buffers, x_meta), y_meta)
+        return F.cross_entropy(_call(module, slots, fast, buffers, x_meta), y_meta) * self.meta_scale
 
     def _step(self, module, slots, fast, states, buffers, x, y, targets, loss, weights, track: bool):
         """One differentiable optimiser step (``track=False``: a plain step, no graph kept)."""
@@ -173,6 +173,8 @@ class Functional(Unrolled):
             value = loss(_call(module, slots, leaves, buffers, x), goal,
                          weights if track or weights is None else weights.detach(), y)
             grads = torch.autograd.grad(value, leaves, create_graph=track, allow_unused=True)
+            if self.sync is not None:  # every process takes the same, global inner step
+                grads = self.sync.mean_differentiable(grads)
         new_fast, new_states = [], []
         for p, g, state, group in zip(leaves, grads, states, slots.groups):
             if g is None:  # unused parameter: no step, as in torch.optim
@@ -284,6 +286,8 @@ class FiniteDifference(Functional):
         scale: finite-difference radius in units of ``|v|``; default 0.01 (DARTS's).
         every: meta step every ``every`` training steps.
     """
+
+    supports_distributed = False  # its difference quotient is not summed over processes yet
 
     def __init__(self, steps: int = 1, scale: float = 0.01, every: int = 1) -> None:
         super().__init__(steps, every=every)

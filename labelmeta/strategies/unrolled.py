@@ -64,9 +64,10 @@ class Unrolled(Strategy):
         weights: Optional[Tensor] = None,
     ) -> Tensor:
         check_optimizer(optimizer)
+        callback = self.sync.mean_differentiable if self.sync is not None else None
         with higher.innerloop_ctx(model, optimizer, copy_initial_weights=True) as (fmodel, diffopt):
             for _ in range(self.steps):
-                diffopt.step(self.inner_loss(fmodel, labels, batch, loss, weights))
+                diffopt.step(self.inner_loss(fmodel, labels, batch, loss, weights), grad_callback=callback)
             return self.outer_loss(fmodel, meta_batch)
 
 
@@ -85,6 +86,7 @@ class MetaReweight(Unrolled):
     """
 
     learns_weights = True
+    supports_distributed = False  # its weights are normalised over the local batch
 
     def compute(
         self,
