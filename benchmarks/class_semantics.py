@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import write_outputs
+from common import run_arguments, write_outputs
 from labelmeta.compare import cell, mean_std
 from labelmeta.plots import plot_label_matrix
 from labelmeta.runner import Config, fit_learner, splits_for
@@ -40,11 +40,9 @@ def twin_ranks(similarity: torch.Tensor) -> np.ndarray:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    run_arguments(parser)
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     twins_cfg, mnist_cfg, seeds = TWINS, MNIST1D, args.seeds
     if args.smoke:
         twins_cfg = twins_cfg.replace(epochs=2, warmup_epochs=1)

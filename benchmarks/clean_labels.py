@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from common import write_outputs
+from common import run_arguments, write_outputs
 from labelmeta.compare import cell, compare, mean_std
 from labelmeta.runner import Config
 
@@ -50,11 +50,9 @@ def methods() -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    run_arguments(parser, seeds=(0, 1, 2, 3, 4))
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     seeds = args.seeds[:1] if args.smoke else args.seeds
     command = "python benchmarks/clean_labels.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = ["# Learned labels on clean data", "", f"Command: `{command.strip()}`; seeds {seeds}; CPU, 1 torch thread. "

@@ -1,6 +1,7 @@
 """Helpers shared by the benchmark scripts: step timing, graph memory, machine description, output."""
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import statistics
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from labelmeta import make_model
 
@@ -110,3 +112,21 @@ def build(model_name: str, device: str, batch_size: int, num_samples: int = 4096
         return model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
 
     return batch, meta, targets, classes, model_and_optimizer
+
+
+def run_arguments(parser: argparse.ArgumentParser, seeds=(0, 1, 2)) -> None:
+    """The flags every training benchmark shares: --seeds, --smoke, --out, --threads."""
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(seeds))
+    parser.add_argument("--smoke", action="store_true", help="tiny data, 2 epochs, 1 seed: what the tests run")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps timings comparable)")
+
+
+def plain_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch) -> Callable[[], None]:
+    """One ordinary training step (the reference every overhead is measured against)."""
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(batch[0]), batch[1]).backward()
+        optimizer.step()
+
+    return step

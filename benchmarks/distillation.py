@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from common import write_outputs
+from common import run_arguments, write_outputs
 from labelmeta.compare import cell, mean_std
 from labelmeta.distill import distill
 from labelmeta.runner import Config, fit, splits_for
@@ -30,11 +30,9 @@ STUDENT = dict(model="mlp")
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    run_arguments(parser)
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     base, seeds = BASE, args.seeds
     if args.smoke:
         base = base.replace(epochs=2, warmup_epochs=1, num_samples=1000, meta_per_class=5, meta_batch_size=50)

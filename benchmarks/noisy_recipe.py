@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from common import run_arguments
 from labelmeta.compare import compare, format_table, noise_summary, summarize
 from labelmeta.runner import Config
 
@@ -71,11 +72,8 @@ def plot(results, path: Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    run_arguments(parser)
     parser.add_argument("--epochs", type=int, default=Config.epochs)
-    parser.add_argument("--smoke", action="store_true", help="tiny data, 2 epochs, 1 seed")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps timings comparable)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Callable, Dict, Tuple
 
 import torch
-import torch.nn.functional as F
 
-from common import SHAPES, build, interleaved_times, machine, median, peak_cuda_bytes, saved_tensor_bytes, write_outputs
+from common import (SHAPES, build, interleaved_times, machine,
+                    median, peak_cuda_bytes, plain_step, saved_tensor_bytes, write_outputs)
 from labelmeta import Learner, make_label_optimizer, make_labels
 from labelmeta.strategies import FiniteDifference, Functional, HeadOnly, MetaReweight, Strategy, Truncated, Unrolled
 
@@ -42,11 +42,7 @@ def measure(model_name: str, device: str, batch_size: int, repeats: int, warmup:
     batch, meta, targets, classes, model_and_optimizer = build(model_name, device, batch_size)
     model, opt = model_and_optimizer()
 
-    def plain():
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(batch[0]), batch[1]).backward()
-        opt.step()
-
+    plain = plain_step(model, opt, batch)
     steps: Dict[str, Callable[[], None]] = {"plain step": plain}
     blocks: Dict[str, int] = {}
     for name, (strategy, labels_name, block) in METHODS.items():

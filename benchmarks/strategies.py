@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from common import write_outputs
+from common import run_arguments, write_outputs
 from labelmeta.compare import cell, compare, mean_std, noise_summary
 from labelmeta.runner import Config
 
@@ -74,11 +74,8 @@ def plot(rows, path: Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    run_arguments(parser)
     parser.add_argument("--epochs", type=int, default=Config.epochs)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     base = Config(epochs=args.epochs, progress=False)

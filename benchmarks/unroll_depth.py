@@ -21,9 +21,9 @@ from typing import Callable, Dict, List
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from common import build, interleaved_times, machine, median, peak_cuda_bytes, saved_tensor_bytes, write_outputs
+from common import (build, interleaved_times, machine, median,
+                    peak_cuda_bytes, plain_step, saved_tensor_bytes, write_outputs)
 from labelmeta import Learner, make_label_optimizer, make_labels
 from labelmeta.compare import cell, mean_std
 from labelmeta.runner import Config, fit
@@ -49,11 +49,7 @@ def cost(model_name: str, ks: List[int], device: str, batch_size: int, repeats: 
     batch, meta, targets, classes, model_and_optimizer = build(model_name, device, batch_size)
     model, opt = model_and_optimizer()
 
-    def plain():
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(batch[0]), batch[1]).backward()
-        opt.step()
-
+    plain = plain_step(model, opt, batch)
     out: Dict[str, dict] = {name: {"k": ks, "seconds": [], "memory": []} for name in COST_STRATEGIES}
     plain_times: List[float] = []
     for k in ks:
