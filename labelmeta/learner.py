@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from .labels import LabelParameterization
 from .losses import TrainingLoss, check_finite, make_loss
-from .strategies import Strategy, make_strategy
+from .strategies import MetaStats, Strategy, make_strategy
 from .strategies.unrolled import check_optimizer
 from .distributed import Distributed
 from .typing import Batch
@@ -129,25 +129,36 @@ class Learner:
         if self.distributed is not None:  # this process's shard; losses scaled so that shards add up
             batch, scale = self.distributed.shard(batch)
             train_loss = _scaled(self.loss, scale)
-        meta_loss = grad_norm = weights = None
+        meta = None
         if meta_batch is not None and self.meta_due():
-            self._check_batch(meta_batch, "meta_batch")
-            assert self.strategy is not None
-            if self.distributed is not None:
-                meta_batch, meta_scale = self.distributed.shard(meta_batch)
-                self.strategy.meta_scale = meta_scale / self.distributed.world
-            if self.label_optimizer is not None:
-                self.label_optimizer.zero_grad(set_to_none=True)
-            try:
-                stats = self.strategy.compute(self.model, self.optimizer, self.labels, batch, meta_batch, train_loss)
-            except FloatingPointError as err:
-                raise FloatingPointError(f"{err} at step {self.num_steps}, {_describe(batch)}") from None
-            if self.distributed is not None:  # per-class rows from every process, per-sample rows from one
-                self.distributed.sum_([p.grad for p in self.labels.parameters()])
-            if self.label_optimizer is not None:
-                self.label_optimizer.step()
-            meta_loss, grad_norm, weights = stats.meta_loss, stats.label_grad_norm, stats.sample_weights
+            meta = self._meta_step(batch, meta_batch, train_loss)
+        weights = meta.sample_weights if meta is not None else None
+        loss = self._model_step(batch, train_loss, weights)
+        self.num_steps += 1
+        return StepStats(loss / scale, meta.meta_loss if meta else None, meta.label_grad_norm if meta else None,
+                         time.perf_counter() - start, weights)
 
+    def _meta_step(self, batch: Batch, meta_batch: Batch, train_loss: TrainingLoss) -> MetaStats:
+        """The strategy's label gradient, then the label optimiser's step."""
+        self._check_batch(meta_batch, "meta_batch")
+        assert self.strategy is not None
+        if self.distributed is not None:
+            meta_batch, meta_scale = self.distributed.shard(meta_batch)
+            self.strategy.meta_scale = meta_scale / self.distributed.world
+        if self.label_optimizer is not None:
+            self.label_optimizer.zero_grad(set_to_none=True)
+        try:
+            stats = self.strategy.compute(self.model, self.optimizer, self.labels, batch, meta_batch, train_loss)
+        except FloatingPointError as err:
+            raise FloatingPointError(f"{err} at step {self.num_steps}, {_describe(batch)}") from None
+        if self.distributed is not None:  # per-class rows from every process, per-sample rows from one
+            self.distributed.sum_([p.grad for p in self.labels.parameters()])
+        if self.label_optimizer is not None:
+            self.label_optimizer.step()
+        return stats
+
+    def _model_step(self, batch: Batch, train_loss: TrainingLoss, weights: Optional[Tensor]) -> float:
+        """The real optimiser step against the (updated, detached) labels; the labels then observe."""
         x, y, idx = batch
         with torch.no_grad():
             targets = self.labels(idx, y)
@@ -161,8 +172,7 @@ class Learner:
             self.labels.observe(self.distributed.gather(idx), self.distributed.gather(logits.detach()))
         else:
             self.labels.observe(idx, logits.detach())
-        self.num_steps += 1
-        return StepStats(loss.item() / scale, meta_loss, grad_norm, time.perf_counter() - start, weights)
+        return loss.item()
 
 
 def _describe(batch: Batch) -> str:
