@@ -105,8 +105,14 @@ def _save(path: Path, store: dict) -> None:
 def run_cells(cells: Dict[str, Config], path: Path, jobs: int) -> dict:
     """Run the cells not yet in ``path`` (or whose configuration changed); return the whole store."""
     store = json.loads(path.read_text()) if path.exists() else {"cells": {}}
-    todo = {k: c for k, c in cells.items()
-            if store["cells"].get(k, {}).get("config") != json.loads(json.dumps(dataclasses.asdict(c)))}
+    defaults = dataclasses.asdict(Config())
+
+    def done(key: str, config: Config) -> bool:
+        stored = store["cells"].get(key, {}).get("config")
+        # a Config field added after a cell ran has its default there (defaults keep behaviour)
+        return stored is not None and {**defaults, **stored} == json.loads(json.dumps(dataclasses.asdict(config)))
+
+    todo = {k: c for k, c in cells.items() if not done(k, c)}
     print(f"{len(cells) - len(todo)} of {len(cells)} cells already done; running {len(todo)} on {jobs} process(es)",
           flush=True)
     from tqdm.auto import tqdm
@@ -233,8 +239,9 @@ def plot(store: dict, cells: Dict[str, Config], datasets, settings, methods, out
     symmetric = [s for s in settings if s.startswith("symmetric")]
     fig, axes = plt.subplots(1, len(datasets), figsize=(7 * len(datasets), 4.8), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
+        palette = plt.get_cmap("tab20").colors
         for i, method in enumerate(m for m in methods if m != REFERENCE):
-            color = f"C{i % 10}"
+            color = palette[(2 * i) % 20 + (2 * i) // 20]  # the saturated tab20 colours first
             style = "-" if method.startswith("learned") or "meta" in method else "--"
             if symmetric:
                 rates = [SETTINGS[s][1] * 100 for s in symmetric]
