@@ -2,7 +2,8 @@
 label correction, time per step and memory.
 
     python benchmarks/unroll_depth.py                 # cost: CNN, k = 1..8; accuracy: digits, k = 1..8, 3 seeds
-    python benchmarks/unroll_depth.py --accuracy-dataset mnist1d --ks 1 2 4    # accuracy on MNIST-1D
+    python benchmarks/unroll_depth.py --accuracy-dataset mnist1d --ks 1 2 4 8 --truncations 1 2 --settings noisy
+                                                      # accuracy on MNIST-1D (writes unroll_depth_mnist1d.*)
     python benchmarks/unroll_depth.py --smoke         # seconds; what the test suite runs
 
 Cost part: one process, the same batch (meta batch of the same size), median time of a full
@@ -79,11 +80,14 @@ def cost(model_name: str, ks: List[int], device: str, batch_size: int, repeats: 
     return out
 
 
-def accuracy(dataset: str, ks: List[int], truncations: List[int], seeds: List[int], overrides: dict) -> Dict[str, dict]:
+def accuracy(dataset: str, ks: List[int], truncations: List[int], seeds: List[int], overrides: dict,
+             settings: List[str]) -> Dict[str, dict]:
     """``fit`` results per setting and (k, t), mean ± std over seeds."""
     base = ACCURACY_BASE[dataset].replace(progress=False, **overrides)
     out: Dict[str, dict] = {}
     for setting, noise in SETTINGS.items():
+        if setting.split(" ")[0] not in settings:
+            continue
         variants = [(f"exact k={k}", dict(strategy="functional", unroll_steps=k)) for k in ks]
         variants += [(f"truncated k={max(ks)}, t={t}", dict(strategy="truncated", unroll_steps=max(ks), unroll_through=t))
                      for t in truncations if t < max(ks)]
@@ -111,6 +115,8 @@ def plot(costs: Dict[str, dict], acc: Dict[str, dict], ks: List[int], path: Path
     axes[0].set(xlabel="inner steps k", ylabel="full step / plain step", title="time per training step (median)")
     axes[1].set(xlabel="inner steps k", ylabel="MB", title="graph memory of one step")
     for setting in SETTINGS:
+        if f"{setting} | exact k={ks[0]}" not in acc:
+            continue
         last = [acc[f"{setting} | exact k={k}"]["last"] for k in ks]
         axes[2].errorbar(ks, [m for m, _ in last], yerr=[s for _, s in last], marker="o", capsize=2, label=f"{setting}: exact")
         ce = acc[f"{setting} | cross-entropy (no meta-learning)"]["last"][0]
@@ -129,6 +135,7 @@ def main(argv=None) -> int:
     parser.add_argument("--truncations", type=int, nargs="+", default=[1, 2, 4], help="t for truncated runs at the largest k")
     parser.add_argument("--cost-model", default="cnn1d-bn")
     parser.add_argument("--accuracy-dataset", default="digits", choices=list(ACCURACY_BASE))
+    parser.add_argument("--settings", nargs="+", default=["noisy", "clean"], choices=["noisy", "clean"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=128)
@@ -144,7 +151,7 @@ def main(argv=None) -> int:
         ks, seeds, repeats, batch = [1, 2], seeds[:1], 2, 16
         overrides.update(epochs=2, warmup_epochs=1)
     costs = cost(args.cost_model, ks, args.device, batch, repeats, warmup=2)
-    acc = accuracy(args.accuracy_dataset, ks, args.truncations, seeds, overrides)
+    acc = accuracy(args.accuracy_dataset, ks, args.truncations, seeds, overrides, args.settings)
 
     command = "python benchmarks/unroll_depth.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = ["# Unroll depth", "", f"Command: `{command.strip()}`; {machine(args.device)}.", "",
@@ -166,7 +173,8 @@ def main(argv=None) -> int:
         lines.append(f"| {setting} | {name} | {cell(r['last'])} | {cell(r['best'])} | {cell(r['corrected'])} | "
                      f"{cell(r['broken'], 2)} | {cell(r['seconds'], 0)} |")
     report = "\n".join(lines) + "\n"
-    stem = "unroll_depth_smoke" if args.smoke else "unroll_depth"
+    stem = "unroll_depth" + ("" if args.accuracy_dataset == "digits" else f"_{args.accuracy_dataset}")
+    stem += "_smoke" if args.smoke else ""
     out = Path(args.out)
     write_outputs(out, stem, report, {"cost": costs, "accuracy": acc, "machine": machine(args.device)})
     plot(costs, acc, ks, out / f"{stem}.png")

@@ -181,10 +181,12 @@ class Functional(Unrolled):
                 new_fast.append(p)
                 new_states.append(state)
                 continue
-            p, state = slots.rule(p, g, state, group)
-            if not track:
-                p = p.detach().requires_grad_()
-                state = {k: v.detach() if isinstance(v, Tensor) else v for k, v in state.items()}
+            if track:
+                p, state = slots.rule(p, g, state, group)
+            else:  # an ordinary step: no graph is recorded for the update
+                with torch.no_grad():
+                    p, state = slots.rule(p.detach(), g, state, group)
+                p = p.requires_grad_()
             new_fast.append(p)
             new_states.append(state)
         return new_fast, new_states
