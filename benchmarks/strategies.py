@@ -35,6 +35,10 @@ STRATEGIES = {
     "head-only k=1": dict(strategy="head-only"),
     "functional, every 4 steps": dict(strategy="functional", meta_every=4),
     "head-only, every 4 steps": dict(strategy="head-only", meta_every=4),
+    # amortised and on a smaller meta batch: the cheap candidates
+    "functional, every 8 steps, meta batch 128": dict(strategy="functional", meta_every=8, meta_batch_size=128),
+    "finite-difference, every 8 steps, meta batch 128": dict(strategy="finite-difference", meta_every=8,
+                                                             meta_batch_size=128),
 }
 #: parameterisation -> the strategies it runs with (the default labels get every strategy)
 GRID = {

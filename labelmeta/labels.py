@@ -247,6 +247,9 @@ class Temperature(LabelParameterization):
 
     def soft_targets(self, indices: Indices, targets: Targets) -> SoftTargets:
         log_t = self.log_temperature[targets] if self.log_temperature.numel() > 1 else self.log_temperature
+        # bounded so that scale / T stays finite (0 * inf would make the zero logits NaN): beyond
+        # |log T| = 50 the label is one-hot or uniform to float precision anyway
+        log_t = log_t.clamp(-50.0, 50.0)
         logits = _scaled_one_hot(targets, self.num_classes, self.scale) * torch.exp(-log_t).unsqueeze(-1)
         return F.softmax(logits, dim=1)
 

@@ -145,3 +145,14 @@ def test_self_ensemble_bad_options_and_inputs():
         lab.observe(torch.tensor([0, 1]), torch.zeros(2, 5))
     with pytest.raises(ValueError, match=r"sample indices \[50\] outside \[0, 50\)"):
         lab.observe(torch.tensor([0, 50]), torch.zeros(2, C))
+
+
+@pytest.mark.parametrize("name", ["temperature", "class-temperature"])
+def test_extreme_temperatures_stay_finite(name):
+    lab = make_labels(name, _targets(), C)
+    for value in (-200.0, 200.0):
+        with torch.no_grad():
+            lab.log_temperature.fill_(value)
+        out = lab(torch.arange(N))
+        assert torch.isfinite(out).all()
+        torch.testing.assert_close(out.sum(1), torch.ones(N))
