@@ -74,11 +74,7 @@ class CorrectionStats:
 
 def label_correction(hard_labels: Tensor, annotated: Tensor, true: Tensor) -> CorrectionStats:
     """Compare ``LongTensor[N]`` learned hard labels with the annotations and the truth."""
-    if not (hard_labels.shape == annotated.shape == true.shape):
-        raise ValueError(
-            f"hard labels {tuple(hard_labels.shape)}, annotations {tuple(annotated.shape)} and true "
-            f"targets {tuple(true.shape)} must have the same shape"
-        )
+    _same_shape(("hard labels", hard_labels), ("annotations", annotated), ("true targets", true))
     hard_labels, annotated, true = hard_labels.cpu(), annotated.cpu(), true.cpu()
     corrupted = annotated != true
     right = hard_labels == true
@@ -108,13 +104,16 @@ class DetectionStats:
 
 def noise_detection(flagged: Tensor, annotated: Tensor, true: Tensor) -> DetectionStats:
     """Precision and recall of ``BoolTensor[N]`` flags against the truth (``annotated != true``)."""
-    if not (flagged.shape == annotated.shape == true.shape):
-        raise ValueError(
-            f"flags {tuple(flagged.shape)}, annotations {tuple(annotated.shape)} and true targets "
-            f"{tuple(true.shape)} must have the same shape"
-        )
+    _same_shape(("flags", flagged), ("annotations", annotated), ("true targets", true))
     flagged, corrupted = flagged.cpu().bool(), (annotated != true).cpu()
     hits = (flagged & corrupted).sum().item()
     n_flagged, n_corrupted = flagged.sum().item(), corrupted.sum().item()
     return DetectionStats(precision=hits / n_flagged if n_flagged else float("nan"),
                           recall=hits / n_corrupted if n_corrupted else float("nan"))
+
+
+def _same_shape(*named: Tuple[str, Tensor]) -> None:
+    """``ValueError`` naming every shape unless the tensors all have the same one."""
+    if len({tuple(t.shape) for _, t in named}) > 1:
+        shapes = [f"{name} {tuple(t.shape)}" for name, t in named]
+        raise ValueError(f"{', '.join(shapes[:-1])} and {shapes[-1]} must have the same shape")
