@@ -243,9 +243,13 @@ def fit(config: Config, splits: Optional[Splits] = None, labels: Optional[LabelP
     return fit_learner(config, splits, labels)[1]
 
 
-def fit_learner(config: Config, splits: Optional[Splits] = None,
-                labels: Optional[LabelParameterization] = None) -> Tuple[Learner, Results]:
-    """:func:`fit`, also returning the trained :class:`~labelmeta.learner.Learner` (model, labels...)."""
+def fit_learner(config: Config, splits: Optional[Splits] = None, labels: Optional[LabelParameterization] = None,
+                on_epoch: Optional[Callable[[Learner, Splits, Dict[str, Any]], None]] = None) -> Tuple[Learner, Results]:
+    """:func:`fit`, also returning the trained :class:`~labelmeta.learner.Learner` (model, labels...).
+
+    ``on_epoch(learner, splits, record)`` is called after every epoch's evaluation (analysis,
+    logging); it must not change the learner if the run is to stay reproducible.
+    """
     _check_config(config)
     start = time.perf_counter()
     if splits is None:
@@ -329,6 +333,8 @@ def fit_learner(config: Config, splits: Optional[Splits] = None,
         record.update(_label_quality(learner, splits, state.last_weight))
         state.history.append(record)
         state.epoch, state.step_in_epoch, state.losses, state.meta_losses = epoch + 1, 0, [], []
+        if on_epoch is not None:
+            on_epoch(learner, splits, record)
         save()
         progress.set_postfix(acc=f"{record['test_accuracy']:.3f}", refresh=False)
     progress.close()

@@ -89,3 +89,8 @@ def test_class_semantics_smoke(tmp_path):
 def test_distillation_smoke(tmp_path):
     out = _smoke("distillation.py", tmp_path).stdout
     assert "| learned-label teacher (per-class) |" in out and "| student alone (cross-entropy) | – |" in out
+
+
+def test_label_signal_smoke(tmp_path):
+    out = _smoke("label_signal.py", tmp_path).stdout
+    assert "| signal prefers the true class (% of corrupted) |" in out and "| model, beta +1: corrected |" in out
