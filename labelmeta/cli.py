@@ -9,6 +9,7 @@ from typing import List, Optional
 import torch
 
 from .compare import compare, format_table, noise_summary, summarize
+from .distributed import shutdown
 from .runner import PRESETS, Config, add_config_arguments, config_from_args, fit
 
 #: the demo's comparison: plain cross-entropy against learned per-sample labels (default recipe)
@@ -35,6 +36,9 @@ def _demo(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     config = config_from_args(args, PRESETS[args.preset] if args.preset else None)
     r = fit(config)
+    # under torchrun: leave the process group on success only (after a failure, a collective
+    # teardown would wait for the processes that are still running)
+    shutdown()
     summary = dict(best_accuracy=r.best_accuracy, best_epoch=r.best_epoch, last_accuracy=r.last_accuracy,
                    corrected=r.corrected, clean_broken=r.clean_broken, effective_noise=r.effective_noise,
                    wall_time=r.wall_time)

@@ -51,9 +51,12 @@ class Distributed:
 
     def mean_differentiable(self, grads: Sequence[Optional[Tensor]]) -> List[Optional[Tensor]]:
         """Average over processes, keeping the graph (the unroll's inner gradients)."""
-        from torch.distributed.nn.functional import all_reduce
+        # torch's functional collectives carry an autograd rule (the backward of a sum is a sum)
+        import torch.distributed._functional_collectives as funcol
 
-        return [None if g is None else all_reduce(g) / self.world for g in grads]
+        group = dist.group.WORLD
+        return [None if g is None else funcol.wait_tensor(funcol.all_reduce(g, "sum", group)) / self.world
+                for g in grads]
 
     @torch.no_grad()
     def sum_(self, tensors: Sequence[Optional[Tensor]]) -> None:
@@ -86,3 +89,11 @@ def from_environment(device: str) -> Optional[Distributed]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     return Distributed(dist.get_rank(), dist.get_world_size())
+
+
+def shutdown() -> None:
+    """Leave the process group, if one is joined: a barrier first, so no process tears down its
+    connections while another is still in a collective, then ``destroy_process_group``."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -18,16 +18,18 @@ def _rss() -> int:
 
 
 class _Leaky(Functional):
-    """Keeps every meta loss, and so every unroll's graph, alive: what the test must catch."""
+    """Keeps every unroll's fast weights (and the graph that made them) alive: the leak the test
+    must catch. (Keeping only the meta loss would not do: backward frees the saved tensors, so a
+    kept loss holds just the graph's small nodes.)"""
 
     def __init__(self) -> None:
         super().__init__(1)
         self.kept = []
 
-    def meta_loss(self, *args, **kwargs):
-        loss = super().meta_loss(*args, **kwargs)
-        self.kept.append(loss)
-        return loss
+    def _step(self, *args, **kwargs):
+        fast, states = super()._step(*args, **kwargs)
+        self.kept.append((fast, states))
+        return fast, states
 
 
 def _growth(strategy) -> int:
