@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import run_arguments, write_outputs
+from common import run_arguments, save_figure, write_outputs
 from labelmeta.compare import cell, mean_std
 from labelmeta.plots import plot_label_matrix
 from labelmeta.runner import Config, fit_learner, splits_for
@@ -72,12 +72,9 @@ def main(argv=None) -> int:
                       title=f"digits-twins (c and c+10 look alike), seed {seeds[0]}")
     plot_label_matrix(matrices["mnist1d"], splits_for(mnist_cfg).class_names, ax=axes[1],
                       title=f"MNIST-1D, clean labels, seed {seeds[0]}")
-    fig.tight_layout()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     stem = "class_semantics_smoke" if args.smoke else "class_semantics"
-    fig.savefig(out / f"{stem}.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / f"{stem}.png", dpi=110)
 
     command = "python benchmarks/class_semantics.py " + " ".join(argv if argv is not None else sys.argv[1:])
     top1 = mean_std([r["top1"] for r in rows])

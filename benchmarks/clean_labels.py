@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from common import run_arguments, write_outputs
+from common import run_arguments, save_figure, write_outputs
 from labelmeta.compare import cell, compare, mean_std
 from labelmeta.runner import Config
 
@@ -99,12 +99,9 @@ def main(argv=None) -> int:
         lo = min(stats[n]["last"][0] for n in names)
         ax.set_xlim(lo - 2, max(stats[n]["last"][0] for n in names) + 1)
         ax.set(xlabel="last-epoch test accuracy (%)", title=f"{dataset}, clean labels (mean ± std)")
-    fig.tight_layout()
     out = Path(args.out)
     stem = "clean_labels_smoke" if args.smoke else "clean_labels"
-    out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / f"{stem}.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / f"{stem}.png", dpi=110)
     report = "\n".join(lines)
     write_outputs(out, stem, report, data)
     print(report)

@@ -88,6 +88,16 @@ def peak_cuda_bytes(step: Callable[[], None], device: str) -> int:
     return torch.cuda.max_memory_allocated(device) - before
 
 
+def save_figure(fig, path: Path, dpi: int = 120) -> None:
+    """Lay out, write and close a matplotlib figure (its folder is created)."""
+    import matplotlib.pyplot as plt
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
 def write_outputs(out: Path, stem: str, report: str, data: dict) -> None:
     """``{stem}.md`` and ``{stem}.json`` under ``out``."""
     out.mkdir(parents=True, exist_ok=True)

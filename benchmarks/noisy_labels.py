@@ -27,6 +27,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+from common import save_figure
 from labelmeta.compare import cell, mean_std
 from labelmeta.runner import Config, Results, fit
 
@@ -256,9 +257,7 @@ def plot(store: dict, cells: Dict[str, Config], datasets, settings, methods, out
         ax.set(xlabel="symmetric noise rate (%)   [squares: 40 % asymmetric]", ylabel="last-epoch test accuracy (%)",
                title=f"{dataset}: accuracy vs noise (mean ± std over seeds)")
         ax.legend(fontsize=6, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(out / f"{stem}_accuracy.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / f"{stem}_accuracy.png")
 
     learned = [m for m in methods if m.startswith("learned") or m.startswith("self-ensemble")]
     shown = [s for s in ("symmetric-40", "asymmetric-40", "symmetric-80") if s in settings]
@@ -276,9 +275,7 @@ def plot(store: dict, cells: Dict[str, Config], datasets, settings, methods, out
                 ax.plot(epochs, broken, color=f"C{i}", ls="--")
             ax.set(xlabel="epoch", ylabel="% of samples", title=f"{dataset}, {setting}: corrected (—), clean broken (--)")
             ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(out / f"{stem}_correction.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / f"{stem}_correction.png")
 
 
 def main(argv=None) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from common import run_arguments
+from common import run_arguments, save_figure
 from labelmeta.compare import compare, format_table, noise_summary, summarize
 from labelmeta.runner import Config
 
@@ -65,9 +65,7 @@ def plot(results, path: Path) -> None:
     ax2.axhline(80, ls=":", c="gray")
     ax2.axhline(2, ls=":", c="gray")
     ax2.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None) -> int:

@@ -21,8 +21,8 @@ from typing import Callable, Dict, Tuple
 
 import torch
 
-from common import (SHAPES, build, interleaved_times, machine,
-                    median, peak_cuda_bytes, plain_step, saved_tensor_bytes, write_outputs)
+from common import (SHAPES, build, interleaved_times, machine, median, peak_cuda_bytes, plain_step,
+                    save_figure, saved_tensor_bytes, write_outputs)
 from labelmeta import Learner, make_label_optimizer, make_labels
 from labelmeta.strategies import FiniteDifference, Functional, HeadOnly, MetaReweight, Strategy, Truncated, Unrolled
 
@@ -114,9 +114,7 @@ def plot(results: Dict[str, Dict[str, dict]], path: Path) -> None:
         ax.invert_yaxis()
         ax.legend(fontsize=8)
     axes[0].axvline(3.0, ls=":", c="gray")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None) -> int:

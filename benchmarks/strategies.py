@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from common import run_arguments, write_outputs
+from common import run_arguments, save_figure, write_outputs
 from labelmeta.compare import cell, compare, mean_std, noise_summary
 from labelmeta.runner import Config
 
@@ -71,9 +71,7 @@ def plot(rows, path: Path) -> None:
     ax.set(xscale="log", xlabel="whole-run wall time / cross-entropy's", ylabel="last-epoch test accuracy (%)",
            title="MNIST-1D, 40 % symmetric noise: accuracy against cost")
     ax.legend(fontsize=6, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None) -> int:

@@ -23,8 +23,8 @@ from typing import Callable, Dict, List
 import numpy as np
 import torch
 
-from common import (build, interleaved_times, machine, median,
-                    peak_cuda_bytes, plain_step, saved_tensor_bytes, write_outputs)
+from common import (build, interleaved_times, machine, median, peak_cuda_bytes, plain_step, save_figure,
+                    saved_tensor_bytes, write_outputs)
 from labelmeta import Learner, make_label_optimizer, make_labels
 from labelmeta.compare import cell, mean_std
 from labelmeta.runner import Config, fit
@@ -124,9 +124,7 @@ def plot(costs: Dict[str, dict], acc: Dict[str, dict], ks: List[int], path: Path
     axes[2].set(xlabel="inner steps k", ylabel="last-epoch test accuracy (%)", title="accuracy (mean ± std over seeds)")
     for ax in axes:
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None) -> int:
