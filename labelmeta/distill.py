@@ -87,6 +87,11 @@ def distill(teacher: Config, student: Config, splits: Optional[Splits] = None) -
     splits = splits if splits is not None else splits_for(teacher)
     learner, teacher_results = fit_learner(teacher, splits)
     logits = logits_by_index(learner.model, splits.train, len(splits.labels.noisy), teacher.device)
-    labels = TeacherLabels(splits.labels.noisy, splits.num_classes, logits, student.distill_temperature)
-    student_results = fit(student.replace(loss="distillation", strategy="none", labels="one-hot"), splits, labels)
-    return DistillResults(teacher_results, student_results)
+    return DistillResults(teacher_results, fit_student(logits, student, splits))
+
+
+def fit_student(teacher_logits: Tensor, student: Config, splits: Splits) -> Results:
+    """Train ``student`` on ``teacher_logits`` (``[N, C]``, by training index) at its
+    ``distill_temperature``: the second half of :func:`distill`, for several students of one teacher."""
+    labels = TeacherLabels(splits.labels.noisy, splits.num_classes, teacher_logits, student.distill_temperature)
+    return fit(student.replace(loss="distillation", strategy="none", labels="one-hot"), splits, labels)

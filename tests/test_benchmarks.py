@@ -88,7 +88,7 @@ def test_class_semantics_smoke(tmp_path):
 
 def test_distillation_smoke(tmp_path):
     out = _smoke("distillation.py", tmp_path).stdout
-    assert "| learned-label teacher (per-class) |" in out and "| student alone (cross-entropy) | – |" in out
+    assert "| learned-label teacher (per-class), T = 2 |" in out and "| student alone (cross-entropy) | – |" in out
 
 
 def test_label_signal_smoke(tmp_path):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from labelmeta import Config, make_splits
-from labelmeta.distill import TeacherLabels, distill, logits_by_index
+from labelmeta.distill import TeacherLabels, distill, fit_student, logits_by_index
 from labelmeta.plots import plot_label_matrix
 
 TINY = Config(num_samples=1000, meta_per_class=5, meta_batch_size=20, epochs=1, warmup_epochs=0,
@@ -36,6 +36,24 @@ def test_distill_trains_a_student_on_the_teacher():
     result = distill(TINY.replace(labels="one-hot", strategy="none"), TINY.replace(model="mlp"))
     assert result.student.config["loss"] == "distillation" and result.student.config["model"] == "mlp"
     assert 0 <= result.student.last_accuracy <= 1 and 0 <= result.teacher.last_accuracy <= 1
+
+
+def test_a_student_of_a_certain_teacher_is_trained_by_cross_entropy():
+    """Oracle: a teacher certain of the annotations (logits 100 * one-hot, T = 1) with alpha = 1
+    gives the student the gradient of cross-entropy, so its run is plain training's."""
+    from labelmeta import fit
+
+    config = TINY.replace(model="mlp", epochs=2, distill_temperature=1.0, distill_alpha=1.0)
+    from labelmeta.runner import splits_for
+
+    splits = splits_for(config)
+    certain = 100.0 * torch.nn.functional.one_hot(splits.labels.noisy, splits.num_classes).float()
+    student = fit_student(certain, config, splits)
+    plain = fit(config.replace(labels="one-hot", strategy="none"), splits)
+    assert student.config["loss"] == "distillation"
+    assert [h["test_accuracy"] for h in student.history] == [h["test_accuracy"] for h in plain.history]
+    torch.testing.assert_close(torch.tensor([h["train_loss"] for h in student.history]),
+                               torch.tensor([h["train_loss"] for h in plain.history]), rtol=1e-5, atol=1e-6)
 
 
 def test_labels_given_to_fit_must_fit_the_data():
