@@ -75,7 +75,7 @@ class Config:
     head_module: Optional[str] = None   #: the head the "head-only" strategy unrolls (default: guessed)
     fd_scale: float = 0.01              #: finite-difference radius of "finite-difference", in units of |v|
     label_optimizer: str = "mirror"     #: a name in ``labelmeta.optim.LABEL_OPTIMIZERS``
-    label_lr: float = 0.5
+    label_lr: float = 0.5               #: label step length (times the parameterisation's ``lr_scale``)
     label_schedule: str = "cosine"      #: label lr "cosine" (follows the model's schedule) or "constant"
     label_normalize: str = "batch"      #: MirrorDescent's normalisation
     warmup_epochs: int = 2              #: epochs of plain training before label updates
@@ -183,7 +183,7 @@ def build_learner(config: Config, splits: Splits, labels: Optional[LabelParamete
     label_opt = None
     if strategy is not None and labels.learnable:
         label_opt = make_label_optimizer(
-            config.label_optimizer, labels.parameters(), config.label_lr,
+            config.label_optimizer, labels.parameters(), config.label_lr * labels.lr_scale,
             **options_for(LABEL_OPTIMIZERS.get(config.label_optimizer), config, LABEL_OPTIMIZER_OPTIONS))
     return Learner(model, optimizer, labels, strategy, label_opt, loss=loss, distributed=distributed)
 

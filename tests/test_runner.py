@@ -113,3 +113,10 @@ def test_expected_calibration_error_closed_form():
     assert expected_calibration_error(perfect, torch.arange(3)) == pytest.approx(0.0)
     with pytest.raises(ValueError, match=r"probs must be \[N, C\]"):
         expected_calibration_error(probs[:3], targets)
+
+
+@pytest.mark.parametrize("labels, lr", [("per-sample-ensemble", 0.5), ("per-class", 0.5), ("temperature", 0.01),
+                                        ("class-temperature", 0.01)])
+def test_label_step_length_is_scaled_per_parameterisation(labels, lr):
+    learner = build_learner(TINY.replace(labels=labels, label_lr=0.5), splits_for(TINY))
+    assert learner.label_optimizer.param_groups[0]["lr"] == pytest.approx(lr)
