@@ -8,11 +8,11 @@ from typing import Optional, Union
 import torch
 from torch import Tensor, nn
 
+from .distributed import Distributed
 from .labels import LabelParameterization
 from .losses import TrainingLoss, check_finite, make_loss
 from .strategies import MetaStats, Strategy, make_strategy
 from .strategies.unrolled import check_optimizer
-from .distributed import Distributed
 from .typing import Batch
 
 
@@ -44,7 +44,7 @@ class Learner:
         label_optimizer: optimiser over ``labels.parameters()``; required when a strategy is
             given and the labels are learnable.
         loss: the training loss, a :data:`~labelmeta.losses.LOSSES` name or a callable
-            ``loss(logits, soft_targets, weights=None)``; used by the model step and by the
+            ``loss(logits, soft_targets, weights=None, targets=None)``; used by the model step and by the
             strategy's inner steps alike. Default ``"ce"`` (soft cross-entropy).
         distributed: the process group when running under ``torchrun``
             (:func:`labelmeta.distributed.from_environment`); every process then passes the same
