@@ -8,7 +8,7 @@ import statistics
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -124,12 +124,20 @@ def build(model_name: str, device: str, batch_size: int, num_samples: int = 4096
     return batch, meta, targets, classes, model_and_optimizer
 
 
-def run_arguments(parser: argparse.ArgumentParser, seeds=(0, 1, 2)) -> None:
-    """The flags every training benchmark shares: --seeds, --smoke, --out, --threads."""
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(seeds))
-    parser.add_argument("--smoke", action="store_true", help="tiny data, 2 epochs, 1 seed: what the tests run")
+def run_arguments(parser: argparse.ArgumentParser, seeds: Optional[Sequence[int]] = (0, 1, 2)) -> None:
+    """The flags every benchmark shares: --seeds (unless ``seeds`` is None), --smoke, --out, --threads."""
+    if seeds is not None:
+        parser.add_argument("--seeds", type=int, nargs="+", default=list(seeds))
+    parser.add_argument("--smoke", action="store_true", help="a configuration that runs in seconds: what the tests run")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps timings comparable)")
+
+
+def timing_arguments(parser: argparse.ArgumentParser, repeats: int) -> None:
+    """The flags of the per-step timing benchmarks: --device, --batch-size, --repeats."""
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=repeats, help="timed rounds (each method once per round)")
 
 
 def plain_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch) -> Callable[[], None]:

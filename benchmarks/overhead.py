@@ -22,7 +22,7 @@ from typing import Callable, Dict, Tuple
 import torch
 
 from common import (SHAPES, build, interleaved_times, machine, median, peak_cuda_bytes, plain_step,
-                    save_figure, saved_tensor_bytes, write_outputs)
+                    run_arguments, save_figure, saved_tensor_bytes, timing_arguments, write_outputs)
 from labelmeta import Learner, make_label_optimizer, make_labels
 from labelmeta.strategies import FiniteDifference, Functional, HeadOnly, MetaReweight, Strategy, Truncated, Unrolled
 
@@ -120,13 +120,9 @@ def plot(results: Dict[str, Dict[str, dict]], path: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["cnn1d-bn", "mlp"], choices=list(SHAPES))
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=60, help="timed rounds (each method once per round)")
+    timing_arguments(parser, repeats=60)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    run_arguments(parser, seeds=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.smoke:

@@ -23,8 +23,8 @@ from typing import Callable, Dict, List
 import numpy as np
 import torch
 
-from common import (build, interleaved_times, machine, median, peak_cuda_bytes, plain_step, save_figure,
-                    saved_tensor_bytes, write_outputs)
+from common import (build, interleaved_times, machine, median, peak_cuda_bytes, plain_step, run_arguments,
+                    save_figure, saved_tensor_bytes, timing_arguments, write_outputs)
 from labelmeta import Learner, make_label_optimizer, make_labels
 from labelmeta.compare import cell, mean_std
 from labelmeta.runner import Config, fit
@@ -134,13 +134,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cost-model", default="cnn1d-bn")
     parser.add_argument("--accuracy-dataset", default="digits", choices=list(ACCURACY_BASE))
     parser.add_argument("--settings", nargs="+", default=["noisy", "clean"], choices=["noisy", "clean"])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    timing_arguments(parser, repeats=30)
+    run_arguments(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     overrides: dict = {"device": args.device}
