@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -9,10 +10,9 @@ import torch
 from torch import Tensor, nn
 
 from .distributed import Distributed
-from .labels import LabelParameterization
+from .labels import LabelParameterization, check_targets
 from .losses import TrainingLoss, check_finite, make_loss
 from .strategies import MetaStats, Strategy, make_strategy
-from .strategies.unrolled import check_optimizer
 from .typing import Batch
 
 
@@ -36,8 +36,9 @@ class Learner:
 
     Args:
         model: any ``nn.Module`` mapping inputs to ``[B, C]`` logits.
-        optimizer: the model's optimiser; with a strategy, one ``higher`` can differentiate
-            (SGD with momentum / weight decay, Adam, ...; see ``supported_optimizers()``).
+        optimizer: the model's optimiser; with a strategy, one the unroll reproduces exactly
+            (``torch.optim`` SGD, Adam or AdamW with any of their arithmetic options; see
+            :mod:`labelmeta.update_rules`). Checked here, before any training.
         labels: a :class:`~labelmeta.labels.LabelParameterization`.
         strategy: a :class:`~labelmeta.strategies.Strategy`, a registered name, or ``None`` to
             train on the labels as they are (no meta-learning).
@@ -78,8 +79,15 @@ class Learner:
         self.loss: TrainingLoss = make_loss(loss) if isinstance(loss, str) else loss
         learns_labels = strategy is not None and labels.learnable
         self.meta_enabled = learns_labels or (strategy is not None and strategy.learns_weights)
+        if strategy is not None and not self.meta_enabled:
+            warnings.warn(f"{type(labels).__name__} labels are fixed: the {type(strategy).__name__} strategy has "
+                          "nothing to learn and no meta step will run (use learnable labels, or strategy=None)",
+                          stacklevel=2)
         if self.meta_enabled:
-            check_optimizer(optimizer)
+            strategy.check(optimizer)
+            if all(float(group["lr"]) == 0 for group in optimizer.param_groups):
+                warnings.warn("the model's learning rate is 0: the unrolled step does not move the model, so the "
+                              "meta gradient is 0 and the labels never change", stacklevel=2)
         if learns_labels and not strategy.learns_weights and label_optimizer is None:
             raise ValueError(
                 f"a label_optimizer over labels.parameters() is required to learn "
@@ -105,6 +113,7 @@ class Learner:
         return self.meta_enabled and self.num_steps % self.strategy.every == 0
 
     def _check_batch(self, batch: Batch, what: str) -> None:
+        """Raise ``ValueError`` naming ``what`` (``batch`` or ``meta_batch``) unless it is well formed."""
         if not isinstance(batch, (tuple, list)) or len(batch) != 3:
             raise ValueError(f"{what} must be (inputs, targets, indices), got {type(batch).__name__}"
                              + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else ""))
@@ -113,6 +122,9 @@ class Learner:
             raise ValueError(
                 f"{what} has {len(x)} inputs, {len(y)} targets and {len(idx)} indices; they must match"
             )
+        if len(x) == 0:
+            raise ValueError(f"{what} is empty")
+        check_targets(y, self.labels.num_classes, f"{what} targets")
 
     def step(self, batch: Batch, meta_batch: Optional[Batch] = None) -> StepStats:
         """One training step; a label update first if ``meta_batch`` is given.
@@ -150,7 +162,9 @@ class Learner:
         try:
             stats = self.strategy.compute(self.model, self.optimizer, self.labels, batch, meta_batch, train_loss)
         except FloatingPointError as err:
-            raise FloatingPointError(f"{err} at step {self.num_steps}, {_describe(batch)}") from None
+            inputs = "" if torch.isfinite(meta_batch[0]).all() else " (its inputs are not finite)"
+            raise FloatingPointError(f"{err} at step {self.num_steps}: meta_batch of {len(meta_batch[2])} samples with "
+                                     f"indices {_indices(meta_batch)}{inputs}; training {_describe(batch)}") from None
         if self.distributed is not None:  # per-class rows from every process, per-sample rows from one
             self.distributed.sum_([p.grad for p in self.labels.parameters()])
         if self.label_optimizer is not None:
@@ -164,7 +178,8 @@ class Learner:
             targets = self.labels(idx, y)
         logits = self._train_model(x)
         loss = train_loss(logits, targets, weights, y)
-        check_finite(loss, f"training loss at step {self.num_steps}, {_describe(batch)}")
+        inputs = "" if torch.isfinite(x).all() else " (its inputs are not finite)"
+        check_finite(loss, f"training loss at step {self.num_steps}, {_describe(batch)}{inputs}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -175,11 +190,15 @@ class Learner:
         return loss.item()
 
 
+def _indices(batch: Batch) -> str:
+    """The first few sample indices of ``batch``, for error messages."""
+    idx = batch[2].flatten().tolist()
+    return "[" + ", ".join(str(i) for i in idx[:8]) + (", ...]" if len(idx) > 8 else "]")
+
+
 def _describe(batch: Batch) -> str:
     """The batch in a few words, for error messages: which samples it held."""
-    idx = batch[2].flatten().tolist()
-    shown = ", ".join(str(i) for i in idx[:8]) + (", ..." if len(idx) > 8 else "")
-    return f"batch of {len(idx)} samples with indices [{shown}]"
+    return f"batch of {len(batch[2])} samples with indices {_indices(batch)}"
 
 
 def _scaled(loss: TrainingLoss, scale: float) -> TrainingLoss:

@@ -27,12 +27,15 @@ class UnusedParam(nn.Module):
 
 
 def make_model(kind: str, seed: int = 0) -> nn.Module:
-    """``mlp`` (smooth), ``bn`` (with BatchNorm1d) or ``unused`` (a parameter without gradient)."""
+    """``mlp`` (smooth), ``bn`` (with BatchNorm1d), ``ln`` (with LayerNorm) or ``unused`` (a
+    parameter without gradient)."""
     torch.manual_seed(seed)
     if kind == "mlp":
         return nn.Sequential(nn.Linear(D, 7), nn.Tanh(), nn.Linear(7, C))
     if kind == "bn":
         return nn.Sequential(nn.Linear(D, 7), nn.BatchNorm1d(7), nn.Tanh(), nn.Linear(7, C))
+    if kind == "ln":
+        return nn.Sequential(nn.Linear(D, 7), nn.LayerNorm(7), nn.Tanh(), nn.Linear(7, C))
     if kind == "unused":
         return UnusedParam()
     raise ValueError(kind)

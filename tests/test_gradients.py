@@ -3,9 +3,14 @@
 1. central finite differences of the meta loss, for every learnable parameterisation,
    k in {1, 2, 3}, and models with BatchNorm and with an unused parameter;
 2. a second backend: the same unroll written by hand with ``torch.func.functional_call``;
-3. a closed form for a linear softmax model and one plain SGD step.
+3. a closed form for a linear softmax model and one plain SGD step;
+4. for SGD (maximize, Nesterov), Adam, AMSGrad and AdamW, fresh and warm: central differences of
+   the meta loss after k *real* ``torch.optim`` steps, so that an unroll whose step is not
+   torch's (e.g. eps before Adam's bias correction) fails even though it is self-consistent.
 """
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -14,7 +19,7 @@ from torch.func import functional_call
 
 from helpers import C, assert_close, make_data, make_learnable_labels, make_model
 from labelmeta import LABELS, Unrolled, make_labels, soft_cross_entropy
-from labelmeta.strategies import MetaReweight
+from labelmeta.strategies import Functional, MetaReweight
 
 LEARNABLE = [n for n in LABELS.names() if LABELS.get(n)(torch.zeros(2, dtype=torch.long), 2).learnable]
 
@@ -114,16 +119,76 @@ def test_matches_handwritten_unroll(labels_name, model_kind, k, float64):
         assert_close(a, b, 1e-10, f"{labels_name} k={k}")
 
 
+#: optimisers beyond plain SGD with momentum: name -> factory (each is exact only if its rule is torch's)
+OPTIMIZERS = {
+    "sgd-maximize": lambda p: torch.optim.SGD(p, lr=0.3, momentum=0.9, maximize=True),
+    "sgd-nesterov-wd": lambda p: torch.optim.SGD(p, lr=0.3, momentum=0.9, nesterov=True, weight_decay=0.01),
+    "adam-eps1e-8": lambda p: torch.optim.Adam(p, lr=0.05, weight_decay=0.01),
+    "adam-eps1e-3": lambda p: torch.optim.Adam(p, lr=0.05, eps=1e-3),
+    "adam-amsgrad-eps1e-3": lambda p: torch.optim.Adam(p, lr=0.05, eps=1e-3, amsgrad=True),
+    "adamw-eps1e-8": lambda p: torch.optim.AdamW(p, lr=0.05, weight_decay=0.1),
+    "adamw-eps1e-3": lambda p: torch.optim.AdamW(p, lr=0.05, eps=1e-3, weight_decay=0.1),
+}
+
+
+def _torch_meta_loss(model, opt, labels, batch, meta, k, direction, eps) -> float:
+    """The meta loss after ``k`` real ``torch.optim`` steps of a copy of ``model`` and ``opt``
+    against the labels moved by ``eps * direction``: the oracle knows nothing of the unroll."""
+    twin = copy.deepcopy(model)
+    twin_opt = type(opt)(twin.parameters(), lr=opt.defaults["lr"])  # the rest comes with the state dict
+    twin_opt.load_state_dict(copy.deepcopy(opt.state_dict()))  # state_dict() shares the state tensors
+    with torch.no_grad():
+        moved = copy.deepcopy(labels)
+        for p, d in zip(moved.parameters(), direction):
+            p.add_(eps * d)
+        x, y, idx = batch
+        targets = moved(idx, y)
+    for _ in range(k):
+        twin_opt.zero_grad()
+        soft_cross_entropy(twin(x), targets).backward()
+        twin_opt.step()
+    with torch.no_grad():
+        return F.cross_entropy(twin(meta[0]), meta[1]).item()
+
+
 @pytest.mark.parametrize("k", [1, 2])
-def test_finite_differences_adam(k, float64):
-    model, opt, labels, batch, meta = _setup("bn", "per-sample", optimizer="adam")
-    strategy = Unrolled(steps=k)
+@pytest.mark.parametrize("warm", [False, True], ids=["fresh", "warm"])
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("backend", [Unrolled, Functional], ids=["unrolled", "functional"])
+def test_finite_differences_every_optimizer(backend, optimizer, warm, k, float64):
+    """The hypergradient through SGD (maximize, Nesterov), Adam, AMSGrad and AdamW steps, from a
+    fresh optimiser (no state: Adam's first step, whose eps term dominates the derivative) and a
+    warm one, against central differences of the meta loss after k *real* torch.optim steps."""
+    targets, batch, meta = make_data()
+    model = make_model("bn").double()
+    batch, meta = (batch[0].double(), *batch[1:]), (meta[0].double(), *meta[1:])
+    labels = make_learnable_labels("per-sample", targets).double()
+    opt = OPTIMIZERS[optimizer](model.parameters())
+    if warm:
+        opt.zero_grad()
+        F.cross_entropy(model(batch[0]), batch[1]).backward()
+        opt.step()
+    strategy = backend(steps=k)
     grads = _label_grads(strategy, model, opt, labels, batch, meta)
-    eps = 1e-5
-    plus = _loss_at(strategy, model, opt, labels, batch, meta, grads, eps)
-    minus = _loss_at(strategy, model, opt, labels, batch, meta, grads, -eps)
-    numeric, analytic = (plus - minus) / (2 * eps), grads[0].pow(2).sum().item()
-    assert abs(numeric - analytic) <= 1e-6 * analytic
+    g = torch.Generator().manual_seed(7)
+    norm = sum(gr.pow(2).sum() for gr in grads).sqrt().item()
+    assert norm > 0, "the label gradient is identically zero"
+    # Adam's first step is nearly sign(g): its derivative, and the curvature the difference
+    # quotient must resolve, scale as 1/eps; Richardson extrapolation of two central differences
+    # (error O(h^4)) reaches 1e-5 there and 1e-7 everywhere else (an eps placed before the bias
+    # correction is off by 2e-6 (warm) to a factor 31 (fresh))
+    rtol = 1e-5 if not warm and "eps1e-8" in optimizer else 1e-7
+    for v in [grads] + [[torch.randn(p.shape, generator=g, dtype=p.dtype) for p in labels.parameters()]]:
+        length = sum(d.pow(2).sum() for d in v).sqrt().item()
+
+        def difference(h: float) -> float:
+            return (_torch_meta_loss(model, opt, labels, batch, meta, k, v, h)
+                    - _torch_meta_loss(model, opt, labels, batch, meta, k, v, -h)) / (2 * h)
+
+        h = 1e-4 / length  # a step of 1e-4 in label-logit space
+        numeric = (4 * difference(h / 2) - difference(h)) / 3
+        analytic = sum((gr * d).sum() for gr, d in zip(grads, v)).item()
+        assert abs(numeric - analytic) <= rtol * norm * length, (numeric, analytic, norm * length)
 
 
 def test_closed_form_linear_one_step(float64):
@@ -171,12 +236,13 @@ def test_unroll_leaves_batchnorm_statistics_alone():
         assert torch.equal(b, before[n]), n
 
 
-def test_unsupported_optimizer_is_named():
+@pytest.mark.parametrize("backend", [Unrolled, Functional], ids=["unrolled", "functional"])
+def test_unsupported_optimizer_is_named(backend):
     targets, batch, meta = make_data()
     model = make_model("mlp")
     labels = make_learnable_labels("per-sample", targets)
-    with pytest.raises(ValueError, match="AdamW.*SGD"):
-        Unrolled(1).compute(model, torch.optim.AdamW(model.parameters()), labels, batch, meta)
+    with pytest.raises(ValueError, match="no differentiable RMSprop .*; use one of: Adam, AdamW, SGD"):
+        backend(1).compute(model, torch.optim.RMSprop(model.parameters()), labels, batch, meta)
 
 
 def test_bad_unroll_steps():

@@ -3,8 +3,8 @@
 - ``functional`` (torch.func backend) against ``unrolled`` (higher): exact, to round-off;
 - ``truncated`` against plain ``torch.optim`` steps followed by the exact unroll of the rest;
 - ``head-only`` against the exact unroll of the same model with its backbone frozen;
-- ``finite-difference`` against the exact gradient of the same (last-step) objective, with a
-  stated tolerance: it is an approximation, O(eps^2) for one SGD step.
+- ``finite-difference`` against the exact gradient of the same (last-step) objective: its error
+  is second order in the radius (halving it quarters the error), the statement its docstring makes.
 """
 from __future__ import annotations
 
@@ -122,12 +122,27 @@ def test_head_only_equals_the_exact_unroll_with_a_frozen_backbone(float64):
 @pytest.mark.parametrize("optimizer", ["sgd", "sgd-nesterov", "sgd-dampening", "sgd-plain"])
 @pytest.mark.parametrize("k", [1, 3])
 def test_finite_difference_approximates_the_last_step(optimizer, k, float64):
-    """Within 1e-4 (relative) of the exact gradient through the last inner step."""
+    """Within 1e-4 (relative) of the exact gradient through the last inner step on this model
+    (not a bound for every model: see the next test)."""
     model, opt, labels, batch, meta = _setup("bn", "per-sample-ensemble", optimizer)
     got = _grads(FiniteDifference(k), model, opt, labels, batch, meta)
     exact = _grads(Truncated(k, through=1), model, opt, labels, batch, meta)
     for a, b in zip(got, exact):
         assert_close(a, b, 1e-4, f"finite difference k={k}")
+
+
+@pytest.mark.parametrize("labels_name", ["temperature", "class-temperature", "per-sample-ensemble", "per-class"])
+@pytest.mark.parametrize("model_kind", ["mlp", "bn", "ln"])
+def test_finite_difference_error_is_second_order_in_the_radius(model_kind, labels_name, float64):
+    """The stated accuracy: the relative error is ``K * scale**2``; halving the radius divides it by 4."""
+    model, opt, labels, batch, meta = _setup(model_kind, labels_name, "sgd")
+    exact = torch.cat([g.flatten() for g in _grads(Truncated(1, through=1), model, opt, labels, batch, meta)])
+    errors = []
+    for scale in (0.04, 0.02, 0.01):
+        got = torch.cat([g.flatten() for g in _grads(FiniteDifference(1, scale=scale), model, opt, labels, batch, meta)])
+        errors.append(((got - exact).norm() / exact.norm()).item())
+    for larger, smaller in zip(errors, errors[1:]):
+        assert 3.5 <= larger / smaller <= 4.5, errors
 
 
 def test_finite_difference_is_close_to_the_exact_one_step_gradient_in_float32():
@@ -160,12 +175,30 @@ def test_registry_and_bad_options():
         find_head(make_model("mlp"), "fc")
 
 
-def test_unsupported_optimisers_are_named():
-    model, _, labels, batch, meta = _setup("mlp")
-    rms = torch.optim.RMSprop(model.parameters())
-    with pytest.raises(ValueError, match="no differentiable RMSprop; use one of: Adam, SGD"):
-        Functional(1).compute(model, rms, labels, batch, meta)
-    with pytest.raises(ValueError, match="finite-difference needs SGD .* got Adam"):
-        FiniteDifference(1).compute(model, torch.optim.Adam(model.parameters()), labels, batch, meta)
-    with pytest.raises(ValueError, match=r"maximize=True"):
-        Functional(1).compute(model, torch.optim.SGD(model.parameters(), lr=0.1, maximize=True), labels, batch, meta)
+INCOMPATIBLE = [
+    ("functional", torch.optim.RMSprop, r"no differentiable RMSprop .*; use one of: Adam, AdamW, SGD"),
+    ("unrolled", torch.optim.RMSprop, r"no differentiable RMSprop .*; use one of: Adam, AdamW, SGD"),
+    ("truncated", torch.optim.Adagrad, r"no differentiable Adagrad"),
+    ("head-only", torch.optim.RMSprop, r"no differentiable RMSprop"),
+    ("reweight", torch.optim.RMSprop, r"no differentiable RMSprop"),
+    ("finite-difference", torch.optim.Adam, r"finite-difference needs SGD .* got Adam"),
+]
+
+
+@pytest.mark.parametrize("strategy, optimizer, message", INCOMPATIBLE, ids=[c[0] for c in INCOMPATIBLE])
+def test_incompatible_optimizer_is_refused_when_the_learner_is_built(strategy, optimizer, message):
+    """Refused by the constructor, before any step (not at the first meta step, after warm-up)."""
+    model, _, labels, _, _ = _setup("mlp", dtype=torch.float32)
+    with pytest.raises(ValueError, match=message) as err:
+        Learner(model, optimizer(model.parameters()), labels, strategy,
+                make_label_optimizer("mirror", labels.parameters(), 0.5))
+    assert "higher" not in str(err.value)
+
+
+def test_every_exact_strategy_takes_adamw_and_maximize():
+    model, _, labels, batch, meta = _setup("mlp", dtype=torch.float32)
+    for name in ("unrolled", "functional", "truncated", "head-only"):
+        for opt in (torch.optim.AdamW(model.parameters()), torch.optim.SGD(model.parameters(), lr=0.1, maximize=True)):
+            Learner(model, opt, labels, name, make_label_optimizer("mirror", labels.parameters(), 0.5)).step(batch, meta)
+
+

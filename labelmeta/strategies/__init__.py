@@ -6,7 +6,8 @@ A strategy fills ``.grad`` of the label parameters for one meta step and returns
 overriding only what differs; it must pass ``tests/test_gradients.py``.
 """
 from .base import STRATEGIES, MetaStats, Strategy, make_strategy
-from .unrolled import MetaReweight, Unrolled, supported_optimizers
+from .unrolled import MetaReweight, Unrolled
+from ..update_rules import supported_optimizers
 from .functional import FiniteDifference, Functional, HeadOnly, Truncated, find_head
 
 __all__ = ["STRATEGIES", "FiniteDifference", "Functional", "HeadOnly", "MetaReweight", "MetaStats", "Strategy",

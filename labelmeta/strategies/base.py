@@ -12,6 +12,7 @@ from ..labels import LabelParameterization
 from ..losses import TrainingLoss, check_finite, soft_cross_entropy
 from ..registry import Registry
 from ..typing import Batch
+from ..update_rules import rule_for
 
 STRATEGIES: Registry["Strategy"] = Registry("strategy")
 
@@ -53,6 +54,14 @@ class Strategy:
             raise ValueError(f"every must be a positive integer, got {every}")
         #: the learner takes a meta step every ``every`` training steps (amortisation)
         self.every = int(every)
+
+    def check(self, optimizer: torch.optim.Optimizer) -> None:
+        """Raise ``ValueError`` if this strategy cannot differentiate through ``optimizer``.
+
+        The learner calls it when it is built, before any training. The default accepts what
+        :func:`labelmeta.update_rules.rule_for` reproduces exactly.
+        """
+        rule_for(optimizer)
 
     def inner_loss(self, model: nn.Module, labels: LabelParameterization, batch: Batch,
                    loss: TrainingLoss = soft_cross_entropy, weights: Optional[Tensor] = None) -> Tensor:

@@ -1,8 +1,8 @@
 """The k-step unroll written with ``torch.func.functional_call``, and the strategies built on it.
 
 :class:`Functional` is a second, exact backend: the same unroll as :class:`~.unrolled.Unrolled`
-(same optimiser arithmetic as ``higher``'s differentiable SGD and Adam, so the two agree to
-float64 round-off, tested), without ``higher``'s patched-module machinery. The cheaper strategies
+(the same update rules, :mod:`labelmeta.update_rules`, which reproduce ``torch.optim``'s
+arithmetic; ``higher`` gets them through its public ``register_optim``), without ``higher``'s patched-module machinery. The cheaper strategies
 override only what differs:
 
 - :class:`Truncated`: unroll ``k`` steps, differentiate through the last ``t`` only;
@@ -22,80 +22,16 @@ from torch.func import functional_call
 from ..labels import LabelParameterization
 from ..losses import TrainingLoss, check_finite, soft_cross_entropy
 from ..typing import Batch
+from ..update_rules import rule_for, sgd_gain
 from .base import STRATEGIES, MetaStats
 from .unrolled import Unrolled
-
-
-# ---------------------------------------------------------------------------------------------
-# Differentiable optimiser steps: one function per torch.optim class, the arithmetic of higher's.
-
-def _sgd(p: Tensor, g: Tensor, state: Dict[str, Tensor], group: dict) -> Tuple[Tensor, Dict[str, Tensor]]:
-    if group["weight_decay"] != 0:
-        g = g + group["weight_decay"] * p
-    momentum = group["momentum"]
-    if momentum != 0:
-        buf = state.get("momentum_buffer")
-        buf = g if buf is None else buf * momentum + (1 - group["dampening"]) * g
-        state = {**state, "momentum_buffer": buf}
-        g = g + momentum * buf if group["nesterov"] else buf
-    return p + (-group["lr"]) * g, state
-
-
-def _adam(p: Tensor, g: Tensor, state: Dict[str, Tensor], group: dict) -> Tuple[Tensor, Dict[str, Tensor]]:
-    beta1, beta2 = group["betas"]
-    step = state.get("step", 0) + 1
-    exp_avg = state.get("exp_avg", torch.zeros_like(p))
-    exp_avg_sq = state.get("exp_avg_sq", torch.zeros_like(p))
-    if group["weight_decay"] != 0:
-        g = g + group["weight_decay"] * p
-    exp_avg = exp_avg * beta1 + (1 - beta1) * g
-    exp_avg_sq = exp_avg_sq * beta2 + (1 - beta2) * g * g
-    new_state = {"step": step, "exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
-    second = exp_avg_sq
-    if group["amsgrad"]:
-        second = torch.maximum(state.get("max_exp_avg_sq", torch.zeros_like(p)), exp_avg_sq)
-        new_state["max_exp_avg_sq"] = second
-    # sqrt has an infinite derivative at 0; entries that are exactly 0 get none (as in higher)
-    positive = second > 0
-    root = torch.where(positive, torch.where(positive, second, torch.ones_like(second)).sqrt(), torch.zeros_like(second))
-    denom = root + group["eps"]
-    step_size = group["lr"] * (1 - beta2**step) ** 0.5 / (1 - beta1**step)
-    return p + (-step_size) * (exp_avg / denom), new_state
-
-
-def _sgd_gain(group: dict, state: Dict[str, Tensor]) -> float:
-    """``d theta' / d grad`` of one SGD step (a scalar: the step is linear in the gradient)."""
-    momentum = group["momentum"]
-    if momentum == 0:
-        return group["lr"]
-    buffer_gain = 1.0 if state.get("momentum_buffer") is None else 1 - group["dampening"]
-    return group["lr"] * (1 + momentum * buffer_gain if group["nesterov"] else buffer_gain)
-
-
-#: torch.optim class -> its differentiable step
-UPDATE_RULES: Dict[type, Callable] = {torch.optim.SGD: _sgd, torch.optim.Adam: _adam}
-
-
-def check_functional_optimizer(optimizer: torch.optim.Optimizer) -> Callable:
-    """The differentiable step of ``optimizer``'s class, or ``ValueError`` naming the supported ones."""
-    rule = UPDATE_RULES.get(type(optimizer))
-    if rule is None:
-        raise ValueError(
-            f"the torch.func backend has no differentiable {type(optimizer).__name__}; use one of: "
-            f"{', '.join(sorted(c.__name__ for c in UPDATE_RULES))} (or the 'unrolled' strategy, whose "
-            "higher backend supports more)"
-        )
-    for group in optimizer.param_groups:
-        if group.get("maximize", False):
-            raise ValueError(f"{type(optimizer).__name__}(maximize=True) is not supported by the unroll")
-    return rule
 
 
 class _Slots:
     """The parameters of ``module`` that ``optimizer`` updates, with their group and state."""
 
     def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        self.rule = check_functional_optimizer(optimizer)
+        self.rule = rule_for(optimizer)
         owner = {id(p): group for group in optimizer.param_groups for p in group["params"]}
         self.names: List[str] = []
         self.initial: List[Tensor] = []
@@ -113,9 +49,6 @@ class _Slots:
             # the real optimiser's state (momentum buffers, Adam moments) is read, never written
             self.states.append({k: v for k, v in optimizer.state.get(p, {}).items()
                                 if k in ("momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "step")})
-        for state in self.states:
-            if "step" in state:
-                state["step"] = float(state["step"])
 
 
 def _call(module: nn.Module, slots: _Slots, fast: List[Tensor], buffers: Dict[str, Tensor], x: Tensor) -> Tensor:
@@ -127,9 +60,9 @@ def _call(module: nn.Module, slots: _Slots, fast: List[Tensor], buffers: Dict[st
 class Functional(Unrolled):
     """Exact hypergradient through ``steps`` optimiser steps, unrolled with ``torch.func``.
 
-    Same contract and the same numbers as :class:`~.unrolled.Unrolled` (SGD with momentum,
-    dampening, Nesterov and weight decay; Adam with or without AMSGrad), with less Python per
-    step. BatchNorm buffers are cloned, so the unroll never changes running statistics.
+    Same contract and the same numbers as :class:`~.unrolled.Unrolled` (the optimisers of
+    :mod:`labelmeta.update_rules`: SGD, Adam, AdamW with all their arithmetic options), with less
+    Python per step. BatchNorm buffers are cloned, so the unroll never changes running statistics.
 
     Args:
         steps: inner steps ``k`` (>= 1); default 1.
@@ -283,9 +216,18 @@ class FiniteDifference(Functional):
     are graph-free. (``higher``'s ``track_higher_grads=False`` gives no label gradient at all,
     since the labels enter only through the inner loss.)
 
+    Accuracy: the central difference's error is second order in the radius, about
+    ``K * scale**2`` relative to the exact last-step gradient, where ``K`` (the third derivative of
+    the inner loss along ``v`` over the label gradient) depends on the model and the labels and is
+    large where the label gradient is small: halving ``scale`` quarters the error, until float
+    round-off (about machine epsilon / ``scale``, relative) takes over, so in float32 keep
+    ``scale >= 1e-3``. No fixed relative tolerance holds for every model at a given ``scale``;
+    ``tests/test_strategies.py`` checks the second order.
+
     Args:
         steps: inner steps ``k``; the label gradient flows through the last one.
-        scale: finite-difference radius in units of ``|v|``; default 0.01 (DARTS's).
+        scale: finite-difference radius: the model is moved by ``scale * |c|`` in parameter space
+            (``c`` the SGD step's gain); default 0.01 (DARTS's).
         every: meta step every ``every`` training steps.
     """
 
@@ -300,10 +242,14 @@ class FiniteDifference(Functional):
     def meta_loss(self, *args, **kwargs) -> Tensor:
         raise NotImplementedError("FiniteDifference approximates the gradient directly: use compute()")
 
-    def compute(self, model, optimizer, labels, batch, meta_batch, loss=soft_cross_entropy) -> MetaStats:
+    def check(self, optimizer: torch.optim.Optimizer) -> None:
         if type(optimizer) is not torch.optim.SGD:
             raise ValueError(f"finite-difference needs SGD (its step is linear in the gradient), got "
                              f"{type(optimizer).__name__}; use 'unrolled', 'functional' or 'truncated'")
+        super().check(optimizer)
+
+    def compute(self, model, optimizer, labels, batch, meta_batch, loss=soft_cross_entropy) -> MetaStats:
+        self.check(optimizer)
         x, y, idx = batch
         slots = _Slots(model, optimizer)
         buffers = {name: b.clone() for name, b in model.named_buffers()}
@@ -323,7 +269,7 @@ class FiniteDifference(Functional):
             return MetaStats(meta_loss=meta.item(), label_grad_norm=0.0)
         eps = self.scale / norm
         # theta' depends on the labels through c * grad L, c the SGD step's gain per parameter
-        gains = [_sgd_gain(group, state) for group, state in zip(slots.groups, states)]
+        gains = [sgd_gain(group, state) for group, state in zip(slots.groups, states)]
 
         def label_grad(sign: float) -> List[Tensor]:
             shifted = [p + sign * eps * c * g for p, g, c in zip(fast, v, gains)]

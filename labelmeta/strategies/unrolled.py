@@ -1,7 +1,7 @@
 """Exact k-step unroll with ``higher``."""
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Optional
 
 import higher
 import torch
@@ -13,27 +13,13 @@ from ..losses import TrainingLoss, check_finite, soft_cross_entropy
 from .base import STRATEGIES, MetaStats, Strategy
 
 
-def supported_optimizers() -> List[str]:
-    """Names of the ``torch.optim`` classes ``higher`` can differentiate through."""
-    return sorted(cls.__name__ for cls in higher.optim._opt_mapping)
-
-
-def check_optimizer(optimizer: torch.optim.Optimizer) -> None:
-    """Raise ``ValueError`` if ``higher`` has no differentiable version of ``optimizer``."""
-    if type(optimizer) not in higher.optim._opt_mapping:
-        raise ValueError(
-            f"higher cannot differentiate through {type(optimizer).__name__}; "
-            f"use one of: {', '.join(supported_optimizers())} "
-            "(for AdamW, use Adam with weight_decay or SGD)"
-        )
-
-
 @STRATEGIES.register("unrolled")
 class Unrolled(Strategy):
     """Exact hypergradient through ``steps`` differentiable optimiser steps (``higher``).
 
     A functional copy of the model starts from the current weights and a differentiable copy of
-    the real optimiser (same learning rate, momentum buffers, Adam moments) takes ``steps`` steps
+    the real optimiser (same learning rate, momentum buffers, Adam moments; the arithmetic of
+    :mod:`labelmeta.update_rules`, registered with ``higher``) takes ``steps`` steps
     on the training batch with the inner loss, keeping the graph; the meta loss of the updated
     copy is then a differentiable function of the label parameters. ``steps=1`` is the one-step
     look-ahead. Each inner step uses the same training batch.
@@ -63,7 +49,7 @@ class Unrolled(Strategy):
         loss: TrainingLoss = soft_cross_entropy,
         weights: Optional[Tensor] = None,
     ) -> Tensor:
-        check_optimizer(optimizer)
+        self.check(optimizer)
         callback = self.sync.mean_differentiable if self.sync is not None else None
         with higher.innerloop_ctx(model, optimizer, copy_initial_weights=True) as (fmodel, diffopt):
             for _ in range(self.steps):
