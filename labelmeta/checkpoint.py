@@ -2,10 +2,18 @@
 
 A checkpoint holds everything the next step depends on: model, optimiser, label parameters (and
 their buffers), label optimiser, learning-rate schedules, the random states (torch, numpy,
-python), the position in the data order (the order generator at the start of the epoch and the
-batches already taken; the same for the meta stream), the epoch's running losses, the history
-so far and the elapsed time. It is written to a temporary file and renamed, so a run killed while
-writing leaves the previous checkpoint intact. Files load with ``torch.load(weights_only=True)``.
+python), the position in the data order, the epoch's running losses, the history so far and the
+elapsed time. It is written to a temporary file and renamed, so a run killed while writing leaves
+the previous checkpoint intact. Files load with ``torch.load(weights_only=True)``.
+
+The position in the data order is the order generator's state at the start of the epoch in
+progress (at an epoch's end: of the next epoch, the state the finished epoch left it in) and the
+batches of it already trained on; the same for the meta stream's pass. A resumed run sets the
+generator to that state and skips those batches, so it draws the same orders as an uninterrupted
+run from any checkpoint, mid-epoch or at an epoch's end. Starting passes draws nothing from the
+global torch generator (see :class:`~labelmeta.data.Loader`), so a resumed run, which starts a
+pass where the uninterrupted one did not, leaves the random state of augmentation or dropout
+where the uninterrupted run has it.
 """
 from __future__ import annotations
 
@@ -20,7 +28,8 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
-FORMAT = "labelmeta-checkpoint-1"
+#: format 2: ``train_order`` at an epoch's end is the next epoch's start (in format 1, the finished one's)
+FORMAT = "labelmeta-checkpoint-2"
 
 #: Config fields that may differ between the run that wrote a checkpoint and the one resuming it
 RESUMABLE_CHANGES = frozenset({"resume", "checkpoint", "checkpoint_every", "progress", "output", "device", "data_root"})
@@ -32,7 +41,9 @@ class RunState:
 
     epoch: int = 0                       #: epochs finished
     step_in_epoch: int = 0               #: batches of the current epoch already trained on
-    train_order: Optional[torch.Tensor] = None  #: the training order's generator state at the epoch's start
+    #: the training order's generator state at the start of the epoch in progress, or of the next
+    #: one after an epoch's end (None: not drawn yet, the loader's seeded state)
+    train_order: Optional[torch.Tensor] = None
     losses: List[float] = field(default_factory=list)       #: this epoch's training losses so far
     meta_losses: List[float] = field(default_factory=list)  #: this epoch's meta losses so far
     history: List[Dict[str, Any]] = field(default_factory=list)
@@ -97,7 +108,11 @@ def load(path: str | Path, config) -> Dict[str, Any]:
         raise
     except Exception as err:  # torch raises several types for a damaged file
         raise ValueError(f"checkpoint {str(path)!r} is corrupt or not a torch file ({type(err).__name__}: {err})") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+    written = checkpoint.get("format") if isinstance(checkpoint, dict) else None
+    if isinstance(written, str) and written.startswith("labelmeta-checkpoint-") and written != FORMAT:
+        raise ValueError(f"checkpoint {str(path)!r} has format {written!r}, which this version of labelmeta "
+                         f"cannot resume exactly (it reads {FORMAT!r}); start the run afresh")
+    if written != FORMAT:
         raise ValueError(f"{str(path)!r} is not a labelmeta checkpoint (expected format {FORMAT!r})")
     mine, theirs = dataclasses.asdict(config), checkpoint["config"]
     differ = sorted(k for k in mine.keys() | theirs.keys()

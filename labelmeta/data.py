@@ -94,6 +94,13 @@ class Loader:
     Iterating it is iterating a ``DataLoader``. ``generator`` draws each pass's order (save its
     state at the start of a pass) and :meth:`skip` makes the next pass start after some batches,
     which is how a run resumes mid-epoch in exactly the same order.
+
+    A pass draws nothing from the global torch generator: a ``DataLoader`` draws a base seed (for
+    its workers) from its own generator each time it is iterated, from the global one if it has
+    none, and a resumed run starts passes (mid-epoch, and the meta stream's) where the
+    uninterrupted one did not, which would shift whatever else draws from the global generator
+    (augmentation, dropout). That seed is drawn from a copy of ``generator`` at the pass's start,
+    so it too is fixed by the state a checkpoint keeps.
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False,
@@ -103,18 +110,20 @@ class Loader:
         self.generator = torch.Generator().manual_seed(seed)
         self.pending = 0
         sampler = RandomSampler(dataset, generator=self.generator) if shuffle else SequentialSampler(dataset)
+        seeds = torch.Generator()  # the DataLoader's base seeds (see the class docstring)
         if getattr(dataset, "batched", False):
             batches = _Skipping(BatchSampler(sampler, batch_size, drop_last), self, per_batch=1)
-            self.data = DataLoader(dataset, sampler=batches, batch_size=None)
+            self.data = DataLoader(dataset, sampler=batches, batch_size=None, generator=seeds)
         else:
             self.data = DataLoader(dataset, batch_size=batch_size, sampler=_Skipping(sampler, self, batch_size),
-                                   drop_last=drop_last, num_workers=num_workers)
+                                   drop_last=drop_last, num_workers=num_workers, generator=seeds)
 
     def skip(self, batches: int) -> None:
         """Make the next pass begin after its first ``batches`` batches."""
         self.pending = int(batches)
 
     def __iter__(self):
+        self.data.generator.set_state(self.generator.get_state())
         return iter(self.data)
 
     def __len__(self) -> int:

@@ -8,7 +8,9 @@ import json
 import math
 import os
 import random
+import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -50,7 +52,7 @@ class Config:
     noise_matrix: Optional[str] = None  #: file (.npy, .csv, .json) of a C x C transition matrix (matrix)
     # model and its optimiser
     model: str = "cnn1d-bn"              #: a name in ``labelmeta.models.MODELS``
-    optimizer: str = "sgd"              #: "sgd" (with momentum) or "adam"
+    optimizer: str = "sgd"              #: "sgd" (with momentum), "adam" or "adamw"
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -120,6 +122,14 @@ class Results:
         path.write_text(json.dumps(dataclasses.asdict(self), indent=1, allow_nan=True))
 
 
+class ResultsNotWritten(OSError):
+    """Writing a finished run's results failed; ``.results`` holds them all the same."""
+
+    def __init__(self, message: str, results: Results) -> None:
+        super().__init__(message)
+        self.results = results
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch."""
     random.seed(seed)
@@ -133,9 +143,9 @@ def _model_optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Opti
                                weight_decay=config.weight_decay)
     if config.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    hint = (" (higher has no differentiable AdamW: use adam with weight_decay, or sgd)"
-            if config.optimizer.lower() == "adamw" else "")
-    raise ValueError(f"unknown optimizer {config.optimizer!r}; available: sgd, adam{hint}")
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}; available: sgd, adam, adamw")
 
 
 #: constructor argument of a component -> the Config field that sets it, per kind of component
@@ -203,6 +213,44 @@ def _check_config(config: Config) -> None:
         raise ValueError(f"checkpoint_every must be >= 0, got {config.checkpoint_every}")
     if config.resume and not config.checkpoint:
         raise ValueError("resume=True needs checkpoint, the file to resume from")
+    if config.optimizer not in ("sgd", "adam", "adamw"):
+        raise ValueError(f"unknown optimizer {config.optimizer!r}; available: sgd, adam, adamw")
+    _check_device(config.device)
+    for name in ("output", "checkpoint"):
+        if getattr(config, name):
+            check_writable(getattr(config, name), name)
+
+
+def _check_device(device: str) -> None:
+    """``ValueError`` unless ``device`` names a device torch can use here."""
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as err:
+        raise ValueError(f"device {device!r} is not a torch device ({err})") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but torch {torch.__version__} sees no CUDA device here "
+                         "(use --device cpu)")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} asked for, but MPS is not available here (use --device cpu)")
+
+
+def check_writable(path: str | Path, what: str) -> None:
+    """``OSError`` naming ``what`` unless a file can be written at ``path`` (its folder is created).
+
+    Tried by writing (and removing) a scratch file beside it, which also catches read-only file
+    systems and a user without permission, where ``os.access`` can be wrong (e.g. for root).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {str(path)!r} is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+        if path.exists() and not os.access(path, os.W_OK):
+            raise PermissionError(f"no permission to write {str(path)!r}")
+    except OSError as err:
+        raise type(err)(f"cannot write {what} {str(path)!r}: {err}") from None
 
 
 def make_schedulers(config: Config, learner: Learner, model_steps: int, label_steps: int):
@@ -270,6 +318,9 @@ def fit_learner(config: Config, splits: Optional[Splits] = None, labels: Optiona
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
     learner = build_learner(config, splits, labels, distributed)
+    if learner.meta_enabled and config.warmup_epochs >= config.epochs:
+        warnings.warn(f"warmup_epochs={config.warmup_epochs} >= epochs={config.epochs}: no meta step will run and "
+                      f"the '{config.strategy}' strategy changes nothing", stacklevel=3)
     device = torch.device(config.device)
     train_loader = loader(splits.train, config.batch_size, shuffle=True, seed=config.seed)
     meta_set = splits.meta if config.meta_source == "clean" else splits.train
@@ -300,11 +351,13 @@ def fit_learner(config: Config, splits: Optional[Splits] = None, labels: Optiona
     for epoch in range(state.epoch, config.epochs):
         epoch_start = time.perf_counter()
         learn_labels = learner.meta_enabled and epoch >= config.warmup_epochs
-        if state.step_in_epoch == 0:
+        # Each epoch's order is drawn from state.train_order (recorded at the previous epoch's end,
+        # and checkpointed), not from wherever the loader's generator is: after a resume, a freshly
+        # seeded loader would redraw epoch 1's order. Resuming mid-epoch skips the batches trained on.
+        if state.train_order is None:  # a fresh run, at its first epoch's start
             state.train_order = train_loader.generator.get_state()
-        else:  # resuming mid-epoch: the same order, without the batches already trained on
-            train_loader.generator.set_state(state.train_order)
-            train_loader.skip(state.step_in_epoch)
+        train_loader.generator.set_state(state.train_order)
+        train_loader.skip(state.step_in_epoch)
         for batch in train_loader:
             batch = tuple(t.to(device) for t in batch)
             meta_batch = tuple(t.to(device) for t in next(meta_batches)) if learn_labels and learner.meta_due() else None
@@ -333,6 +386,7 @@ def fit_learner(config: Config, splits: Optional[Splits] = None, labels: Optiona
         record.update(_label_quality(learner, splits, state.last_weight))
         state.history.append(record)
         state.epoch, state.step_in_epoch, state.losses, state.meta_losses = epoch + 1, 0, [], []
+        state.train_order = train_loader.generator.get_state()  # the next epoch's order starts here
         if on_epoch is not None:
             on_epoch(learner, splits, record)
         save()
@@ -349,7 +403,10 @@ def fit_learner(config: Config, splits: Optional[Splits] = None, labels: Optiona
             setattr(results, name, results.history[-1][name])
     results.wall_time = state_elapsed + time.perf_counter() - start
     if config.output and main_process:
-        results.to_json(config.output)
+        try:
+            results.to_json(config.output)
+        except OSError as err:  # the run is done: hand its results over with the error, never lose them
+            raise ResultsNotWritten(f"cannot write the results to {config.output!r}: {err}", results) from err
     return learner, results
 
 

@@ -1,6 +1,8 @@
 """Bad input fails loudly, naming the offending value: one table of cases, API and CLI alike."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -57,8 +59,28 @@ def meta_set_with_a_missing_class():
     fit(TINY, splits)
 
 
-def adamw_optimizer():
-    learner, batch, meta = _learner(optimizer=lambda m: torch.optim.AdamW(m.parameters()))
+def optimizer_the_unroll_cannot_reproduce():
+    _learner(optimizer=lambda m: torch.optim.RMSprop(m.parameters()))
+
+
+def meta_targets_out_of_range():
+    learner, batch, (xm, ym, im) = _learner()
+    learner.step(batch, (xm, ym + C, im))
+
+
+def empty_meta_batch():
+    learner, batch, (xm, ym, im) = _learner()
+    learner.step(batch, (xm[:0], ym[:0], im[:0]))
+
+
+def empty_training_batch():
+    learner, (x, y, idx), meta = _learner()
+    learner.step((x[:0], y[:0], idx[:0]), meta)
+
+
+def nan_meta_batch():
+    learner, batch, (xm, ym, im) = _learner()
+    learner.step(batch, (xm * float("nan"), ym, im + 100))
 
 
 def non_finite_training_loss():
@@ -85,9 +107,15 @@ API_CASES = [
     (index_beyond_the_label_table, ValueError, r"indices hold sample indices \[\d+.*\] outside \[0, 12\)"),
     (label_table_of_another_size, ValueError, r"labels were built for 17 samples of 10 classes, the training set has 750"),
     (meta_set_with_a_missing_class, ValueError, r"the meta set has no sample of classes \[3\]"),
-    (adamw_optimizer, ValueError, r"higher cannot differentiate through AdamW; use one of: .*SGD.*"),
-    (non_finite_training_loss, FloatingPointError, r"non-finite training loss at step 0, batch of 6 samples with indices \["),
-    (non_finite_meta_loss, FloatingPointError, r"non-finite meta loss.* at step 0, batch of 6 samples"),
+    (optimizer_the_unroll_cannot_reproduce, ValueError, r"no differentiable RMSprop .*; use one of: Adam, AdamW, SGD"),
+    (meta_targets_out_of_range, ValueError, r"meta_batch targets hold class ids \[\d+(, \d+)*\] outside \[0, 4\)"),
+    (empty_meta_batch, ValueError, r"meta_batch is empty"),
+    (empty_training_batch, ValueError, r"^batch is empty"),
+    (non_finite_training_loss, FloatingPointError,
+     r"non-finite training loss at step 0, batch of 6 samples with indices \[.*\] \(its inputs are not finite\)"),
+    (non_finite_meta_loss, FloatingPointError,
+     r"non-finite meta loss.* at step 0: meta_batch of 8 samples with indices \[0, 1, .*\(its inputs are not finite\)"),
+    (nan_meta_batch, FloatingPointError, r"meta_batch of 8 samples with indices \[100, 101, "),
     (logits_of_the_wrong_shape_observed, ValueError, r"logits must be \[B=2, C=3\], got \(2, 4\)"),
 ]
 
@@ -103,7 +131,13 @@ CLI_CASES = [
     (["--noise", "pair"], "unknown noise kind 'pair'; available: none, symmetric, asymmetric, matrix"),
     (["--noise", "matrix"], "noise 'matrix' needs a transition matrix"),
     (["--loss", "mae"], "unknown training loss 'mae'; available: bootstrap-hard"),
-    (["--optimizer", "adamw"], "higher has no differentiable AdamW: use adam with weight_decay, or sgd"),
+    (["--optimizer", "rmsprop"], "unknown optimizer 'rmsprop'; available: sgd, adam, adamw"),
+    (["--device", "cuda"] if not torch.cuda.is_available() else ["--device", "cuda:99"], "device 'cuda"),
+    (["--device", "gpu"], "device 'gpu' is not a torch device"),
+    (["--strategy", "finite-difference", "--optimizer", "adam"], "finite-difference needs SGD"),
+    (["--threads", "0", "train"], "argument --threads: must be >= 1, got 0"),
+    (["train", "--epoch", "1"], "unrecognized arguments: --epoch 1"),
+    (["train", "--noise-r", "0.2"], "unrecognized arguments: --noise-r 0.2"),
     (["--schedule", "step"], "schedule must be 'cosine' or 'constant', got 'step'"),
     (["--strategy", "truncated", "--unroll-steps", "2", "--unroll-through", "3"], "through must be an integer in [1, steps=2], got 3"),
     (["--batch-size", "0"], "batch_size must be >= 1, got 0"),
@@ -116,13 +150,80 @@ CLI_CASES = [
 
 @pytest.mark.parametrize("flags, message", CLI_CASES, ids=[" ".join(c[0]) for c in CLI_CASES])
 def test_cli_bad_input(flags, message, capsys):
-    assert main(["train", "--num-samples", "1000", "--epochs", "1", "--no-progress", *flags]) == 2
+    base = ["--num-samples", "1000", "--epochs", "1", "--warmup-epochs", "0", "--no-progress"]
+    try:  # global flags come before the sub-command
+        code = main(flags + base if flags[-1] == "train" or flags[0] == "train" else ["train", *base, *flags])
+    except SystemExit as exit:  # argparse's own errors
+        code = exit.code
+    assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_cli_refuses_an_unwritable_output_before_training(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("")
+    checkpoint = tmp_path / "ck.pt"
+    assert main(["train", "--num-samples", "1000", "--epochs", "1", "--warmup-epochs", "0", "--no-progress",
+                 "--checkpoint", str(checkpoint), "--output", str(tmp_path / "a-file" / "run.json")]) == 2
+    assert f"cannot write output {str(tmp_path / 'a-file' / 'run.json')!r}" in capsys.readouterr().err
+    assert not checkpoint.exists()  # no epoch was trained: the first checkpoint comes after one
+    assert main(["train", "--no-progress", "--checkpoint", str(tmp_path)]) == 2
+    assert f"checkpoint {str(tmp_path)!r} is a folder" in capsys.readouterr().err
+
+
+def test_results_that_cannot_be_written_at_the_end_are_not_lost(tmp_path, capsys, monkeypatch):
+    """The folder of ``output`` turns into a file during training: fit hands the results over
+    with the error, and the CLI prints the summary before the error."""
+    from labelmeta.runner import ResultsNotWritten, fit_learner
+    import labelmeta.runner
+
+    folder = tmp_path / "out"
+
+    def break_the_folder(learner, splits, record):
+        if folder.is_dir():
+            folder.rmdir()
+            folder.write_text("now a file")
+
+    config = TINY.replace(output=str(folder / "run.json"), labels="one-hot", strategy="none")
+    with pytest.raises(ResultsNotWritten, match="cannot write the results to") as err:
+        fit_learner(config, on_epoch=break_the_folder)
+    results = err.value.results
+    assert len(results.history) == 1 and results.last_accuracy == results.history[0]["test_accuracy"]
+
+    # the CLI: the check before training is skipped, so that writing fails at the end only
+    monkeypatch.setattr(labelmeta.runner, "check_writable", lambda path, what: None)
+    assert main(["train", "--num-samples", "1000", "--epochs", "1", "--warmup-epochs", "0", "--no-progress",
+                 "--labels", "one-hot", "--strategy", "none", "--output", str(folder / "run.json")]) == 2
+    out, errors = capsys.readouterr()
+    assert json.loads(out)["best_epoch"] == 1
+    assert "cannot write the results to" in errors
+
+
+SILENT_NO_OPS = [
+    (dict(lr=0.0), "learning rate is 0: .* the labels never change"),
+    (dict(warmup_epochs=1, epochs=1), "warmup_epochs=1 >= epochs=1: no meta step will run"),
+    (dict(labels="one-hot"), "OneHot labels are fixed: the Unrolled strategy has nothing to learn"),
+    (dict(labels="smoothing", strategy="functional"), "LabelSmoothing labels are fixed: the Functional strategy"),
+]
+
+
+@pytest.mark.parametrize("changes, message", SILENT_NO_OPS, ids=[str(c[0]) for c in SILENT_NO_OPS])
+def test_settings_that_make_a_run_a_no_op_warn(changes, message):
+    with pytest.warns(UserWarning, match=message):
+        fit(TINY.replace(**changes))
+
+
+def test_cli_shows_the_warning(capsys):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # the suite turns warnings into errors; a user's shell shows them
+        assert main(["train", "--num-samples", "1000", "--meta-per-class", "5", "--epochs", "1", "--no-progress"]) == 0
+    assert "labelmeta: warning: warmup_epochs=2 >= epochs=1" in capsys.readouterr().err
 
 
 def test_cli_unreadable_checkpoint(tmp_path, capsys):
     bad = tmp_path / "ck.pt"
     bad.write_text("garbage")
-    assert main(["train", "--num-samples", "1000", "--epochs", "1", "--no-progress",
+    assert main(["train", "--num-samples", "1000", "--epochs", "1", "--warmup-epochs", "0", "--no-progress",
                  "--checkpoint", str(bad), "--resume"]) == 2
     assert "is corrupt or not a torch file" in capsys.readouterr().err

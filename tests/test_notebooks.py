@@ -26,3 +26,8 @@ def test_notebook_runs(path, monkeypatch):
     NotebookClient(book, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     errors = [o for c in book.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
+    # a warning in a tutorial means its configuration does something other than it says (e.g. a
+    # tiny run whose warm-up covers every epoch never learns labels)
+    warned = [o.text for c in book.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.output_type == "stream" and o.name == "stderr" and "UserWarning" in o.text]
+    assert not warned, warned

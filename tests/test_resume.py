@@ -1,41 +1,57 @@
-"""Checkpoints: a run killed with SIGKILL at a random step resumes to exactly the uninterrupted result."""
+"""Checkpoints: a run killed with SIGKILL right after a checkpoint (at an epoch's end, or mid-epoch)
+resumes to exactly the uninterrupted result."""
 from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import write_cifar10
 from labelmeta import Config, fit
 
+#: 750 training samples in 24 batches an epoch
 TINY = ["--num-samples", "1000", "--meta-per-class", "5", "--meta-batch-size", "50", "--batch-size", "32",
         "--epochs", "5", "--warmup-epochs", "1", "--no-progress"]
+#: CIFAR-10's file format with augmentation (random crops and flips, drawn from the global torch
+#: generator), 180 training samples in 12 batches an epoch; the meta stream starts a pass every meta step
+AUGMENTED = ["--dataset", "cifar10", "--model", "mlp", "--meta-per-class", "2", "--meta-batch-size", "20",
+             "--batch-size", "16", "--epochs", "3", "--warmup-epochs", "1", "--no-progress"]
+KILLER = str(Path(__file__).with_name("killed_fit.py"))
 
 
-def _train(tmp: Path, name: str, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    cmd = [sys.executable, "-m", "labelmeta.cli", "--threads", "1", "train", *TINY,
-           "--checkpoint", str(tmp / f"{name}.pt"), "--output", str(tmp / f"{name}.json"), *extra]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """``runs(name, data, *flags, kill_after=None)`` runs ``labelmeta train`` on ``data`` ("tiny" or
+    "augmented") in a process; ``runs.reference(data)`` is the uninterrupted run, made once a module."""
+    base = tmp_path_factory.mktemp("resume")
+    cifar = base / "cifar"
+    write_cifar10(cifar, n_train_per_batch=40, n_test=20)
+    flags = {"tiny": TINY, "augmented": [*AUGMENTED, "--data-root", str(cifar)]}
+    env = {**os.environ, "PYTHONHASHSEED": "0", "LABELMETA_CACHE": str(tmp_path_factory.getbasetemp() / "cache")}
 
+    def run(name, data, *extra, kill_after=None):
+        """``kill_after=(epochs, steps)``: SIGKILL right after that checkpoint (tests/killed_fit.py)."""
+        program = ["-m", "labelmeta.cli"] if kill_after is None else [KILLER, *map(str, kill_after)]
+        cmd = [sys.executable, *program, "--threads", "1", "train", *flags[data],
+               "--checkpoint", str(base / f"{name}.pt"), "--output", str(base / f"{name}.json"), *extra]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300), base / name
 
-def _finish(proc: subprocess.Popen) -> None:
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err[-3000:]
+    references = {}
 
+    def reference(data):
+        if data not in references:
+            proc, references[data] = run(f"reference-{data}", data)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+        return references[data]
 
-def _steps_done(path: Path) -> int:
-    try:
-        return torch.load(path, weights_only=True)["learner"]["num_steps"]
-    except Exception:  # not written yet
-        return -1
+    run.reference = reference
+    return run
 
 
 def _comparable(history) -> str:
@@ -43,32 +59,33 @@ def _comparable(history) -> str:
     return json.dumps([{k: v for k, v in h.items() if k != "seconds"} for h in history])
 
 
-def test_sigkill_at_a_random_step_then_resume_is_bit_exact(tmp_path):
-    reference = _train(tmp_path, "reference")
-    _finish(reference)
-    total = torch.load(tmp_path / "reference.pt", weights_only=True)["learner"]["num_steps"]
-    target = random.Random().randint(3, total - 3)
+@pytest.mark.parametrize("data, kill_after, every", [
+    ("tiny", (2, 0), None),      # right after the checkpoint at the end of epoch 2 of 5
+    ("tiny", (2, 7), "5"),       # right after the one at step 55, the 7th of epoch 3
+    # right after step 16, the 4th of epoch 2: the resumed run starts passes (training, meta) where
+    # the uninterrupted one did not, and augmentation draws from the global RNG after them
+    ("augmented", (1, 4), "4"),
+], ids=["epoch-end", "mid-epoch", "augmented-mid-epoch"])
+def test_sigkill_after_a_checkpoint_then_resume_is_bit_exact(runs, data, kill_after, every):
+    reference = runs.reference(data)
+    name = f"victim-{data}-{kill_after[0]}-{kill_after[1]}"
+    extra = ["--checkpoint-every", every] if every else []
+    proc, victim = runs(name, data, *extra, kill_after=kill_after)
+    assert proc.returncode == -signal.SIGKILL, f"not killed (status {proc.returncode}): {proc.stderr[-3000:]}"
+    assert not victim.with_suffix(".json").exists()
+    saved = torch.load(victim.with_suffix(".pt"), weights_only=True)["state"]
+    assert (saved["epoch"], saved["step_in_epoch"]) == kill_after
 
-    victim = _train(tmp_path, "victim", "--checkpoint-every", "3")
-    deadline = time.time() + 120
-    while _steps_done(tmp_path / "victim.pt") < target and victim.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    victim.send_signal(signal.SIGKILL)
-    victim.communicate()  # reap it and close its pipes
-    killed_at = _steps_done(tmp_path / "victim.pt")
-    assert 0 < killed_at < total, f"the kill must land mid-run (target {target}, checkpoint at {killed_at} of {total})"
-    assert not (tmp_path / "victim.json").exists()
-
-    _finish(_train(tmp_path, "victim", "--checkpoint-every", "3", "--resume"))
-    ref, res = json.loads((tmp_path / "reference.json").read_text()), json.loads((tmp_path / "victim.json").read_text())
-    assert _comparable(res["history"]) == _comparable(ref["history"]), f"killed after step {killed_at}"
+    proc, _ = runs(name, data, *extra, "--resume")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ref, res = (json.loads(path.with_suffix(".json").read_text()) for path in (reference, victim))
+    assert _comparable(res["history"]) == _comparable(ref["history"])
     for key in ("best_accuracy", "last_accuracy", "corrected", "clean_broken"):
         assert res[key] == ref[key]
-    a = torch.load(tmp_path / "reference.pt", weights_only=True)["learner"]
-    b = torch.load(tmp_path / "victim.pt", weights_only=True)["learner"]
+    a, b = (torch.load(path.with_suffix(".pt"), weights_only=True)["learner"] for path in (reference, victim))
     for part in ("labels", "model"):
-        for name, value in a[part].items():
-            assert torch.equal(value, b[part][name]), f"{part}.{name} differs after resuming from step {killed_at}"
+        for key, value in a[part].items():
+            assert torch.equal(value, b[part][key]), f"{part}.{key} differs"
 
 
 SMALL = Config(num_samples=1000, meta_per_class=5, meta_batch_size=50, batch_size=64, epochs=2, warmup_epochs=1,
@@ -98,6 +115,10 @@ def test_checkpoint_errors_are_explained(tmp_path):
         fit(SMALL.replace(checkpoint=str(path), resume=True))
     torch.save({"weights": torch.zeros(3)}, path)
     with pytest.raises(ValueError, match="is not a labelmeta checkpoint"):
+        fit(SMALL.replace(checkpoint=str(path), resume=True))
+    torch.save({"format": "labelmeta-checkpoint-1"}, path)  # an epoch-end one would resume in another order
+    with pytest.raises(ValueError, match="has format 'labelmeta-checkpoint-1', which this version of labelmeta "
+                                         "cannot resume exactly"):
         fit(SMALL.replace(checkpoint=str(path), resume=True))
     with pytest.raises(ValueError, match="resume=True needs checkpoint"):
         fit(SMALL.replace(resume=True))
