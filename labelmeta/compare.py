@@ -94,10 +94,35 @@ def format_table(rows: List[Row]) -> str:
 
 
 def noise_summary(results: Mapping[str, List[Results]]) -> Optional[str]:
-    """``nominal → effective`` noise rate line for a comparison, if any run was noisy."""
-    runs = [r for rs in results.values() for r in rs if r.nominal_noise > 0]
-    if not runs:
+    """``nominal → effective`` noise rate line for a comparison, if any run was noisy.
+
+    Effective rates are averaged over the distinct training sets only: runs that differ in a data
+    field other than the seed (e.g. ``meta_in_train``, which adds the clean meta samples) trained on
+    another set and are reported apart, after a ``with field=value:``; the runs of one seed on one
+    set count once, however many methods trained on it. Several seeds give ``mean ± std`` and the
+    per-seed rates.
+    """
+    groups: Dict[tuple, Dict[int, Results]] = {}
+    for runs in results.values():
+        for r in runs:
+            if r.nominal_noise > 0:
+                key = tuple(r.config.get(f) for f in DATA_FIELDS if f != "seed")
+                groups.setdefault(key, {}).setdefault(r.config.get("seed"), r)
+    if not groups:
         return None
-    eff = [r.effective_noise for r in runs]
-    return (f"noise: {runs[0].config['noise']} at {runs[0].nominal_noise:.0%} nominal, "
-            f"{np.mean(eff):.1%} effective")
+    fields = [f for f in DATA_FIELDS if f != "seed"]
+    first = next(iter(groups))
+    parts = []
+    for key, by_seed in groups.items():
+        runs = list(by_seed.values())
+        eff = [100 * r.effective_noise for r in runs]
+        rate = f"{eff[0]:.1f}% effective"
+        if len(eff) > 1:
+            rate = (f"{np.mean(eff):.1f} ± {np.std(eff):.1f}% effective "
+                    f"({', '.join(f'{e:.1f}' for e in eff)}% per seed)")
+        text = f"{runs[0].config['noise']} at {runs[0].nominal_noise:.0%} nominal, {rate}"
+        if key != first:
+            differ = ", ".join(f"{f}={v}" for f, v, v0 in zip(fields, key, first) if v != v0)
+            text = f"with {differ}: {text}"
+        parts.append(text)
+    return "noise: " + "; ".join(parts)

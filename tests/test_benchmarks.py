@@ -1,10 +1,16 @@
-"""Every benchmark script runs end to end on its --smoke configuration and writes its outputs."""
+"""Every benchmark script runs end to end on its --smoke configuration, and what it writes agrees
+with itself: the tables' figures are the means of the runs stored in the JSON, ratios are the
+stored times divided by the stored reference time, and invariants of the measurements hold."""
 from __future__ import annotations
 
 import json
+import math
+import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Dict, Iterable, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,12 +22,95 @@ def _smoke(script: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
     return proc
 
 
+def _sections(text: str) -> Dict[str, str]:
+    """Markdown text under each heading (heading text without the ``#``s -> body)."""
+    out: Dict[str, List[str]] = {"": []}
+    current = ""
+    for line in text.splitlines():
+        if line.startswith("#"):
+            current = line.lstrip("#").strip()
+            out[current] = []
+        else:
+            out[current].append(line)
+    return {k: "\n".join(v) for k, v in out.items()}
+
+
+def _tables(text: str) -> List[List[List[str]]]:
+    """Every markdown table in ``text``: its rows (header first, separator left out) of stripped cells."""
+    tables: List[List[List[str]]] = []
+    current: Optional[List[List[str]]] = None
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            current = None
+            continue
+        cells = [c.strip() for c in line.strip()[1:-1].split("|")]
+        if current is None:
+            current = []
+            tables.append(current)
+        if not all(re.fullmatch(r"-+", c) for c in cells):
+            current.append(cells)
+    return tables
+
+
+def _rows(table: List[List[str]], key_cells: int = 1) -> Dict[str, List[str]]:
+    """A table's body rows keyed by their first ``key_cells`` cells (joined by `` | ``); keys are unique."""
+    rows = {" | ".join(r[:key_cells]): r[key_cells:] for r in table[1:]}
+    assert len(rows) == len(table) - 1, "duplicate rows"
+    return rows
+
+
+def _close(text: str, value: float) -> None:
+    """``text``, a number printed at some decimals, is ``value`` rounded to them."""
+    number = text.rstrip("×% ").strip()
+    decimals = len(number.partition(".")[2])
+    assert abs(float(number) - value) <= 0.5 * 10 ** -decimals + 1e-9, (text, value)
+
+
+def _shows(text: str, values: Iterable[Optional[float]], scale: float = 100.0) -> None:
+    """``text`` is ``mean ± std`` (population) of the finite ``values`` times ``scale``, or an en dash
+    when none is finite; recomputed here with ``statistics``."""
+    vals = [v * scale for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        assert text == "–", (text, vals)
+        return
+    mean, _, std = text.partition(" ± ")
+    _close(mean, statistics.fmean(vals))
+    _close(std, statistics.pstdev(vals))
+
+
+def _last_and_best_are_the_history(run: dict) -> None:
+    accs = [h["test_accuracy"] for h in run["history"]]
+    assert run["last_accuracy"] == accs[-1] and run["best_accuracy"] == max(accs)
+
+
 def test_noisy_recipe_smoke(tmp_path):
     _smoke("noisy_recipe.py", tmp_path)
     assert (tmp_path / "noisy_recipe_smoke.png").stat().st_size > 0
     results = json.loads((tmp_path / "noisy_recipe_smoke.json").read_text())
-    assert set(results) >= {"cross-entropy", "learned labels (default: per-sample-ensemble, k=1 unroll)"}
-    assert "| cross-entropy | 1 |" in (tmp_path / "noisy_recipe_smoke.md").read_text()
+    report = (tmp_path / "noisy_recipe_smoke.md").read_text()
+    [table] = _tables(report)
+    assert table[0][:5] == ["method", "seeds", "test acc best (%)", "test acc last (%)", "corrupted corrected (%)"]
+    rows = _rows(table)
+    assert list(rows) == list(results)
+    for method, runs in results.items():
+        seeds, best, last, corrected, broken, _, wall = rows[method]
+        assert int(seeds) == len(runs) == 1
+        for run in runs:
+            _last_and_best_are_the_history(run)
+        _shows(best, [r["best_accuracy"] for r in runs])
+        _shows(last, [r["last_accuracy"] for r in runs])
+        _shows(corrected, [r["corrected"] for r in runs])
+        _shows(broken, [r["clean_broken"] for r in runs])
+        _shows(wall, [r["wall_time"] for r in runs], 1.0)
+    # the noisy runs on the 750 training samples share one noise draw, and the noise line gives its rate;
+    # the run that also trains on the 50 clean meta samples has the same corrupted samples among 800
+    shared = {r["effective_noise"] for runs in results.values() for r in runs
+              if r["nominal_noise"] > 0 and not r["config"]["meta_in_train"]}
+    [added] = results["cross-entropy, clean meta set added to training"]
+    [rate] = shared
+    assert math.isclose(added["effective_noise"], rate * 750 / 800, rel_tol=1e-6)
+    assert (f"noise: symmetric at 40% nominal, {100 * rate:.1f}% effective; with meta_in_train=True: symmetric at "
+            f"40% nominal, {100 * added['effective_noise']:.1f}% effective\n") in report
 
 
 def test_noisy_labels_smoke_and_resume(tmp_path):
@@ -29,68 +118,322 @@ def test_noisy_labels_smoke_and_resume(tmp_path):
     assert "0 of 25 cells already done; running 25" in first.stdout
     for name in ("noisy_labels_smoke.md", "noisy_labels_smoke_accuracy.png", "noisy_labels_smoke_correction.png"):
         assert (tmp_path / name).stat().st_size > 0
-    table = (tmp_path / "noisy_labels_smoke.md").read_text()
-    assert "| meta-reweighting (L2RW, k=1 unroll) |" in table and "### digits, asymmetric-40" in table
-    store = json.loads((tmp_path / "noisy_labels_smoke.json").read_text())
-    assert len(store["cells"]) == 25
+    text = (tmp_path / "noisy_labels_smoke.md").read_text()
+    cells = json.loads((tmp_path / "noisy_labels_smoke.json").read_text())["cells"]
+    assert len(cells) == 25
+    reference = "cross-entropy on clean labels (reference)"
+    runs: Dict[tuple, dict] = {}
+    for key, run in cells.items():
+        dataset, setting, method, seed = key.split(" | ")
+        assert (dataset, seed) == ("digits", "seed 0") and run["config"]["seed"] == 0
+        _last_and_best_are_the_history(run)
+        runs[setting, method] = run
+    settings = ["symmetric-40", "asymmetric-40"]
+    methods = sorted({m for _, m in runs} - {reference})
+    assert len(methods) == 12
+    sections = _sections(text)
+    [overview] = _tables(sections["digits"])
+    assert overview[0] == ["method", *settings]
+    overview_rows = _rows(overview)
+    assert sorted(overview_rows) == sorted(methods + [reference])
+    for setting in settings:
+        # every method of a setting trained on the same noise draw; the heading gives its rate
+        [rate] = {runs[setting, m]["effective_noise"] for m in methods}
+        [heading] = [h for h in sections if h.startswith(f"digits, {setting} (effective noise ")]
+        _close(heading.split("effective noise ")[1].rstrip(" %)"), 100 * rate)
+        [detail] = _tables(sections[heading])
+        detail_rows = _rows(detail)
+        assert sorted(detail_rows) == methods
+        for method in methods:
+            run = runs[setting, method]
+            best, last, corrected, broken, _, wall = detail_rows[method]
+            _shows(best, [run["best_accuracy"]])
+            _shows(last, [run["last_accuracy"]])
+            _shows(corrected, [run["corrected"]])
+            _shows(broken, [run["clean_broken"]])
+            _shows(wall, [run["wall_time"]], 1.0)
+            _shows(overview_rows[method][settings.index(setting)], [run["last_accuracy"]])
+        # the clean-label reference ran once; its accuracy is repeated in every column
+        _shows(overview_rows[reference][settings.index(setting)], [runs["clean", reference]["last_accuracy"]])
     # a second run finds every cell done and reproduces the same table
     again = _smoke("noisy_labels.py", tmp_path, "--datasets", "digits")
     assert "25 of 25 cells already done; running 0" in again.stdout
-    assert (tmp_path / "noisy_labels_smoke.md").read_text() == table
+    assert (tmp_path / "noisy_labels_smoke.md").read_text() == text
 
 
 def test_overhead_smoke(tmp_path):
-    out = _smoke("overhead.py", tmp_path).stdout
-    assert "| exact k=1 (torch.func) |" in out and "| head-only k=1 |" in out
+    _smoke("overhead.py", tmp_path)
     data = json.loads((tmp_path / "overhead_smoke.json").read_text())
+    sections = _sections((tmp_path / "overhead_smoke.md").read_text())
     for model in ("cnn1d-bn", "mlp"):
         rows = data["results"][model]
-        assert rows["plain step"]["time_ratio"] == 1.0
+        plain = rows["plain step"]
+        [table] = _tables(sections[model])
+        shown = _rows(table)
+        assert list(shown) == list(rows)
+        for name, r in rows.items():
+            assert r["samples"] == 3  # --smoke: 3 timed rounds
+            assert math.isclose(r["time_ratio"], r["seconds"] / plain["seconds"], rel_tol=1e-12)
+            assert math.isclose(r["memory_ratio"], r["memory"] / plain["memory"], rel_tol=1e-12)
+            ms, ratio, mb, memory_ratio = shown[name]
+            _close(ms, r["seconds"] * 1e3)
+            _close(ratio, r["time_ratio"])
+            _close(mb, r["memory"] / 2**20)
+            _close(memory_ratio, r["memory_ratio"])
         # the exact unroll keeps more of a graph than a plain step; head-only far less than the exact one
-        assert rows["exact k=1 (torch.func)"]["memory"] > rows["plain step"]["memory"]
+        assert rows["exact k=1 (torch.func)"]["memory"] > plain["memory"]
         assert rows["head-only k=1"]["memory"] < rows["exact k=1 (torch.func)"]["memory"]
+    # the label optimiser's steps as a share of the first model's plain step
+    [table] = _tables(sections["The label optimiser's step (measured before and after making it row-sparse)"])
+    shown = _rows(table)
+    assert list(shown) == list(data["label_step_seconds"])
+    for name, seconds in data["label_step_seconds"].items():
+        _close(shown[name][0], seconds * 1e3)
+        _close(shown[name][1], seconds / data["results"]["cnn1d-bn"]["plain step"]["seconds"])
     assert (tmp_path / "overhead_smoke.png").stat().st_size > 0
 
 
 def test_unroll_depth_smoke(tmp_path):
-    out = _smoke("unroll_depth.py", tmp_path).stdout
-    assert "| truncated, t=1 |" in out and "| clean | exact k=2 |" in out
+    _smoke("unroll_depth.py", tmp_path)
     data = json.loads((tmp_path / "unroll_depth_smoke.json").read_text())
+    sections = _sections((tmp_path / "unroll_depth_smoke.md").read_text())
+    plain = data["cost"]["plain"]["seconds"]
+    [cost_table] = _tables(sections["Cost per training step (cnn1d-bn, batch 16, meta batch the same size)"])
+    assert cost_table[0][1:3] == ["k=1", "k=2"]
+    shown = _rows(cost_table)
+    for name, row in data["cost"].items():
+        if name == "plain":
+            continue
+        assert row["k"] == [1, 2]
+        ratios = [s / plain for s in row["seconds"]]
+        assert all(math.isclose(a, b, rel_tol=1e-12) for a, b in zip(row["ratio"], ratios))
+        # two depths: the least-squares slope is the difference of the two ratios
+        assert math.isclose(row["slope_plain_steps_per_k"], ratios[1] - ratios[0], rel_tol=1e-6, abs_tol=1e-9)
+        assert math.isclose(row["memory_growth"], row["memory"][1] / row["memory"][0], rel_tol=1e-12)
+        k1, k2, slope, memory = shown[name]
+        _close(k1, ratios[0])
+        _close(k2, ratios[1])
+        _close(slope, row["slope_plain_steps_per_k"])
+        m1, m2 = memory.split(" → ")
+        _close(m1, row["memory"][0] / 2**20)
+        _close(m2, row["memory"][1] / 2**20)
     exact, truncated = data["cost"]["exact (torch.func)"], data["cost"]["truncated, t=1"]
     # the exact unroll's graph grows with k; truncation keeps it (nearly) flat
     assert exact["memory"][1] > exact["memory"][0]
     assert truncated["memory"][1] - truncated["memory"][0] < exact["memory"][1] - exact["memory"][0]
+    [accuracy] = _tables(sections["Accuracy (digits, 1 seed(s): [0]; mean ± std)"])
+    shown = _rows(accuracy, key_cells=2)
+    assert list(shown) == list(data["accuracy"])
+    for key, r in data["accuracy"].items():
+        assert r["best"][0] >= r["last"][0]  # the best epoch's accuracy is at least the last one's
+        for cell, (mean, std), digits in zip(shown[key], [r["last"], r["best"], r["corrected"], r["broken"], r["seconds"]],
+                                             (1, 1, 1, 2, 0)):
+            if math.isnan(mean):
+                assert cell == "–"
+            else:
+                assert cell == f"{mean:.{digits}f} ± {std:.{digits}f}"
     assert (tmp_path / "unroll_depth_smoke.png").stat().st_size > 0
 
 
 def test_strategies_smoke(tmp_path):
-    out = _smoke("strategies.py", tmp_path).stdout
-    assert "| per-sample-ensemble | head-only k=1 |" in out and "| class-temperature | exact k=1 (unrolled, higher) |" in out
-    rows = json.loads((tmp_path / "strategies_smoke.json").read_text())["rows"]
-    assert rows[0]["method"] == "cross-entropy" and rows[0]["time_ratio"] == 1.0
+    _smoke("strategies.py", tmp_path)
+    data = json.loads((tmp_path / "strategies_smoke.json").read_text())
+    report = (tmp_path / "strategies_smoke.md").read_text()
+    runs, rows = data["runs"], data["rows"]
+    assert [r["method"] for r in rows] == list(runs) and rows[0]["method"] == "cross-entropy"
+    ce_time = statistics.fmean(r["wall_time"] for r in runs["cross-entropy"])
+    ce_last = statistics.fmean(100 * r["last_accuracy"] for r in runs["cross-entropy"])
+    [table] = _tables(report)
+    shown = _rows(table, key_cells=2)
+    for row in rows:
+        rs = runs[row["method"]]
+        for run in rs:
+            _last_and_best_are_the_history(run)
+        last = statistics.fmean(100 * r["last_accuracy"] for r in rs)
+        assert math.isclose(row["last"][0], last, rel_tol=1e-9)
+        assert math.isclose(row["time_ratio"], statistics.fmean(r["wall_time"] for r in rs) / ce_time, rel_tol=1e-9)
+        labels, _, strategy = row["method"].partition(" | ")
+        exact = runs.get(f"{labels} | exact k=1 (unrolled, higher)")
+        gain = math.nan
+        if exact is not None and row["method"] != "cross-entropy":
+            exact_gain = statistics.fmean(100 * r["last_accuracy"] for r in exact) - ce_last
+            gain = (last - ce_last) / exact_gain if exact_gain > 0 else math.nan
+        assert (math.isnan(gain) and math.isnan(row["gain_kept"])) or math.isclose(row["gain_kept"], gain, rel_tol=1e-9)
+        last_cell, best_cell, corrected, broken, wall, ratio, gain_cell = shown[f"{labels} | {strategy or '–'}"]
+        _shows(last_cell, [r["last_accuracy"] for r in rs])
+        _shows(best_cell, [r["best_accuracy"] for r in rs])
+        _shows(corrected, [r["corrected"] for r in rs])
+        _shows(broken, [r["clean_broken"] for r in rs])
+        _shows(wall, [r["wall_time"] for r in rs], 1.0)
+        _close(ratio, row["time_ratio"])
+        if math.isnan(gain):
+            assert gain_cell == "–"
+        else:
+            _close(gain_cell, 100 * gain)
+    cheap = [r["method"] for r in rows if r["time_ratio"] <= 1.5 and r["gain_kept"] >= 0.9]
+    assert ("Strategies within 1.5× cross-entropy's time that keep ≥ 90 % of the exact gain: "
+            + (", ".join(cheap) if cheap else "none.")) in report
+    # every row trained on the same noise draw, the rate the report states
+    [rate] = {r["effective_noise"] for rs in runs.values() for r in rs}
+    assert f"noise: symmetric at 40% nominal, {100 * rate:.1f}% effective." in report
     assert (tmp_path / "strategies_smoke.png").stat().st_size > 0
 
 
 def test_clean_labels_smoke(tmp_path):
-    out = _smoke("clean_labels.py", tmp_path, "--datasets", "digits").stdout
-    assert "(best smoothing)" in out and "| learned per-class, held-out meta split |" in out
-    assert "Best learned labels (last epoch):" in out
+    _smoke("clean_labels.py", tmp_path, "--datasets", "digits")
+    data = json.loads((tmp_path / "clean_labels_smoke.json").read_text())["digits"]
+    text = (tmp_path / "clean_labels_smoke.md").read_text()
+    stats, runs = data["stats"], data["runs"]
+    assert list(stats) == list(runs)
+    means = {name: statistics.fmean(100 * r["last_accuracy"] for r in rs) for name, rs in runs.items()}
+    [table] = _tables(_sections(text)["digits"])
+    shown = _rows(table)
+    [marked] = [name for name in shown if name.endswith(" (best smoothing)")]
+    best_ls = marked.removesuffix(" (best smoothing)")
+    assert list(shown) == [marked if name == best_ls else name for name in runs]
+    smoothing = [n for n in runs if n.startswith("label smoothing")]
+    assert means[best_ls] == max(means[n] for n in smoothing)
+    for name, rs in runs.items():
+        for run in rs:
+            _last_and_best_are_the_history(run)
+        last, best, ece, wall = shown[marked if name == best_ls else name]
+        _shows(last, [r["last_accuracy"] for r in rs])
+        _shows(best, [r["best_accuracy"] for r in rs])
+        _shows(ece, [r["ece"] for r in rs])
+        _shows(wall, [r["wall_time"] for r in rs], 1.0)
+        assert math.isclose(stats[name]["last"][0], means[name], rel_tol=1e-9)
+    found = re.search(r"Best learned labels \(last epoch\): (.+), ([\d.]+) %: ([+-][\d.]+) points over one-hot "
+                      r"\(target \+1\), ([+-][\d.]+) over the best label smoothing \((.+); target \+0\.5\)\.", text)
+    assert found is not None
+    name, top, over_one_hot, over_ls, ls_name = found.groups()
+    learned = [n for n in runs if n.startswith("learned")]
+    assert name in learned and means[name] == max(means[n] for n in learned) and ls_name == best_ls
+    _close(top, means[name])
+    _close(over_one_hot, means[name] - means["one-hot"])
+    _close(over_ls, means[name] - means[best_ls])
     assert (tmp_path / "clean_labels_smoke.png").stat().st_size > 0
 
 
 def test_class_semantics_smoke(tmp_path):
-    out = _smoke("class_semantics.py", tmp_path).stdout
-    assert "| mean ± std |" in out
+    _smoke("class_semantics.py", tmp_path)
     data = json.loads((tmp_path / "class_semantics_smoke.json").read_text())
-    assert len(data["twins_similarity"]) == 20 and len(data["mnist1d_similarity"]) == 10
+    text = (tmp_path / "class_semantics_smoke.md").read_text()
+    twins, mnist1d = data["twins_similarity"], data["mnist1d_similarity"]
+    assert len(twins) == 20 and len(mnist1d) == 10
+    for matrix in (twins, mnist1d):  # learned labels: each row a distribution over the classes
+        assert all(len(row) == len(matrix) and math.isclose(sum(row), 1.0, rel_tol=1e-5) for row in matrix)
+    # the twin statistics of seed 0 (the matrix stored), recounted here
+    ranks, mass = [], []
+    for c, row in enumerate(twins):
+        twin = (c + 10) % 20
+        ranks.append(1 + sum(1 for j, v in enumerate(row) if j not in (c, twin) and v > row[twin]))
+        mass.append(row[twin])
+    [seed0] = data["twins"]
+    assert seed0["seed"] == 0
+    assert math.isclose(seed0["top1"], sum(r == 1 for r in ranks) / 20, abs_tol=1e-12)
+    assert math.isclose(seed0["mean_rank"], statistics.fmean(ranks), abs_tol=1e-12)
+    assert math.isclose(seed0["twin_mass"], statistics.fmean(mass), rel_tol=1e-5)
+    [table] = _tables(text)
+    shown = _rows(table)
+    top1, mean_rank, twin_mass, accuracy = shown["0"]
+    _close(top1, 100 * seed0["top1"])
+    _close(mean_rank, seed0["mean_rank"])
+    _close(twin_mass, seed0["twin_mass"])
+    _close(accuracy, 100 * seed0["accuracy"])
+    _shows(shown["mean ± std"][0], [seed0["top1"]])
     assert (tmp_path / "class_semantics_smoke.png").stat().st_size > 0
 
 
 def test_distillation_smoke(tmp_path):
-    out = _smoke("distillation.py", tmp_path).stdout
-    assert "| learned-label teacher (per-class), T = 2 |" in out and "| student alone (cross-entropy) | – |" in out
+    _smoke("distillation.py", tmp_path)
+    data = json.loads((tmp_path / "distillation_smoke.json").read_text())
+    text = (tmp_path / "distillation_smoke.md").read_text()
+    alone = data["student alone (cross-entropy)"]
+    temperatures = (1.0, 2.0)  # --smoke: the first two of the sweep
+
+    def student(name, t):
+        return data["students"][f"{name} | T={t:g}"]
+
+    for name in data["teachers"]:
+        for t in temperatures:
+            for run in student(name, t):  # each student of this row was trained at its row's temperature
+                assert (run["config"]["distill_temperature"], run["config"]["loss"], run["config"]["model"]) == \
+                    (t, "distillation", "mlp")
+        last = {t: statistics.fmean(r["last_accuracy"] for r in student(name, t)) for t in temperatures}
+        assert last[data["best_temperature"][name]] == max(last.values())
+    best_table, every_table = _tables(text)
+
+    def check(cells, name, t):
+        teacher, last, best, ece = cells
+        _shows(teacher, [r["last_accuracy"] for r in data["teachers"][name]])
+        _shows(last, [r["last_accuracy"] for r in student(name, t)])
+        _shows(best, [r["best_accuracy"] for r in student(name, t)])
+        _shows(ece, [r["ece"] for r in student(name, t)])
+
+    best_rows = _rows(best_table)
+    assert len(best_rows) == len(data["teachers"]) + 1
+    for name, t in data["best_temperature"].items():
+        check(best_rows[f"{name}, T = {t:g}"], name, t)
+    teacher, last, best, ece = best_rows["student alone (cross-entropy)"]
+    assert teacher == "–" and alone[0]["config"]["loss"] == "ce"
+    _shows(last, [r["last_accuracy"] for r in alone])
+    _shows(best, [r["best_accuracy"] for r in alone])
+    every_rows = _rows(every_table)
+    assert len(every_rows) == len(data["students"])
+    for name in data["teachers"]:
+        for t in temperatures:
+            check(every_rows[f"{name}, T = {t:g}"], name, t)
 
 
 def test_label_signal_smoke(tmp_path):
-    out = _smoke("label_signal.py", tmp_path).stdout
-    assert "| signal prefers the true class (% of corrupted) |" in out and "| model, beta +1: corrected |" in out
+    _smoke("label_signal.py", tmp_path)
+    data = json.loads((tmp_path / "label_signal_smoke.json").read_text())
+    [table] = _tables((tmp_path / "label_signal_smoke.md").read_text())
+    assert table[0] == ["measure", "epoch 1", "epoch 2"] and list(data) == ["1", "2"]
+    shown = _rows(table)
+    for column, epoch in enumerate(data):
+        [row] = data[epoch]  # one seed
+        assert list(shown) == list(row)
+        for measure, value in row.items():
+            assert 0.0 <= value <= 1.0
+            _shows(shown[measure][column], [value])
+        # a larger bonus beta for the annotation only moves hard labels onto the annotation: fewer
+        # corrupted labels corrected and fewer clean ones broken, never more
+        for source, betas in (("learned table", ("-1", "+0")), ("model", ("+0", "+1", "+2"))):
+            for what in ("corrected", "clean broken"):
+                values = [row[f"{source}, beta {b}: {what}"] for b in betas]
+                assert values == sorted(values, reverse=True), (source, what, values)
+
+
+def test_profile_step_smoke(tmp_path):
+    _smoke("profile_step.py", tmp_path)
+    data = json.loads((tmp_path / "profile_step_smoke.json").read_text())
+    [table] = _tables((tmp_path / "profile_step_smoke.md").read_text())
+    phases = list(data["phases_ms"])
+    families = data["families"]
+    shown = _rows(table)
+    assert list(shown) == [*families, "**all operators**"]
+    # every operator's time is in one family and one phase: rows, columns and shares add up
+    assert math.isclose(sum(f["share"] for f in families.values()), 1.0, rel_tol=1e-9)
+    assert abs(sum(float(shown[name][-1]) for name in families) - 100.0) <= 0.05 * len(families)
+    assert math.isclose(sum(data["phases_ms"].values()), data["op_ms_per_step"], rel_tol=1e-9)
+    for phase in phases:
+        assert math.isclose(sum(f["by_phase"][phase] for f in families.values()), data["phases_ms"][phase],
+                            rel_tol=1e-9, abs_tol=1e-12)
+    for name, f in families.items():
+        assert math.isclose(sum(f["by_phase"].values()), f["ms"], rel_tol=1e-9, abs_tol=1e-12)
+        for cell, phase in zip(shown[name], phases):
+            _close(cell, f["by_phase"][phase])
+        _close(shown[name][-2], f["ms"])
+        _close(shown[name][-1], 100 * f["ms"] / data["op_ms_per_step"])
+    # a double backward runs only in the second-order backward, where the exact unroll must have one
+    second_order = phases[1]
+    for name in ("batch norm: double backward", "convolution: double backward"):
+        assert families[name]["by_phase"][second_order] > 0
+        assert all(ms == 0 for phase, ms in families[name]["by_phase"].items() if phase != second_order)
+    # forwards run in the meta forward and the model step, never in a backward or the label step
+    for name in ("batch norm: forward", "convolution: forward"):
+        assert families[name]["by_phase"][phases[0]] > 0 and families[name]["by_phase"][phases[3]] > 0
+        assert families[name]["by_phase"][phases[1]] == families[name]["by_phase"][phases[2]] == 0
+    assert math.isclose(data["bn_double_backward_share_of_second_order"],
+                        families["batch norm: double backward"]["ms"] / data["phases_ms"][second_order], rel_tol=1e-9)

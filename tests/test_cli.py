@@ -40,7 +40,7 @@ def test_train_writes_json(tmp_path, capsys):
     ("--model", "vgg", "unknown model 'vgg'"),
     ("--strategy", "magic", "unknown strategy 'magic'"),
     ("--label-optimizer", "lbfgs", "unknown label optimiser 'lbfgs'"),
-    ("--optimizer", "adamw", "unknown optimizer 'adamw'"),
+    ("--optimizer", "lbfgs", "unknown optimizer 'lbfgs'"),
     ("--noise-rate", "1.2", "noise rate must lie in [0, 1), got 1.2"),
 ])
 def test_cli_bad_input_is_a_clear_error(flag, value, message, capsys):
@@ -95,17 +95,40 @@ def test_optional_fields_parse_none_and_numbers():
 
 
 def test_cifar_preset_end_to_end_on_a_tiny_on_disk_cifar(tmp_path, capsys):
-    """The CIFAR recipe (ResNet-18, augmentation, learned labels) on torchvision's real file format."""
-    from helpers import write_cifar10
+    """The CIFAR recipe (ResNet-18, augmentation, learned labels) on torchvision's real file format:
+    it trains and meta-learns from the first step (warm-up 0), and the accuracy it prints is the
+    saved model's, recounted here on the 6 test images."""
+    import math
 
-    write_cifar10(tmp_path / "data")
-    out = tmp_path / "run.json"
+    from helpers import write_cifar10
+    from labelmeta import make_model, make_splits
+    from labelmeta.metrics import expected_calibration_error
+
+    write_cifar10(tmp_path / "data")  # 20 training images (2 per class), 6 test images of classes 0-5
+    out, ckpt = tmp_path / "run.json", tmp_path / "run.pt"
     assert main(["train", "--preset", "cifar10", "--data-root", str(tmp_path / "data"), "--device", "cpu",
                  "--epochs", "1", "--batch-size", "8", "--meta-batch-size", "8", "--warmup-epochs", "0",
-                 "--no-progress", "--output", str(out)]) == 0
-    config = json.loads(out.read_text())["config"]
+                 "--no-progress", "--output", str(out), "--checkpoint", str(ckpt)]) == 0
+    run, summary = json.loads(out.read_text()), json.loads(capsys.readouterr().out)
+    config = run["config"]
     assert (config["model"], config["labels"], config["dataset"], config["epochs"]) == ("resnet18", "per-class", "cifar10", 1)
-    assert json.loads(capsys.readouterr().out)["last_accuracy"] >= 0
+    [epoch] = run["history"]
+    assert math.isfinite(epoch["train_loss"]) and epoch["meta_loss"] is not None and math.isfinite(epoch["meta_loss"])
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)["learner"]
+    assert saved["num_steps"] == 3  # ceil(20 / 8) model steps
+    # a meta step moved the per-class label logits off their initialisation, 4 * identity
+    assert (saved["labels"]["logits"] - 4.0 * torch.eye(10)).abs().max() > 1e-3
+    # the printed accuracy (and the recorded ECE) are the trained model's on the test images
+    splits = make_splits("cifar10", meta_per_class=0, data_root=str(tmp_path / "data"))
+    model = make_model("resnet18", splits.input_shape, splits.num_classes)
+    model.load_state_dict(saved["model"])
+    x = torch.stack([splits.test[i][0] for i in range(len(splits.test))])
+    y = torch.tensor([splits.test[i][1] for i in range(len(splits.test))])
+    assert y.tolist() == [0, 1, 2, 3, 4, 5]
+    with torch.no_grad():
+        logits = model.eval()(x)
+    assert summary["last_accuracy"] == run["last_accuracy"] == (logits.argmax(1) == y).sum().item() / 6
+    assert epoch["test_ece"] == pytest.approx(expected_calibration_error(torch.softmax(logits, 1), y), abs=1e-6)
 
 
 def test_cifar_training_set_is_augmented(tmp_path):

@@ -4,9 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from labelmeta import Config, make_splits
+from labelmeta import Config, fit, make_splits
 from labelmeta.distill import TeacherLabels, distill, fit_student, logits_by_index
 from labelmeta.plots import plot_label_matrix
+from labelmeta.runner import fit_learner
 
 TINY = Config(num_samples=1000, meta_per_class=5, meta_batch_size=20, epochs=1, warmup_epochs=0,
               noise="none", noise_rate=0.0, progress=False)
@@ -32,10 +33,41 @@ def test_logits_by_index_follows_the_indices():
     torch.testing.assert_close(table[[7, 3]], model(x))
 
 
-def test_distill_trains_a_student_on_the_teacher():
-    result = distill(TINY.replace(labels="one-hot", strategy="none"), TINY.replace(model="mlp"))
-    assert result.student.config["loss"] == "distillation" and result.student.config["model"] == "mlp"
-    assert 0 <= result.student.last_accuracy <= 1 and 0 <= result.teacher.last_accuracy <= 1
+def test_distill_hands_the_student_the_trained_teachers_tempered_predictions(monkeypatch):
+    """Oracle: the student's targets are ``softmax(teacher(x_i) / T)`` for every training sample
+    ``i``, with the trained teacher in eval mode (its BatchNorm on running statistics) and the
+    *student's* temperature, recomputed here from the training tensors in one forward pass."""
+    import labelmeta.distill as pipeline
+
+    calls = {}
+
+    def teacher_run(config, splits, *args, **kwargs):
+        learner, results = fit_learner(config, splits, *args, **kwargs)
+        calls["teacher"] = (config, splits, learner, results)
+        return learner, results
+
+    def student_run(config, splits, labels, *args, **kwargs):
+        results = fit(config, splits, labels, *args, **kwargs)
+        calls["student"] = (config, labels, results)
+        return results
+
+    monkeypatch.setattr(pipeline, "fit_learner", teacher_run)
+    monkeypatch.setattr(pipeline, "fit", student_run)
+    teacher = TINY.replace(labels="one-hot", strategy="none", distill_temperature=4.0)  # cnn1d-bn
+    result = distill(teacher, TINY.replace(model="mlp", distill_temperature=2.0, distill_alpha=0.5))
+
+    config, splits, learner, teacher_results = calls["teacher"]
+    assert config == teacher and result.teacher is teacher_results
+    n = len(splits.labels.noisy)
+    x, _, idx = splits.train[torch.arange(n)]
+    assert torch.equal(idx, torch.arange(n))
+    learner.model.eval()
+    with torch.no_grad():
+        expected = torch.softmax(learner.model(x) / 2.0, 1)
+    student_config, labels, student_results = calls["student"]
+    assert isinstance(labels, TeacherLabels) and result.student is student_results
+    torch.testing.assert_close(labels.probs, expected)
+    assert student_config.loss == "distillation" and student_config.strategy == "none"
 
 
 def test_a_student_of_a_certain_teacher_is_trained_by_cross_entropy():
