@@ -162,9 +162,9 @@ class Learner:
         try:
             stats = self.strategy.compute(self.model, self.optimizer, self.labels, batch, meta_batch, train_loss)
         except FloatingPointError as err:
-            inputs = "" if torch.isfinite(meta_batch[0]).all() else " (its inputs are not finite)"
             raise FloatingPointError(f"{err} at step {self.num_steps}: meta_batch of {len(meta_batch[2])} samples with "
-                                     f"indices {_indices(meta_batch)}{inputs}; training {_describe(batch)}") from None
+                                     f"indices {_indices(meta_batch)}{_inputs_note(meta_batch)}; "
+                                     f"training {_describe(batch)}") from None
         if self.distributed is not None:  # per-class rows from every process, per-sample rows from one
             self.distributed.sum_([p.grad for p in self.labels.parameters()])
         if self.label_optimizer is not None:
@@ -178,8 +178,8 @@ class Learner:
             targets = self.labels(idx, y)
         logits = self._train_model(x)
         loss = train_loss(logits, targets, weights, y)
-        inputs = "" if torch.isfinite(x).all() else " (its inputs are not finite)"
-        check_finite(loss, f"training loss at step {self.num_steps}, {_describe(batch)}{inputs}")
+        if not torch.isfinite(loss):  # the message is built only then: it reads the batch
+            check_finite(loss, f"training loss at step {self.num_steps}, {_describe(batch)}{_inputs_note(batch)}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -194,6 +194,12 @@ def _indices(batch: Batch) -> str:
     """The first few sample indices of ``batch``, for error messages."""
     idx = batch[2].flatten().tolist()
     return "[" + ", ".join(str(i) for i in idx[:8]) + (", ...]" if len(idx) > 8 else "]")
+
+
+def _inputs_note(batch: Batch) -> str:
+    """`` (its inputs are not finite)`` if they are not, else nothing."""
+    x = batch[0]
+    return "" if not x.is_floating_point() or torch.isfinite(x).all() else " (its inputs are not finite)"
 
 
 def _describe(batch: Batch) -> str:

@@ -2,8 +2,8 @@
 
 :class:`Functional` is a second, exact backend: the same unroll as :class:`~.unrolled.Unrolled`
 (the same update rules, :mod:`labelmeta.update_rules`, which reproduce ``torch.optim``'s
-arithmetic; ``higher`` gets them through its public ``register_optim``), without ``higher``'s patched-module machinery. The cheaper strategies
-override only what differs:
+arithmetic; ``higher`` gets them through its public ``register_optim``), without ``higher``'s
+patched-module machinery. The cheaper strategies override only what differs:
 
 - :class:`Truncated`: unroll ``k`` steps, differentiate through the last ``t`` only;
 - :class:`HeadOnly`: features from the current model, only the classifier head unrolled;
