@@ -83,6 +83,10 @@ class Learner:
             warnings.warn(f"{type(labels).__name__} labels are fixed: the {type(strategy).__name__} strategy has "
                           "nothing to learn and no meta step will run (use learnable labels, or strategy=None)",
                           stacklevel=2)
+        if learns_labels and strategy.learns_weights:
+            warnings.warn(f"the {type(strategy).__name__} strategy learns sample weights, not labels: the parameters "
+                          f"of the {type(labels).__name__} labels stay as they are (use one-hot labels with it)",
+                          stacklevel=2)
         if self.meta_enabled:
             strategy.check(optimizer)
             if all(float(group["lr"]) == 0 for group in optimizer.param_groups):

@@ -203,6 +203,8 @@ SILENT_NO_OPS = [
     (dict(warmup_epochs=1, epochs=1), "warmup_epochs=1 >= epochs=1: no meta step will run"),
     (dict(labels="one-hot"), "OneHot labels are fixed: the Unrolled strategy has nothing to learn"),
     (dict(labels="smoothing", strategy="functional"), "LabelSmoothing labels are fixed: the Functional strategy"),
+    (dict(strategy="reweight"), "MetaReweight strategy learns sample weights, not labels: the parameters of the "
+                                "SelfEnsembled labels stay"),
 ]
 
 

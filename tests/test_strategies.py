@@ -189,9 +189,11 @@ INCOMPATIBLE = [
 def test_incompatible_optimizer_is_refused_when_the_learner_is_built(strategy, optimizer, message):
     """Refused by the constructor, before any step (not at the first meta step, after warm-up)."""
     model, _, labels, _, _ = _setup("mlp", dtype=torch.float32)
+    label_optimizer = make_label_optimizer("mirror", labels.parameters(), 0.5)
+    if strategy == "reweight":  # it learns weights, not labels
+        labels, label_optimizer = make_labels("one-hot", labels.targets, C), None
     with pytest.raises(ValueError, match=message) as err:
-        Learner(model, optimizer(model.parameters()), labels, strategy,
-                make_label_optimizer("mirror", labels.parameters(), 0.5))
+        Learner(model, optimizer(model.parameters()), labels, strategy, label_optimizer)
     assert "higher" not in str(err.value)
 
 
