@@ -102,15 +102,15 @@ def noise_summary(results: Mapping[str, List[Results]]) -> Optional[str]:
     set count once, however many methods trained on it. Several seeds give ``mean ± std`` and the
     per-seed rates.
     """
+    fields = [f for f in DATA_FIELDS if f != "seed"]
     groups: Dict[tuple, Dict[int, Results]] = {}
     for runs in results.values():
         for r in runs:
             if r.nominal_noise > 0:
-                key = tuple(r.config.get(f) for f in DATA_FIELDS if f != "seed")
+                key = tuple(r.config.get(f) for f in fields)
                 groups.setdefault(key, {}).setdefault(r.config.get("seed"), r)
     if not groups:
         return None
-    fields = [f for f in DATA_FIELDS if f != "seed"]
     first = next(iter(groups))
     parts = []
     for key, by_seed in groups.items():

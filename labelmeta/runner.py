@@ -137,15 +137,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _model_optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                               weight_decay=config.weight_decay)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    raise ValueError(f"unknown optimizer {config.optimizer!r}; available: sgd, adam, adamw")
+#: ``Config.optimizer`` -> the model's optimiser, built from the Config's settings
+MODEL_OPTIMIZERS: Dict[str, Callable[[Config, Any], torch.optim.Optimizer]] = {
+    "sgd": lambda c, params: torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay),
+    "adam": lambda c, params: torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay),
+    "adamw": lambda c, params: torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay),
+}
+
+
+def _check_optimizer_name(name: str) -> None:
+    if name not in MODEL_OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; available: {', '.join(MODEL_OPTIMIZERS)}")
 
 
 #: constructor argument of a component -> the Config field that sets it, per kind of component
@@ -178,7 +180,8 @@ def build_learner(config: Config, splits: Splits, labels: Optional[LabelParamete
     name cannot describe); it must have been built for ``splits``' training set.
     """
     model = make_model(config.model, splits.input_shape, splits.num_classes).to(config.device)
-    optimizer = _model_optimizer(config, model)
+    _check_optimizer_name(config.optimizer)
+    optimizer = MODEL_OPTIMIZERS[config.optimizer](config, model.parameters())
     if labels is None:
         labels = make_labels(config.labels, splits.labels.noisy, splits.num_classes, **label_options(config))
     elif labels.num_samples != len(splits.labels.noisy) or labels.num_classes != splits.num_classes:
@@ -213,8 +216,7 @@ def _check_config(config: Config) -> None:
         raise ValueError(f"checkpoint_every must be >= 0, got {config.checkpoint_every}")
     if config.resume and not config.checkpoint:
         raise ValueError("resume=True needs checkpoint, the file to resume from")
-    if config.optimizer not in ("sgd", "adam", "adamw"):
-        raise ValueError(f"unknown optimizer {config.optimizer!r}; available: sgd, adam, adamw")
+    _check_optimizer_name(config.optimizer)
     _check_device(config.device)
     for name in ("output", "checkpoint"):
         if getattr(config, name):

@@ -121,8 +121,7 @@ def rule_for(optimizer: torch.optim.Optimizer) -> Rule:
     if rule is None:
         raise ValueError(f"the exact unroll has no differentiable {kind.__name__} (one reproducing torch.optim's "
                          f"arithmetic); use one of: {', '.join(supported_optimizers())}")
-    defaults = {name: p.default for name, p in inspect.signature(kind.__init__).parameters.items()
-                if p.default is not inspect.Parameter.empty}
+    defaults = _constructor_defaults(kind)
     ignored = MODELLED[kind] | IMPLEMENTATION_OPTIONS
     for i, group in enumerate(optimizer.param_groups):
         for name, default in defaults.items():
@@ -132,6 +131,13 @@ def rule_for(optimizer: torch.optim.Optimizer) -> Rule:
                 raise ValueError(f"{kind.__name__}({name}={group[name]!r}) in parameter group {i} is not reproduced "
                                  f"by the differentiable step; the unroll models {', '.join(sorted(MODELLED[kind]))}")
     return rule
+
+
+@functools.lru_cache(maxsize=None)
+def _constructor_defaults(kind: type) -> Dict[str, Any]:
+    """The keyword defaults of ``kind``'s constructor (read once per class: rule_for runs every meta step)."""
+    return {name: p.default for name, p in inspect.signature(kind.__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty}
 
 
 def sgd_gain(group: dict, state: State) -> float:
