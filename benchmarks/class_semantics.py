@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import run_arguments, save_figure, write_outputs
+from common import run_arguments, save_figure, smoke, write_outputs
 from labelmeta.compare import cell, mean_std
 from labelmeta.plots import plot_label_matrix
-from labelmeta.runner import Config, fit_learner, splits_for
+from labelmeta import Config
+from labelmeta.build import splits_for
+from labelmeta.runner import fit_learner
 
 TWINS = Config(dataset="digits-twins", model="mlp", labels="per-class", noise="none", noise_rate=0.0,
                meta_per_class=10, meta_batch_size=200, batch_size=64, label_lr=2.0, progress=False)
@@ -46,7 +48,7 @@ def main(argv=None) -> int:
     twins_cfg, mnist_cfg, seeds = TWINS, MNIST1D, args.seeds
     if args.smoke:
         twins_cfg = twins_cfg.replace(epochs=2, warmup_epochs=1)
-        mnist_cfg = mnist_cfg.replace(epochs=2, warmup_epochs=1, num_samples=1000, meta_per_class=5, meta_batch_size=50)
+        mnist_cfg = smoke(mnist_cfg)
         seeds = seeds[:1]
 
     rows, matrices = [], {}

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from common import run_arguments, save_figure, write_outputs
+from common import run_arguments, save_figure, smoke, write_outputs
 from labelmeta.compare import cell, compare, mean_std
-from labelmeta.runner import Config
+from labelmeta import Config
 
 DATASETS = {
     "mnist1d": Config(noise="none", noise_rate=0.0, progress=False),
@@ -40,7 +40,8 @@ SOURCES = {"held-out meta split": dict(meta_source="clean"), "meta from training
 def methods() -> dict:
     out = {ONE_HOT: dict(labels="one-hot", strategy="none", meta_source="train")}
     for eps in EPSILONS:
-        out[f"label smoothing {eps}"] = dict(labels="smoothing", smoothing=eps, strategy="none", meta_source="train")
+        out[f"label smoothing {eps}"] = dict(labels="smoothing", label_options=dict(smoothing=eps), strategy="none",
+                                                    meta_source="train")
     for name, labels in LEARNED.items():
         for source, changes in SOURCES.items():
             out[f"learned {name}, {source}"] = dict(**labels, **changes)
@@ -61,7 +62,7 @@ def main(argv=None) -> int:
     for dataset in args.datasets:
         base = DATASETS[dataset]
         if args.smoke:
-            base = base.replace(epochs=2, warmup_epochs=1, num_samples=1000, meta_per_class=5, meta_batch_size=50)
+            base = smoke(base)
         results = compare(base, methods(), seeds)
         stats = {name: dict(last=mean_std([r.last_accuracy for r in runs]), best=mean_std([r.best_accuracy for r in runs]),
                             ece=mean_std([r.ece for r in runs]), seconds=mean_std([r.wall_time for r in runs], 1.0))

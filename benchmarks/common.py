@@ -124,6 +124,12 @@ def build(model_name: str, device: str, batch_size: int, num_samples: int = 4096
     return batch, meta, targets, classes, model_and_optimizer
 
 
+def smoke(config):
+    """The ``--smoke`` version of a benchmark's configuration: two epochs on a little data (what the tests run)."""
+    small = dict(dataset_options=dict(num_samples=1000)) if config.dataset == "mnist1d" else {}
+    return config.replace(epochs=2, warmup_epochs=1, meta_per_class=5, meta_batch_size=50, **small)
+
+
 def run_arguments(parser: argparse.ArgumentParser, seeds: Optional[Sequence[int]] = (0, 1, 2)) -> None:
     """The flags every benchmark shares: --seeds (unless ``seeds`` is None), --smoke, --out, --threads."""
     if seeds is not None:

@@ -19,15 +19,26 @@ from pathlib import Path
 
 import torch
 
-from common import run_arguments, write_outputs
+from common import run_arguments, smoke, write_outputs
+from labelmeta import LOSSES, Config, fit
+from labelmeta.build import splits_for
 from labelmeta.compare import cell, mean_std
 from labelmeta.distill import fit_student, logits_by_index
-from labelmeta.runner import Config, fit, fit_learner, splits_for
+from labelmeta.runner import fit_learner
 
 BASE = Config(noise="none", noise_rate=0.0, progress=False)
 TEACHERS = {"one-hot teacher": dict(labels="one-hot", strategy="none"),
             "learned-label teacher (per-class)": dict(labels="per-class", label_lr=2.0)}
 STUDENT = dict(model="mlp")
+#: the distillation loss's weight of its KL term (its declared default)
+ALPHA = LOSSES.schema("distillation").options["alpha"].default
+
+
+def student(config: Config, temperature: float) -> Config:
+    """The student's run: the MLP, distilled at ``temperature`` (``fit_student`` sets the loss)."""
+    options = {} if temperature == LOSSES.schema("distillation").options["temperature"].default else \
+        dict(temperature=temperature)
+    return config.replace(loss="distillation", loss_options=options, **STUDENT)
 ALONE = "student alone (cross-entropy)"
 
 
@@ -39,7 +50,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     base, seeds, temperatures = BASE, args.seeds, args.temperatures
     if args.smoke:
-        base = base.replace(epochs=2, warmup_epochs=1, num_samples=1000, meta_per_class=5, meta_batch_size=50)
+        base = smoke(base)
         seeds, temperatures = seeds[:1], temperatures[:2]
     teachers = {name: [] for name in TEACHERS}
     students = {(name, t): [] for name in TEACHERS for t in temperatures}
@@ -52,7 +63,7 @@ def main(argv=None) -> int:
             teachers[name].append(result)
             logits = logits_by_index(learner.model, splits.train, len(splits.labels.noisy), config.device)
             for t in temperatures:  # one teacher, one student per temperature
-                students[name, t].append(fit_student(logits, config.replace(distill_temperature=t, **STUDENT), splits))
+                students[name, t].append(fit_student(logits, student(config, t), splits))
         alone.append(fit(config.replace(labels="one-hot", strategy="none", **STUDENT), splits))
 
     def row(name: str, teacher: str, runs) -> str:
@@ -63,7 +74,7 @@ def main(argv=None) -> int:
     command = "python benchmarks/distillation.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = ["# Distillation from one-hot and learned-label teachers", "",
              f"Command: `{command.strip()}`; seeds {seeds}; CPU, {args.threads} torch thread(s). MNIST-1D with "
-             f"clean labels; teacher `{base.model}`, student `{STUDENT['model']}`; alpha = {base.distill_alpha}; "
+             f"clean labels; teacher `{base.model}`, student `{STUDENT['model']}`; alpha = {ALPHA}; "
              f"temperatures {temperatures}. Mean ± std over seeds.", "",
              "Each teacher at its best temperature (picked by mean last-epoch test accuracy, equally for both):", "",
              "| student of | teacher acc last (%) | student acc last (%) | student acc best (%) | student ECE (%) |",

@@ -25,11 +25,12 @@ from typing import Dict, List
 import torch
 import torch.nn.functional as F
 
-from common import run_arguments, write_outputs
+from common import run_arguments, smoke, write_outputs
 from labelmeta.compare import cell, mean_std
 from labelmeta.data import loader
-from labelmeta.runner import Config, fit_learner
-from labelmeta.strategies import Functional
+from labelmeta import Config
+from labelmeta.runner import fit_learner
+from labelmeta.strategies import Functional, MetaProblem
 
 CONFIG = Config(labels="per-sample", label_lr=1.0, label_schedule="constant", progress=False)
 EPOCHS = (10, 20, 30)
@@ -46,7 +47,7 @@ def measure(learner, splits, meta_size: int) -> Dict[str, float]:
         idx = batch[2]
         for p in params:
             p.grad = None
-        Functional(1).compute(learner.model, learner.optimizer, learner.labels, batch, meta)
+        Functional(steps=1).compute(MetaProblem(learner.model, learner.optimizer, learner.labels, batch, meta))
         probs = learner.labels(idx).detach()
         d = learner.labels.logits.grad[idx] / probs  # gradient w.r.t. the label distribution, centred
         prefer[idx] = d.gather(1, true[idx, None]).squeeze(1) < d.gather(1, noisy[idx, None]).squeeze(1)
@@ -74,14 +75,14 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     config, seeds, epochs = CONFIG, args.seeds, EPOCHS
     if args.smoke:
-        config = config.replace(epochs=2, warmup_epochs=1, num_samples=1000, meta_per_class=5, meta_batch_size=50)
+        config = smoke(config)
         seeds, epochs = seeds[:1], (1, 2)
     rows: Dict[int, List[Dict[str, float]]] = {e: [] for e in epochs}
 
     for seed in seeds:
         def snapshot(learner, splits, record):
-            if record["epoch"] in rows:
-                rows[record["epoch"]].append(measure(learner, splits, config.meta_batch_size))
+            if record.epoch in rows:
+                rows[record.epoch].append(measure(learner, splits, config.meta_batch_size))
         fit_learner(config.replace(seed=seed), on_epoch=snapshot)
 
     command = "python benchmarks/label_signal.py " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -27,9 +27,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from common import save_figure
+from common import save_figure, smoke
 from labelmeta.compare import cell, mean_std
-from labelmeta.runner import Config, Results, fit
+from labelmeta import Config, Results, fit
 
 #: base configuration per dataset (each method overrides a few fields)
 DATASETS: Dict[str, Config] = {
@@ -60,7 +60,7 @@ METHODS: Dict[str, dict] = {
     "generalised cross-entropy (q 0.7)": dict(labels="one-hot", strategy="none", loss="gce"),
     "meta-reweighting (L2RW, k=1 unroll)": dict(labels="one-hot", strategy="reweight"),
     LEARNED: dict(),
-    "learned labels: per-sample-ensemble + GCE loss": dict(loss="gce", ensemble_weight=1.0),
+    "learned labels: per-sample-ensemble + GCE loss": dict(loss="gce", label_options=dict(weight=1.0)),
     "learned labels: per-sample": dict(labels="per-sample"),
     "learned labels: per-class": dict(labels="per-class"),
     "learned labels: class-temperature": dict(labels="class-temperature"),
@@ -74,11 +74,12 @@ def cell_key(dataset: str, setting: str, method: str, seed: int) -> str:
 
 
 def plan(datasets: List[str], settings: List[str], methods: List[str], seeds: List[int],
-         overrides: dict) -> Dict[str, Config]:
-    """Every cell to run, keyed by :func:`cell_key`, with its full configuration."""
+         overrides: dict, small: bool = False) -> Dict[str, Config]:
+    """Every cell to run, keyed by :func:`cell_key`, with its full configuration (``small``: the smoke version)."""
     cells: Dict[str, Config] = {}
     for dataset in datasets:
         base = DATASETS[dataset].replace(progress=False, **overrides)
+        base = smoke(base) if small else base
         for seed in seeds:
             for method in methods:
                 for setting in settings if method != REFERENCE else ["clean"]:
@@ -137,7 +138,7 @@ def _runs(store: dict, cells: Dict[str, Config]) -> Dict[Tuple[str, str, str], L
     out: Dict[Tuple[str, str, str], List[Results]] = {}
     for key in cells:
         dataset, setting, method, _ = key.split(" | ")
-        out.setdefault((dataset, setting, method), []).append(Results(**store["cells"][key]))
+        out.setdefault((dataset, setting, method), []).append(Results.from_dict(store["cells"][key]))
     return out
 
 
@@ -268,8 +269,8 @@ def plot(store: dict, cells: Dict[str, Config], datasets, settings, methods, out
         for ax, setting in zip(axes[row], shown):
             for i, method in enumerate(learned):
                 rs = runs[(dataset, setting, method)]
-                corr = np.array([[h["corrected"] * 100 for h in r.history] for r in rs]).mean(0)
-                broken = np.array([[h["clean_broken"] * 100 for h in r.history] for r in rs]).mean(0)
+                corr = np.array([[h.corrected * 100 for h in r.history] for r in rs]).mean(0)
+                broken = np.array([[h.clean_broken * 100 for h in r.history] for r in rs]).mean(0)
                 epochs = np.arange(1, len(corr) + 1)
                 ax.plot(epochs, corr, color=f"C{i}", label=method)
                 ax.plot(epochs, broken, color=f"C{i}", ls="--")
@@ -299,11 +300,10 @@ def main(argv=None) -> int:
         overrides["epochs"] = args.epochs
     settings, seeds = args.settings, args.seeds
     if args.smoke:
-        overrides.update(epochs=2, warmup_epochs=1, num_samples=1000, meta_per_class=5, meta_batch_size=50)
         settings, seeds = [s for s in settings if s in ("symmetric-40", "asymmetric-40")] or settings[:1], seeds[:1]
     stem = "noisy_labels_smoke" if args.smoke else "noisy_labels"
     out = Path(args.out)
-    cells = plan(args.datasets, settings, args.methods, seeds, overrides)
+    cells = plan(args.datasets, settings, args.methods, seeds, overrides, small=args.smoke)
     start = time.time()
     store = run_cells(cells, out / f"{stem}.json", args.jobs)
     command = "python benchmarks/noisy_labels.py " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from common import run_arguments, save_figure
+from common import run_arguments, save_figure, smoke
 from labelmeta.compare import compare, format_table, noise_summary, summarize
-from labelmeta.runner import Config
+from labelmeta import Config
 
 METHODS = {
     "cross-entropy": dict(labels="one-hot", strategy="none"),
@@ -50,13 +50,13 @@ def plot(results, path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     for i, (name, runs) in enumerate(results.items()):
         color = f"C{i}"
-        acc = np.array([[h["test_accuracy"] * 100 for h in r.history] for r in runs])
+        acc = np.array([[h.test_accuracy * 100 for h in r.history] for r in runs])
         epochs = np.arange(1, acc.shape[1] + 1)
         ax1.plot(epochs, acc.mean(0), label=name, color=color)
         ax1.fill_between(epochs, acc.mean(0) - acc.std(0), acc.mean(0) + acc.std(0), alpha=0.2, color=color)
-        if "corrected" in runs[0].history[0]:
-            corr = np.array([[h["corrected"] * 100 for h in r.history] for r in runs]).mean(0)
-            broken = np.array([[h["clean_broken"] * 100 for h in r.history] for r in runs]).mean(0)
+        if runs[0].history[0].corrected is not None:
+            corr = np.array([[h.corrected * 100 for h in r.history] for r in runs]).mean(0)
+            broken = np.array([[h.clean_broken * 100 for h in r.history] for r in runs]).mean(0)
             ax2.plot(epochs, corr, color=color, label=f"{name}: corrupted corrected")
             ax2.plot(epochs, broken, color=color, ls="--", label="clean broken")
     ax1.set(xlabel="epoch", ylabel="test accuracy (%)", title="MNIST-1D, 40 % symmetric noise (mean ± std over seeds)")
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     base = Config(epochs=args.epochs, progress=sys.stderr.isatty())
     seeds = args.seeds
     if args.smoke:
-        base = base.replace(epochs=2, warmup_epochs=1, num_samples=1000, meta_per_class=5, meta_batch_size=50)
+        base = smoke(base)
         seeds = seeds[:1]
     start = time.time()
     results = compare(base, METHODS, seeds=seeds)

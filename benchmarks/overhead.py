@@ -26,15 +26,15 @@ from common import (SHAPES, build, interleaved_times, machine, median, peak_cuda
 from labelmeta import Learner, make_label_optimizer, make_labels
 from labelmeta.strategies import FiniteDifference, Functional, HeadOnly, MetaReweight, Strategy, Truncated, Unrolled
 
-#: method -> (strategy factory, label parameterisation, steps per timed block)
+#: method -> (strategy factory, label parameterisation, m: a meta step every m steps, timed as one block)
 METHODS: Dict[str, Tuple[Callable[[], Strategy], str, int]] = {
-    "exact k=1 (higher)": (lambda: Unrolled(1), "per-sample-ensemble", 1),
-    "exact k=1 (torch.func)": (lambda: Functional(1), "per-sample-ensemble", 1),
-    "truncated k=4, t=1": (lambda: Truncated(4, through=1), "per-sample-ensemble", 1),
-    "head-only k=1": (lambda: HeadOnly(1), "per-sample-ensemble", 1),
-    "finite-difference k=1": (lambda: FiniteDifference(1), "per-sample-ensemble", 1),
-    "exact k=1 (torch.func), every 5 steps": (lambda: Functional(1, every=5), "per-sample-ensemble", 5),
-    "meta-reweighting (L2RW) k=1": (lambda: MetaReweight(1), "one-hot", 1),
+    "exact k=1 (higher)": (lambda: Unrolled(steps=1), "per-sample-ensemble", 1),
+    "exact k=1 (torch.func)": (lambda: Functional(steps=1), "per-sample-ensemble", 1),
+    "truncated k=4, t=1": (lambda: Truncated(steps=4, through=1), "per-sample-ensemble", 1),
+    "head-only k=1": (lambda: HeadOnly(steps=1), "per-sample-ensemble", 1),
+    "finite-difference k=1": (lambda: FiniteDifference(steps=1), "per-sample-ensemble", 1),
+    "exact k=1 (torch.func), every 5 steps": (lambda: Functional(steps=1), "per-sample-ensemble", 5),
+    "meta-reweighting (L2RW) k=1": (lambda: MetaReweight(steps=1), "one-hot", 1),
 }
 
 
@@ -50,7 +50,8 @@ def measure(model_name: str, device: str, batch_size: int, repeats: int, warmup:
         labels = make_labels(labels_name, targets, classes).to(device)
         label_opt = make_label_optimizer("mirror", labels.parameters(), 0.5) if labels.learnable else None
         learner = Learner(m, o, labels, strategy(), label_opt)
-        steps[name] = lambda learner=learner: learner.step(batch, meta)
+        # the meta batch every m-th step, as the run's MetaSchedule hands it out
+        steps[name] = lambda learner=learner, m=block: learner.step(batch, meta if learner.num_steps % m == 0 else None)
         blocks[name] = block
     times = interleaved_times(steps, repeats, warmup, device, blocks)
     out = {}

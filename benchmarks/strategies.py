@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from common import run_arguments, save_figure, write_outputs
+from common import run_arguments, save_figure, smoke, write_outputs
 from labelmeta.compare import cell, compare, mean_std, noise_summary
-from labelmeta.runner import Config
+from labelmeta import Config
 
 CE = "cross-entropy"
 EXACT = "exact k=1 (unrolled, higher)"
@@ -30,7 +30,7 @@ EXACT = "exact k=1 (unrolled, higher)"
 STRATEGIES = {
     EXACT: dict(strategy="unrolled"),
     "exact k=1 (functional, torch.func)": dict(strategy="functional"),
-    "truncated k=2, t=1": dict(strategy="truncated", unroll_steps=2, unroll_through=1),
+    "truncated k=2, t=1": dict(strategy="truncated", strategy_options=dict(steps=2, through=1)),
     "finite-difference k=1": dict(strategy="finite-difference"),
     "head-only k=1": dict(strategy="head-only"),
     "functional, every 4 steps": dict(strategy="functional", meta_every=4),
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     base = Config(epochs=args.epochs, progress=False)
     seeds = args.seeds
     if args.smoke:
-        base = base.replace(epochs=2, warmup_epochs=1, num_samples=1000, meta_per_class=5, meta_batch_size=50)
+        base = smoke(base)
         seeds = seeds[:1]
     results = compare(base, methods(), seeds)
 

@@ -27,15 +27,15 @@ from common import (build, interleaved_times, machine, median, peak_cuda_bytes, 
                     save_figure, saved_tensor_bytes, timing_arguments, write_outputs)
 from labelmeta import Learner, make_label_optimizer, make_labels
 from labelmeta.compare import cell, mean_std
-from labelmeta.runner import Config, fit
+from labelmeta import Config, fit
 from labelmeta.strategies import FiniteDifference, Functional, HeadOnly, Strategy, Truncated
 
 #: strategy -> factory of depth k
 COST_STRATEGIES: Dict[str, Callable[[int], Strategy]] = {
-    "exact (torch.func)": lambda k: Functional(k),
-    "truncated, t=1": lambda k: Truncated(k, through=1),
-    "finite-difference": lambda k: FiniteDifference(k),
-    "head-only": lambda k: HeadOnly(k),
+    "exact (torch.func)": lambda k: Functional(steps=k),
+    "truncated, t=1": lambda k: Truncated(steps=k, through=1),
+    "finite-difference": lambda k: FiniteDifference(steps=k),
+    "head-only": lambda k: HeadOnly(steps=k),
 }
 
 #: accuracy settings: name -> Config overrides
@@ -88,8 +88,9 @@ def accuracy(dataset: str, ks: List[int], truncations: List[int], seeds: List[in
     for setting, noise in SETTINGS.items():
         if setting.split(" ")[0] not in settings:
             continue
-        variants = [(f"exact k={k}", dict(strategy="functional", unroll_steps=k)) for k in ks]
-        variants += [(f"truncated k={max(ks)}, t={t}", dict(strategy="truncated", unroll_steps=max(ks), unroll_through=t))
+        variants = [(f"exact k={k}", dict(strategy="functional", strategy_options=dict(steps=k))) for k in ks]
+        variants += [(f"truncated k={max(ks)}, t={t}", dict(strategy="truncated",
+                                                                     strategy_options=dict(steps=max(ks), through=t)))
                      for t in truncations if t < max(ks)]
         variants.append(("cross-entropy (no meta-learning)", dict(labels="one-hot", strategy="none")))
         for name, changes in variants:

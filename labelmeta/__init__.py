@@ -1,20 +1,23 @@
-"""labelmeta: learn soft labels by meta-learning through unrolled ``higher`` steps."""
+"""labelmeta: learn soft labels by meta-learning through unrolled optimiser steps."""
+from .config import Config
 from .data import DATASETS, make_splits
 from .labels import LABELS, LabelParameterization, make_labels
 from .learner import Learner, StepStats
-from .losses import distillation_loss, soft_cross_entropy
+from .losses import LOSSES, distillation_loss, make_loss, soft_cross_entropy
 from .metrics import accuracy, label_correction
 from .models import MODELS, make_model
 from .noise import add_noise
 from .optim import LABEL_OPTIMIZERS, MirrorDescent, make_label_optimizer
-from .runner import Config, Results, fit
-from .strategies import STRATEGIES, Strategy, Unrolled, make_strategy
+from .records import EpochRecord, Results
+from .runner import fit
+from .schedule import MetaSchedule
+from .strategies import STRATEGIES, MetaProblem, Strategy, Unrolled, make_strategy
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Config", "DATASETS", "LABELS", "LABEL_OPTIMIZERS", "LabelParameterization", "Learner", "MODELS",
-    "MirrorDescent", "Results", "STRATEGIES", "StepStats", "Strategy", "Unrolled", "accuracy", "add_noise",
-    "distillation_loss", "fit", "label_correction", "make_label_optimizer", "make_labels", "make_model",
-    "make_splits", "make_strategy", "soft_cross_entropy",
+    "Config", "DATASETS", "EpochRecord", "LABELS", "LABEL_OPTIMIZERS", "LOSSES", "LabelParameterization", "Learner",
+    "MODELS", "MetaProblem", "MetaSchedule", "MirrorDescent", "Results", "STRATEGIES", "StepStats", "Strategy",
+    "Unrolled", "accuracy", "add_noise", "distillation_loss", "fit", "label_correction", "make_label_optimizer",
+    "make_labels", "make_loss", "make_model", "make_splits", "make_strategy", "soft_cross_entropy",
 ]

@@ -28,11 +28,12 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
-#: format 2: ``train_order`` at an epoch's end is the next epoch's start (in format 1, the finished one's)
-FORMAT = "labelmeta-checkpoint-2"
+from .config import RESUMABLE_FIELDS
+from .records import EpochRecord
 
-#: Config fields that may differ between the run that wrote a checkpoint and the one resuming it
-RESUMABLE_CHANGES = frozenset({"resume", "checkpoint", "checkpoint_every", "progress", "output", "device", "data_root"})
+#: format 2: ``train_order`` at an epoch's end is the next epoch's start (in format 1, the finished one's);
+#: format 3: component options in per-component dicts of the Config, typed epoch records
+FORMAT = "labelmeta-checkpoint-3"
 
 
 @dataclass
@@ -46,7 +47,7 @@ class RunState:
     train_order: Optional[torch.Tensor] = None
     losses: List[float] = field(default_factory=list)       #: this epoch's training losses so far
     meta_losses: List[float] = field(default_factory=list)  #: this epoch's meta losses so far
-    history: List[Dict[str, Any]] = field(default_factory=list)
+    history: List[EpochRecord] = field(default_factory=list)
     last_weight: Optional[torch.Tensor] = None  #: each sample's weight at its last visit (reweighting)
     elapsed: float = 0.0                 #: seconds spent before this process took over
 
@@ -116,7 +117,7 @@ def load(path: str | Path, config) -> Dict[str, Any]:
         raise ValueError(f"{str(path)!r} is not a labelmeta checkpoint (expected format {FORMAT!r})")
     mine, theirs = dataclasses.asdict(config), checkpoint["config"]
     differ = sorted(k for k in mine.keys() | theirs.keys()
-                    if k not in RESUMABLE_CHANGES and mine.get(k) != theirs.get(k))
+                    if k not in RESUMABLE_FIELDS and mine.get(k) != theirs.get(k))
     if differ:
         detail = ", ".join(f"{k}: {theirs.get(k)!r} in the checkpoint, {mine.get(k)!r} now" for k in differ)
         raise ValueError(f"checkpoint {str(path)!r} was written by a different run ({detail})")
@@ -137,4 +138,6 @@ def restore(checkpoint: Dict[str, Any], learner, schedulers, meta_stream) -> Run
             scheduler.load_state_dict(saved)
     meta_stream.load_state_dict(checkpoint["meta_stream"])
     _set_rng_state(checkpoint["rng"])
-    return RunState(**checkpoint["state"])
+    state = RunState(**checkpoint["state"])
+    state.history = [EpochRecord(**h) for h in state.history]
+    return state

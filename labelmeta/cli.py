@@ -1,39 +1,53 @@
-"""The ``labelmeta`` command: ``demo``, ``train`` and ``list``."""
+"""The ``labelmeta`` command: ``demo``, ``train`` and ``list``; command-line flags <-> ``Config``.
+
+Every :class:`~labelmeta.config.Config` field is a flag (``snake_case`` -> ``--kebab-case``), and
+every option a registered component declares is one too, prefixed by its kind: ``--label-scale``,
+``--strategy-steps``, ``--loss-q``, ``--data-num-samples``, ``--model-channels``,
+``--label-opt-normalize``. ``--import FILE_OR_MODULE`` (before the command) loads a file that
+registers components of its own; their options become flags the same way.
+"""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
+import importlib.util
 import json
 import sys
+import typing
 import warnings
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
 from .compare import compare, format_table, noise_summary, summarize
+from .config import COMPONENTS, PRESETS, Component, Config
 from .distributed import shutdown
-from .runner import PRESETS, Config, Results, ResultsNotWritten, add_config_arguments, config_from_args, fit
+from .records import Results, ResultsNotWritten
+from .runner import fit
 
 #: the demo's comparison: plain cross-entropy against learned per-sample labels (default recipe)
 DEMO_METHODS = {
     "cross-entropy": dict(labels="one-hot", strategy="none"),
     "learned per-sample labels": dict(),
 }
+_OPTION_FIELDS = {c.options_field for c in COMPONENTS}
 
 
 def _demo(args: argparse.Namespace) -> int:
     # a shortened demo keeps at least one epoch of label learning
     warmup = min(Config.warmup_epochs, args.epochs - 1)
-    base = Config(epochs=args.epochs, warmup_epochs=warmup, num_samples=args.num_samples, progress=not args.no_progress)
-    print(f"labelmeta demo: MNIST-1D ({base.num_samples} samples), {base.model}, {base.noise} noise "
+    base = Config(epochs=args.epochs, warmup_epochs=warmup, dataset_options={"num_samples": args.num_samples},
+                  progress=not args.no_progress)
+    print(f"labelmeta demo: MNIST-1D ({args.num_samples} samples), {base.model}, {base.noise} noise "
           f"{base.noise_rate:.0%}, {base.epochs} epochs ({warmup} of warm-up), seeds {args.seeds}", flush=True)
     results = compare(base, DEMO_METHODS, seeds=args.seeds)
     print(noise_summary(results) or "noise: none")
-    table = format_table(summarize(results))
-    print(table)
+    print(format_table(summarize(results)))
     if args.output:
         with open(args.output, "w") as f:
-            json.dump({name: [r.__dict__ for r in runs] for name, runs in results.items()}, f, indent=1)
+            json.dump({name: [dataclasses.asdict(r) for r in runs] for name, runs in results.items()}, f, indent=1)
     return 0
 
 
@@ -59,38 +73,157 @@ def _print_summary(r: Results) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from . import DATASETS, LABEL_OPTIMIZERS, LABELS, MODELS, STRATEGIES
-
-    for title, reg in [("datasets", DATASETS), ("models", MODELS), ("labels", LABELS),
-                       ("strategies", STRATEGIES), ("label optimisers", LABEL_OPTIMIZERS)]:
-        print(f"{title}: {', '.join(reg.names())}")
+    kinds = [(c.registry.kind, c) for c in COMPONENTS]
+    if args.name is None:
+        for title, component in kinds:
+            extra = " (and none)" if component.name_field == "strategy" else ""
+            print(f"{component.name_field} ({title}): {', '.join(component.registry.names())}{extra}")
+        hints = typing.get_type_hints(Config)
+        print(f"optimizer (model optimiser): {', '.join(typing.get_args(hints['optimizer']))}")
+        print("`labelmeta list NAME` shows a component's options")
+        return 0
+    found = [c for _, c in kinds if args.name in c.registry]
+    if not found:
+        raise ValueError(f"no component is called {args.name!r}; `labelmeta list` shows them all")
+    for c in found:
+        print(c.registry.describe(args.name))
+        flags = " ".join(f"--{_flag(c, name)}" for name in c.registry.schema(args.name).names())
+        print(f"  select with --{_kebab(c.name_field)} {args.name}" + (f"; set with {flags}" if flags else ""))
     return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Config <-> command-line flags
+
+def _kebab(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _flag(component: Component, option: str) -> str:
+    return f"{component.flag_prefix}-{_kebab(option)}"
+
+
+def _dest(component: Component, option: str) -> str:
+    return f"{component.options_field}.{option}"
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per :class:`Config` field and per declared option of every registered component.
+
+    Flags that are not given stay out of the parsed namespace, so that :func:`config_from_args`
+    can apply them on top of any base configuration (a preset, or ``Config()``'s defaults).
+    """
+    defaults, hints = Config(), typing.get_type_hints(Config)
+    for f in dataclasses.fields(Config):
+        if f.name in _OPTION_FIELDS:
+            continue
+        flag, kind = "--" + _kebab(f.name), hints[f.name]
+        help_text = f"default: {getattr(defaults, f.name)}"
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+        elif typing.get_origin(kind) is typing.Literal:  # checked with the rest of the Config, by check_config
+            parser.add_argument(flag, metavar="{" + ",".join(typing.get_args(kind)) + "}", default=argparse.SUPPRESS,
+                                help=help_text)
+        else:
+            args = [a for a in typing.get_args(kind) if a is not type(None)]
+            parse = args[0] if typing.get_origin(kind) is typing.Union else kind
+            parser.add_argument(flag, type=_optional(parse) if args else parse, default=argparse.SUPPRESS,
+                                metavar=parse.__name__.upper(), help=help_text)
+    for component in COMPONENTS:
+        group = parser.add_argument_group(
+            f"{component.registry.kind} options (of the one --{_kebab(component.name_field)} names; "
+            f"`labelmeta list NAME` describes them)")
+        takers: Dict[str, List[str]] = {}
+        for name in component.registry.names():
+            for option in component.registry.schema(name).names():
+                takers.setdefault(option, []).append(name)
+        for option, names in takers.items():
+            first = component.registry.schema(names[0]).options[option]
+            group.add_argument("--" + _flag(component, option), dest=_dest(component, option),
+                               default=argparse.SUPPRESS, metavar=first.type_name.upper().replace(" ", "_"),
+                               help=f"{', '.join(names)}: {first.help}".replace("%", "%%"))
+
+
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse``, with ``none`` meaning ``None`` (for ``Optional`` fields)."""
+    def convert(text: str) -> Any:
+        return None if text.lower() == "none" else parse(text)
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def config_from_args(args: argparse.Namespace, base: Optional[Config] = None) -> Config:
+    """``base`` (default ``Config()``) with the fields and component options given as flags replaced.
+
+    A component's options from ``base`` are kept only if the flags keep the component; an option
+    flag the chosen component does not declare is a ``ValueError`` naming both.
+    """
+    base = base if base is not None else Config()
+    given = vars(args)
+    changes = {f.name: given[f.name] for f in dataclasses.fields(Config) if f.name in given}
+    for component in COMPONENTS:
+        name = changes.get(component.name_field, getattr(base, component.name_field))
+        kept = getattr(base, component.options_field) if name == getattr(base, component.name_field) else {}
+        texts = {key.split(".", 1)[1]: text for key, text in given.items()
+                 if key.startswith(component.options_field + ".")}
+        if not texts:
+            if kept is not getattr(base, component.options_field) or kept:
+                changes[component.options_field] = dict(kept)
+            continue
+        if component.name_field == "strategy" and name == "none":
+            raise ValueError(f"--{_flag(component, next(iter(texts)))} given, but strategy 'none' takes no options")
+        schema = component.registry.schema(name)
+        options = dict(kept)
+        for option, text in texts.items():
+            if option not in schema.options:
+                valid = ", ".join(f"--{_flag(component, o)}" for o in schema.names()) or "none"
+                raise ValueError(f"--{_flag(component, option)} is not an option of {schema.what}; its options: {valid}")
+            options[option] = schema.options[option].parse(text, schema.what)
+        changes[component.options_field] = options
+    return base.replace(**changes)
+
+
+def import_components(target: str) -> None:
+    """Import a module by name, or a ``.py`` file by path, so that its components register themselves."""
+    path = Path(target)
+    if target.endswith(".py"):
+        if not path.is_file():
+            raise FileNotFoundError(f"--import {target!r}: no such file")
+        spec = importlib.util.spec_from_file_location(f"labelmeta_user_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    else:
+        importlib.import_module(target)
 
 
 def build_parser() -> argparse.ArgumentParser:
     # allow_abbrev=False: a prefix such as --epoch must not silently mean --epochs
-    parser = argparse.ArgumentParser(prog="labelmeta", description=__doc__, allow_abbrev=False)
+    parser = argparse.ArgumentParser(prog="labelmeta", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="FILE_OR_MODULE",
+                        help="a .py file or module that registers components (repeatable)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="cross-entropy vs learned labels on MNIST-1D with 40%% symmetric noise",
                           allow_abbrev=False)
     demo.add_argument("--epochs", type=_positive_int, default=Config.epochs)
-    demo.add_argument("--num-samples", type=int, default=Config.num_samples)
+    demo.add_argument("--num-samples", type=int, default=10000, help="MNIST-1D samples (80%% train, 20%% test)")
     demo.add_argument("--seeds", type=int, nargs="+", default=[0])
     demo.add_argument("--output", default=None, help="also write all results as JSON here")
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(run=_demo)
 
-    train = sub.add_parser("train", help="one run of the training loop; every Config field is a flag",
-                           allow_abbrev=False)
+    train = sub.add_parser("train", help="one run of the training loop; every Config field and component option "
+                           "is a flag", allow_abbrev=False)
     train.add_argument("--preset", choices=sorted(PRESETS), default=None,
                        help="start from a named configuration (flags still override it)")
     add_config_arguments(train)
     train.set_defaults(run=_train)
 
-    lst = sub.add_parser("list", help="registered datasets, models, labels, strategies, label optimisers",
+    lst = sub.add_parser("list", help="the registered components; with NAME, that component's options",
                          allow_abbrev=False)
+    lst.add_argument("name", nargs="?", default=None, metavar="NAME")
     lst.set_defaults(run=_list)
     return parser
 
@@ -103,6 +236,17 @@ def _positive_int(text: str) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # components a user file registers must exist before the flags are built from the registries
+    early = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    early.add_argument("--import", dest="imports", action="append", default=[])
+    known, _ = early.parse_known_args(argv)
+    try:
+        for target in known.imports:
+            import_components(target)
+    except (ImportError, OSError, ValueError) as err:
+        print(f"labelmeta: error: cannot import {target!r}: {err}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

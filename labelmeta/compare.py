@@ -11,12 +11,11 @@ from typing import Dict, Iterable, List, Mapping, Optional
 
 import numpy as np
 
+from .build import splits_for
+from .config import DATA_FIELDS, Config
 from .data import Splits
-from .runner import Config, Results, fit, splits_for
-
-#: fields of :class:`Config` that change the data a run sees
-DATA_FIELDS = ("dataset", "data_root", "num_samples", "meta_per_class", "meta_source", "meta_in_train", "noise",
-               "noise_rate", "noise_matrix", "seed")
+from .records import Results
+from .runner import fit
 
 
 def compare(base: Config, methods: Mapping[str, Mapping], seeds: Iterable[int] = (0,)) -> Dict[str, List[Results]]:
@@ -30,11 +29,16 @@ def compare(base: Config, methods: Mapping[str, Mapping], seeds: Iterable[int] =
         cache: Dict[tuple, Splits] = {}
         for name, overrides in methods.items():
             config = base.replace(seed=seed, **overrides)
-            key = tuple(getattr(config, f) for f in DATA_FIELDS)
+            key = _key(config.__dict__)
             if key not in cache:
                 cache[key] = splits_for(config)
             out[name].append(fit(config, cache[key]))
     return out
+
+
+def _key(config: Mapping, fields: Iterable[str] = DATA_FIELDS) -> tuple:
+    """The data fields' values, hashable (option dicts as sorted item tuples)."""
+    return tuple(tuple(sorted(v.items())) if isinstance(v, dict) else v for v in (config.get(f) for f in fields))
 
 
 @dataclass
@@ -107,7 +111,7 @@ def noise_summary(results: Mapping[str, List[Results]]) -> Optional[str]:
     for runs in results.values():
         for r in runs:
             if r.nominal_noise > 0:
-                key = tuple(r.config.get(f) for f in fields)
+                key = _key(r.config, fields)
                 groups.setdefault(key, {}).setdefault(r.config.get("seed"), r)
     if not groups:
         return None

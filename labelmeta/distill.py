@@ -15,9 +15,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from .build import splits_for
+from .config import Config
 from .data import Splits, loader
 from .labels import LabelParameterization
-from .runner import Config, Results, fit, fit_learner, splits_for
+from .losses import LOSSES
+from .records import Results
+from .runner import fit, fit_learner
 from .typing import Indices, SoftTargets, Targets
 
 
@@ -68,7 +72,7 @@ def logits_by_index(model: nn.Module, dataset: Dataset, num_samples: int, device
 
 @dataclass
 class DistillResults:
-    """The teacher's and the student's :class:`~labelmeta.runner.Results`."""
+    """The teacher's and the student's :class:`~labelmeta.records.Results`."""
 
     teacher: Results
     student: Results
@@ -80,8 +84,8 @@ def distill(teacher: Config, student: Config, splits: Optional[Splits] = None) -
     Args:
         teacher: the teacher's run (its labels may be learned).
         student: the student's run; its ``labels``, ``loss`` and ``strategy`` are replaced by
-            the teacher's labels, the ``distillation`` loss (``distill_temperature``,
-            ``distill_alpha``) and no meta-learning.
+            the teacher's labels, the ``distillation`` loss (its ``loss_options`` are that loss's:
+            ``temperature``, ``alpha``) and no meta-learning.
         splits: shared data; default built from ``teacher``.
     """
     splits = splits if splits is not None else splits_for(teacher)
@@ -91,7 +95,10 @@ def distill(teacher: Config, student: Config, splits: Optional[Splits] = None) -
 
 
 def fit_student(teacher_logits: Tensor, student: Config, splits: Splits) -> Results:
-    """Train ``student`` on ``teacher_logits`` (``[N, C]``, by training index) at its
-    ``distill_temperature``: the second half of :func:`distill`, for several students of one teacher."""
-    labels = TeacherLabels(splits.labels.noisy, splits.num_classes, teacher_logits, student.distill_temperature)
-    return fit(student.replace(loss="distillation", strategy="none", labels="one-hot"), splits, labels)
+    """Train ``student`` on ``teacher_logits`` (``[N, C]``, by training index) with the distillation loss
+    its ``loss_options`` configure: the second half of :func:`distill`, for several students of one teacher."""
+    student = student.replace(loss="distillation", strategy="none", strategy_options={}, labels="one-hot",
+                              label_options={})
+    temperature = LOSSES.schema("distillation").resolve(student.loss_options)["temperature"]
+    labels = TeacherLabels(splits.labels.noisy, splits.num_classes, teacher_logits, temperature)
+    return fit(student, splits, labels)

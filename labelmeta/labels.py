@@ -9,6 +9,8 @@ through the contract tests in ``tests/test_labels.py``.
 """
 from __future__ import annotations
 
+import abc
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -34,7 +36,7 @@ def check_targets(targets: Tensor, num_classes: int, what: str = "targets", noun
         )
 
 
-class LabelParameterization(nn.Module):
+class LabelParameterization(nn.Module, abc.ABC):
     """Base class: soft targets for a batch of training samples.
 
     Args:
@@ -78,9 +80,9 @@ class LabelParameterization(nn.Module):
                 )
         return self.soft_targets(indices.long(), targets.long())
 
+    @abc.abstractmethod
     def soft_targets(self, indices: Indices, targets: Targets) -> SoftTargets:
         """The hook: ``[B, C]`` probability rows for validated ``indices`` and ``targets``."""
-        raise NotImplementedError
 
     def observe(self, indices: Indices, logits: Logits) -> None:
         """Optional hook: the model's detached ``[B, C]`` logits on the training samples ``indices``.
@@ -125,7 +127,7 @@ class LabelSmoothing(LabelParameterization):
 
     learnable = False
 
-    def __init__(self, targets: Targets, num_classes: int, smoothing: float = 0.1) -> None:
+    def __init__(self, targets: Targets, num_classes: int, *, smoothing: float = 0.1) -> None:
         super().__init__(targets, num_classes)
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"smoothing must lie in [0, 1), got {smoothing}")
@@ -147,7 +149,7 @@ class PerSample(LabelParameterization):
     The row of a sample ignores the ``targets`` argument: the row *is* that sample's label.
     """
 
-    def __init__(self, targets: Targets, num_classes: int, scale: float = 4.0) -> None:
+    def __init__(self, targets: Targets, num_classes: int, *, scale: float = 4.0) -> None:
         super().__init__(targets, num_classes)
         self.logits = nn.Parameter(_scaled_one_hot(self.targets, num_classes, scale))
 
@@ -174,9 +176,9 @@ class SelfEnsembled(PerSample):
         momentum: ensemble momentum per visit of a sample, in ``[0, 1)``; default 0.7.
     """
 
-    def __init__(self, targets: Targets, num_classes: int, scale: float = 4.0, weight: float = 2.0,
+    def __init__(self, targets: Targets, num_classes: int, *, scale: float = 4.0, weight: float = 2.0,
                  momentum: float = 0.7) -> None:
-        super().__init__(targets, num_classes, scale)
+        super().__init__(targets, num_classes, scale=scale)
         if weight < 0:
             raise ValueError(f"weight must be >= 0, got {weight}")
         if not 0.0 <= momentum < 1.0:
@@ -208,7 +210,7 @@ class PerClass(LabelParameterization):
         scale: initial diagonal logit; default 4.
     """
 
-    def __init__(self, targets: Targets, num_classes: int, scale: float = 4.0) -> None:
+    def __init__(self, targets: Targets, num_classes: int, *, scale: float = 4.0) -> None:
         super().__init__(targets, num_classes)
         self.logits = nn.Parameter(scale * torch.eye(num_classes))
 
@@ -243,6 +245,7 @@ class Temperature(LabelParameterization):
         self,
         targets: Targets,
         num_classes: int,
+        *,
         scale: float = 4.0,
         per_class: bool = False,
         init_temperature: float = 1.0,
@@ -265,12 +268,17 @@ class Temperature(LabelParameterization):
 
 @LABELS.register("class-temperature")
 class ClassTemperature(Temperature):
-    """:class:`Temperature` with one learnable temperature per annotated class."""
+    """:class:`Temperature` with one learnable temperature per annotated class.
 
-    def __init__(self, targets: Targets, num_classes: int, scale: float = 4.0, init_temperature: float = 1.0) -> None:
-        super().__init__(targets, num_classes, scale, per_class=True, init_temperature=init_temperature)
+    Args:
+        scale: logit of the annotated class before tempering; default 4.
+        init_temperature: starting ``T`` (> 0); default 1.
+    """
+
+    def __init__(self, targets: Targets, num_classes: int, *, scale: float = 4.0, init_temperature: float = 1.0) -> None:
+        super().__init__(targets, num_classes, scale=scale, per_class=True, init_temperature=init_temperature)
 
 
-def make_labels(name: str, targets: Targets, num_classes: int, **kwargs) -> LabelParameterization:
-    """Build the registered parameterisation ``name`` (see ``LABELS.names()``)."""
-    return LABELS.build(name, targets, num_classes, **kwargs)
+def make_labels(name: str, targets: Targets, num_classes: int, **options) -> LabelParameterization:
+    """Build the registered parameterisation ``name`` (see ``LABELS.names()``) with its declared ``options``."""
+    return LABELS.build(name, targets, num_classes, options=options)

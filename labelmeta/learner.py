@@ -1,7 +1,6 @@
 """The one composed entry point: model + optimiser + labels + strategy, stepped together."""
 from __future__ import annotations
 
-import time
 import warnings
 from dataclasses import dataclass
 from typing import Optional, Union
@@ -12,21 +11,16 @@ from torch import Tensor, nn
 from .distributed import Distributed
 from .labels import LabelParameterization, check_targets
 from .losses import TrainingLoss, check_finite, make_loss
-from .strategies import MetaStats, Strategy, make_strategy
+from .strategies import MetaProblem, MetaStats, Strategy, make_strategy
 from .typing import Batch
 
 
 @dataclass
 class StepStats:
-    """What one :meth:`Learner.step` measured.
-
-    ``meta_loss`` and ``label_grad_norm`` are ``None`` for steps without a meta update.
-    """
+    """What one :meth:`Learner.step` measured; ``meta_loss`` is ``None`` for a step without a meta update."""
 
     loss: float
     meta_loss: Optional[float] = None
-    label_grad_norm: Optional[float] = None
-    seconds: float = 0.0
     #: ``[B]`` weights of the model step, from a strategy that learns them (else ``None``)
     sample_weights: Optional[Tensor] = None
 
@@ -53,7 +47,7 @@ class Learner:
             :mod:`labelmeta.distributed`). ``None``: one process.
 
     Each :meth:`step` (1) if a meta batch is given, computes the label gradient with the
-    strategy and steps the label optimiser (or, for a strategy that learns per-sample weights,
+    strategy (handing it one :class:`~labelmeta.strategies.MetaProblem`) and steps the label optimiser (or, for a strategy that learns per-sample weights,
     gets the weights), then (2) takes the real model step on the training batch against the
     (updated, detached) soft labels, and (3) shows the labels the model's outputs on that batch
     (:meth:`~labelmeta.labels.LabelParameterization.observe`).
@@ -108,13 +102,6 @@ class Learner:
 
             # the real step goes through DDP (gradient averaging); the unroll uses the local module
             self._train_model = DistributedDataParallel(model)
-            if strategy is not None:
-                strategy.sync = distributed
-
-    def meta_due(self) -> bool:
-        """Whether the next :meth:`step` takes a meta step when given a meta batch
-        (every ``strategy.every`` steps)."""
-        return self.meta_enabled and self.num_steps % self.strategy.every == 0
 
     def _check_batch(self, batch: Batch, what: str) -> None:
         """Raise ``ValueError`` naming ``what`` (``batch`` or ``meta_batch``) unless it is well formed."""
@@ -136,35 +123,35 @@ class Learner:
         Args:
             batch: ``(x [B, ...], y LongTensor[B], indices LongTensor[B])`` from the training set.
             meta_batch: ``(x, y, indices)`` scored with hard labels by the meta loss, or ``None``
-                to skip the label update (e.g. during warm-up).
+                to skip the label update (e.g. during warm-up; the run's
+                :class:`~labelmeta.schedule.MetaSchedule` says when). Ignored without a meta strategy.
         """
-        start = time.perf_counter()
         self._check_batch(batch, "batch")
         self.model.train()
-        train_loss, scale = self.loss, 1.0
+        scale = 1.0
         if self.distributed is not None:  # this process's shard; losses scaled so that shards add up
             batch, scale = self.distributed.shard(batch)
-            train_loss = _scaled(self.loss, scale)
         meta = None
-        if meta_batch is not None and self.meta_due():
-            meta = self._meta_step(batch, meta_batch, train_loss)
+        if meta_batch is not None and self.meta_enabled:
+            meta = self._meta_step(batch, meta_batch, scale)
         weights = meta.sample_weights if meta is not None else None
-        loss = self._model_step(batch, train_loss, weights)
+        loss = self._model_step(batch, scale, weights)
         self.num_steps += 1
-        return StepStats(loss / scale, meta.meta_loss if meta else None, meta.label_grad_norm if meta else None,
-                         time.perf_counter() - start, weights)
+        return StepStats(loss / scale, meta.meta_loss if meta else None, weights)
 
-    def _meta_step(self, batch: Batch, meta_batch: Batch, train_loss: TrainingLoss) -> MetaStats:
+    def _meta_step(self, batch: Batch, meta_batch: Batch, scale: float) -> MetaStats:
         """The strategy's label gradient, then the label optimiser's step."""
         self._check_batch(meta_batch, "meta_batch")
         assert self.strategy is not None
+        problem = MetaProblem(self.model, self.optimizer, self.labels, batch, meta_batch, self.loss)
         if self.distributed is not None:
-            meta_batch, meta_scale = self.distributed.shard(meta_batch)
-            self.strategy.meta_scale = meta_scale / self.distributed.world
+            problem.meta_batch, meta_scale = self.distributed.shard(meta_batch)
+            problem.inner_scale, problem.meta_scale = scale, meta_scale / self.distributed.world
+            problem.group = self.distributed
         if self.label_optimizer is not None:
             self.label_optimizer.zero_grad(set_to_none=True)
         try:
-            stats = self.strategy.compute(self.model, self.optimizer, self.labels, batch, meta_batch, train_loss)
+            stats = self.strategy.compute(problem)
         except FloatingPointError as err:
             raise FloatingPointError(f"{err} at step {self.num_steps}: meta_batch of {len(meta_batch[2])} samples with "
                                      f"indices {_indices(meta_batch)}{_inputs_note(meta_batch)}; "
@@ -175,13 +162,15 @@ class Learner:
             self.label_optimizer.step()
         return stats
 
-    def _model_step(self, batch: Batch, train_loss: TrainingLoss, weights: Optional[Tensor]) -> float:
+    def _model_step(self, batch: Batch, scale: float, weights: Optional[Tensor]) -> float:
         """The real optimiser step against the (updated, detached) labels; the labels then observe."""
         x, y, idx = batch
         with torch.no_grad():
             targets = self.labels(idx, y)
         logits = self._train_model(x)
-        loss = train_loss(logits, targets, weights, y)
+        loss = self.loss(logits, targets, weights, y)
+        if scale != 1.0:  # this process's share of the global batch mean
+            loss = loss * scale
         if not torch.isfinite(loss):  # the message is built only then: it reads the batch
             check_finite(loss, f"training loss at step {self.num_steps}, {_describe(batch)}{_inputs_note(batch)}")
         self.optimizer.zero_grad(set_to_none=True)
@@ -209,10 +198,3 @@ def _inputs_note(batch: Batch) -> str:
 def _describe(batch: Batch) -> str:
     """The batch in a few words, for error messages: which samples it held."""
     return f"batch of {len(batch[2])} samples with indices {_indices(batch)}"
-
-
-def _scaled(loss: TrainingLoss, scale: float) -> TrainingLoss:
-    """``loss`` times ``scale`` (a process's share of the global batch mean)."""
-    def scaled(*args, **kwargs):
-        return loss(*args, **kwargs) * scale
-    return scaled

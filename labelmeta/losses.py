@@ -119,26 +119,38 @@ class Bootstrapping:
 
 
 @LOSSES.register("gce")
-def generalized_cross_entropy(q: float = 0.7) -> TrainingLoss:
-    """:class:`GeneralizedCrossEntropy`."""
+def generalized_cross_entropy(*, q: float = 0.7) -> TrainingLoss:
+    """Generalised cross-entropy (:class:`GeneralizedCrossEntropy`), noise-robust.
+
+    Args:
+        q: in ``(0, 1]``; ``q -> 0`` is cross-entropy, 1 the mean absolute error; default 0.7.
+    """
     return GeneralizedCrossEntropy(q)
 
 
 @LOSSES.register("bootstrap-soft")
-def bootstrap_soft(beta: float = 0.95) -> TrainingLoss:
-    """Soft :class:`Bootstrapping`; default ``beta`` 0.95 (the paper's)."""
+def bootstrap_soft(*, beta: float = 0.95) -> TrainingLoss:
+    """Soft bootstrapping (:class:`Bootstrapping`): the target mixed with the model's softmax.
+
+    Args:
+        beta: weight of the given target in ``[0, 1]``; default 0.95 (the paper's).
+    """
     return Bootstrapping(beta, hard=False)
 
 
 @LOSSES.register("bootstrap-hard")
-def bootstrap_hard(beta: float = 0.8) -> TrainingLoss:
-    """Hard :class:`Bootstrapping`; default ``beta`` 0.8 (the paper's)."""
+def bootstrap_hard(*, beta: float = 0.8) -> TrainingLoss:
+    """Hard bootstrapping (:class:`Bootstrapping`): the target mixed with the model's arg-max.
+
+    Args:
+        beta: weight of the given target in ``[0, 1]``; default 0.8 (the paper's).
+    """
     return Bootstrapping(beta, hard=True)
 
 
 def make_loss(name: str, **options) -> TrainingLoss:
-    """Build the registered training loss ``name`` (see ``LOSSES.names()``)."""
-    return LOSSES.build(name, **options)
+    """Build the registered training loss ``name`` (see ``LOSSES.names()``) with its declared ``options``."""
+    return LOSSES.build(name, options=options)
 
 
 class Distillation:
@@ -176,8 +188,13 @@ class Distillation:
 
 
 @LOSSES.register("distillation")
-def distillation(temperature: float = 4.0, alpha: float = 0.9) -> TrainingLoss:
-    """:class:`Distillation` (the soft targets must be a teacher's tempered distribution)."""
+def distillation(*, temperature: float = 4.0, alpha: float = 0.9) -> TrainingLoss:
+    """Distillation (:class:`Distillation`); the soft targets must be a teacher's tempered distribution.
+
+    Args:
+        temperature: ``T`` (> 0); default 4.
+        alpha: weight of the KL term in ``[0, 1]``; default 0.9.
+    """
     return Distillation(temperature, alpha)
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -64,12 +64,10 @@ class CorrectionStats:
             (``nan`` when nothing is corrupted).
         clean_broken: fraction of clean samples whose learned hard label left the (true)
             annotation.
-        label_accuracy: fraction of all samples whose learned hard label is the true class.
     """
 
     corrected: float
     clean_broken: float
-    label_accuracy: float
 
 
 def label_correction(hard_labels: Tensor, annotated: Tensor, true: Tensor) -> CorrectionStats:
@@ -85,7 +83,6 @@ def label_correction(hard_labels: Tensor, annotated: Tensor, true: Tensor) -> Co
     return CorrectionStats(
         corrected=frac(right[corrupted]),
         clean_broken=frac(~right[~corrupted]),
-        label_accuracy=frac(right),
     )
 
 
@@ -117,3 +114,32 @@ def _same_shape(*named: Tuple[str, Tensor]) -> None:
     if len({tuple(t.shape) for _, t in named}) > 1:
         shapes = [f"{name} {tuple(t.shape)}" for name, t in named]
         raise ValueError(f"{', '.join(shapes[:-1])} and {shapes[-1]} must have the same shape")
+
+
+def label_quality(labels, annotations, sample_weights: Optional[Tensor] = None) -> Dict[str, float]:
+    """What a method says about the annotations, as :class:`~labelmeta.records.EpochRecord` fields.
+
+    Learned labels (``labels.learnable``) give their corrections (:func:`label_correction`) and
+    flag a sample whose hard label changed; a method that weights samples (``sample_weights [N]``,
+    each sample's weight at its last visit) flags the samples it gave zero weight. Both get the
+    precision and recall of their flags (:func:`noise_detection`); other methods get nothing.
+
+    Args:
+        labels: the run's :class:`~labelmeta.labels.LabelParameterization`.
+        annotations: the training set's :class:`~labelmeta.noise.NoisyLabels` (annotated and true).
+        sample_weights: per-sample weights, for a method that learns them; else ``None``.
+    """
+    noisy, true = annotations.noisy, annotations.true
+    out: Dict[str, float] = {}
+    if labels.learnable:
+        hard = labels.hard_labels().cpu()
+        quality = label_correction(hard, noisy, true)
+        out.update(corrected=quality.corrected, clean_broken=quality.clean_broken)
+        flagged = hard != noisy
+    elif sample_weights is not None:
+        flagged = sample_weights == 0
+    else:
+        return out
+    detection = noise_detection(flagged, noisy, true)
+    out.update(detect_precision=detection.precision, detect_recall=detection.recall)
+    return out

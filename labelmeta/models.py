@@ -21,10 +21,10 @@ class MLP(nn.Module):
     """Fully connected ReLU network over flattened inputs.
 
     Args:
-        hidden: widths of the hidden layers; default ``(100, 100)``.
+        hidden: widths of the hidden layers (on the command line: ``100,100``); default ``(100, 100)``.
     """
 
-    def __init__(self, input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (100, 100)) -> None:
+    def __init__(self, input_shape: Sequence[int], num_classes: int, *, hidden: Sequence[int] = (100, 100)) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(input_shape)
@@ -44,12 +44,13 @@ class CNN1d(nn.Module):
 
     Args:
         channels: channels of each convolution; default 25 (as in the MNIST-1D paper).
-        batch_norm: add BatchNorm after each convolution.
+        batch_norm: add BatchNorm after each convolution; default False.
 
     Accepts ``[B, L]`` or ``[B, 1, L]`` inputs.
     """
 
-    def __init__(self, input_shape: Sequence[int], num_classes: int, channels: int = 25, batch_norm: bool = False) -> None:
+    def __init__(self, input_shape: Sequence[int], num_classes: int, *, channels: int = 25,
+                 batch_norm: bool = False) -> None:
         super().__init__()
         length = input_shape[-1]
         layers: list[nn.Module] = []
@@ -105,7 +106,7 @@ class WideResNet(nn.Module):
         width: widening factor; default 4 (WRN-16-4, 2.7 M parameters).
     """
 
-    def __init__(self, input_shape: Sequence[int], num_classes: int, depth: int = 16, width: int = 4) -> None:
+    def __init__(self, input_shape: Sequence[int], num_classes: int, *, depth: int = 16, width: int = 4) -> None:
         super().__init__()
         if (depth - 4) % 6:
             raise ValueError(f"WideResNet depth must be 6n + 4, got {depth}")
@@ -125,11 +126,15 @@ class WideResNet(nn.Module):
 
 
 def make_model(name: str, input_shape: Sequence[int], num_classes: int, **options) -> nn.Module:
-    """Build the registered model ``name`` (see ``MODELS.names()``)."""
-    return MODELS.build(name, tuple(input_shape), num_classes, **options)
+    """Build the registered model ``name`` (see ``MODELS.names()``) with its declared ``options``."""
+    return MODELS.build(name, tuple(input_shape), num_classes, options=options)
 
 
 @MODELS.register("cnn1d-bn")
-def cnn1d_bn(input_shape: Sequence[int], num_classes: int, channels: int = 25) -> CNN1d:
-    """:class:`CNN1d` with BatchNorm after each convolution."""
+def cnn1d_bn(input_shape: Sequence[int], num_classes: int, *, channels: int = 25) -> CNN1d:
+    """:class:`CNN1d` with BatchNorm after each convolution.
+
+    Args:
+        channels: channels of each convolution; default 25.
+    """
     return CNN1d(input_shape, num_classes, channels=channels, batch_norm=True)

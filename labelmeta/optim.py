@@ -6,7 +6,7 @@ the recommended optimiser here is moment-free.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Literal
 
 import torch
 from torch import Tensor
@@ -47,10 +47,12 @@ class MirrorDescent(torch.optim.Optimizer):
     Args:
         params: label parameters.
         lr: step length.
-        normalize: ``"batch"``, ``"row"`` or ``"none"``.
+        normalize: how steps are rescaled: ``"batch"`` (unit RMS over the rows in the batch), ``"row"``
+            (each row unit norm) or ``"none"``; default ``"batch"``.
     """
 
-    def __init__(self, params: Iterable[Tensor], lr: float, normalize: str = "batch") -> None:
+    def __init__(self, params: Iterable[Tensor], lr: float, *,
+                 normalize: Literal["batch", "row", "none"] = "batch") -> None:
         if lr <= 0:
             raise ValueError(f"lr must be > 0, got {lr}")
         if normalize not in ("batch", "row", "none"):
@@ -86,5 +88,5 @@ class MirrorDescent(torch.optim.Optimizer):
 
 
 def make_label_optimizer(name: str, params: Iterable[Tensor], lr: float, **options) -> torch.optim.Optimizer:
-    """Build the registered label optimiser ``name`` (see ``LABEL_OPTIMIZERS.names()``)."""
-    return LABEL_OPTIMIZERS.build(name, params, lr=lr, **options)
+    """Build the registered label optimiser ``name`` (see ``LABEL_OPTIMIZERS.names()``) with its declared ``options``."""
+    return LABEL_OPTIMIZERS.build(name, params, lr, options=options)

@@ -357,8 +357,8 @@ def test_distillation_smoke(tmp_path):
     for name in data["teachers"]:
         for t in temperatures:
             for run in student(name, t):  # each student of this row was trained at its row's temperature
-                assert (run["config"]["distill_temperature"], run["config"]["loss"], run["config"]["model"]) == \
-                    (t, "distillation", "mlp")
+                assert (run["config"]["loss_options"].get("temperature", 4.0), run["config"]["loss"],
+                        run["config"]["model"]) == (t, "distillation", "mlp")
         last = {t: statistics.fmean(r["last_accuracy"] for r in student(name, t)) for t in temperatures}
         assert last[data["best_temperature"][name]] == max(last.values())
     best_table, every_table = _tables(text)

@@ -13,11 +13,12 @@ from labelmeta import Config, Learner, fit, make_labels, make_label_optimizer
 from labelmeta.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--num-samples", "1000", "--epochs", "2"]
+DEMO_TINY = ["--num-samples", "1000", "--epochs", "2"]
+TINY = ["--data-num-samples", "1000", "--epochs", "2"]
 
 
 def test_demo_prints_its_table(capsys):
-    assert main(["demo", *TINY, "--no-progress"]) == 0
+    assert main(["demo", *DEMO_TINY, "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "| cross-entropy | 1 |" in out and "| learned per-sample labels | 1 |" in out
     assert "effective" in out
@@ -40,7 +41,7 @@ def test_train_writes_json(tmp_path, capsys):
     ("--model", "vgg", "unknown model 'vgg'"),
     ("--strategy", "magic", "unknown strategy 'magic'"),
     ("--label-optimizer", "lbfgs", "unknown label optimiser 'lbfgs'"),
-    ("--optimizer", "lbfgs", "unknown optimizer 'lbfgs'"),
+    ("--optimizer", "lbfgs", "optimizer must be one of 'sgd', 'adam', 'adamw', got 'lbfgs'"),
     ("--noise-rate", "1.2", "noise rate must lie in [0, 1), got 1.2"),
 ])
 def test_cli_bad_input_is_a_clear_error(flag, value, message, capsys):
@@ -81,17 +82,42 @@ def test_learner_rejects_bad_batches_and_missing_label_optimizer():
 
 def test_meta_source_clean_needs_a_meta_split():
     with pytest.raises(ValueError, match="meta_per_class > 0"):
-        fit(Config(num_samples=1000, epochs=1, meta_per_class=0, progress=False))
+        fit(Config(dataset_options=dict(num_samples=1000), epochs=1, meta_per_class=0, progress=False))
 
 
-def test_optional_fields_parse_none_and_numbers():
-    from labelmeta.cli import build_parser
-    from labelmeta.runner import config_from_args
+def test_optional_fields_and_component_options_parse_to_their_declared_types():
+    from labelmeta.cli import build_parser, config_from_args
 
-    args = build_parser().parse_args(["train", "--bootstrap-beta", "0.6", "--noise-matrix", "T.npy"])
-    config = config_from_args(args)
-    assert config.bootstrap_beta == 0.6 and config.noise_matrix == "T.npy"
-    assert config_from_args(build_parser().parse_args(["train", "--bootstrap-beta", "none"])).bootstrap_beta is None
+    def parse(*flags):
+        return config_from_args(build_parser().parse_args(["train", *flags]))
+
+    config = parse("--loss", "bootstrap-soft", "--loss-beta", "0.6", "--noise-matrix", "T.npy")
+    assert config.loss_options == {"beta": 0.6} and config.noise_matrix == "T.npy"
+    assert parse("--noise-matrix", "none").noise_matrix is None
+    assert parse("--strategy", "head-only", "--strategy-head", "none").strategy_options == {"head": None}
+    assert parse("--model", "mlp", "--model-hidden", "32,16").model_options == {"hidden": (32, 16)}
+    assert parse("--label-opt-normalize", "row").label_optimizer_options == {"normalize": "row"}
+    assert parse("--data-num-samples", "2000").dataset_options == {"num_samples": 2000}
+    # the defaults' options are kept when the flags keep the component, dropped when they change it
+    from labelmeta.config import PRESETS
+    assert config_from_args(build_parser().parse_args(["train", "--label-scale", "3"]), PRESETS["cifar10"]) \
+        .label_options == {"scale": 3.0}
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--loss-q", "0.5"], "--loss-q is not an option of training loss 'ce'; its options: none"),
+    (["--labels", "one-hot", "--label-scale", "2"], "--label-scale is not an option of label parameterisation "
+                                                   "'one-hot'; its options: none"),
+    (["--strategy", "none", "--strategy-steps", "2"], "strategy 'none' takes no options"),
+    (["--strategy-steps", "two"], "strategy 'unrolled' option 'steps' takes int, got 'two'"),
+    (["--label-opt-normalize", "rows"], "option 'normalize' takes one of {batch,row,none}, got 'rows'"),
+    (["--model", "mlp", "--model-hidden", "a,b"], "model 'mlp' option 'hidden' takes ints, got 'a,b'"),
+    (["--dataset", "digits", "--data-num-samples", "500"], "--data-num-samples is not an option of dataset "
+                                                           "'digits'; its options: --data-data-seed, --data-test-fraction"),
+])
+def test_an_option_the_component_does_not_declare_is_a_clear_error(flags, message, capsys):
+    assert main(["train", *TINY, "--no-progress", *flags]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_cifar_preset_end_to_end_on_a_tiny_on_disk_cifar(tmp_path, capsys):

@@ -5,7 +5,7 @@ import dataclasses
 
 from labelmeta import Config
 from labelmeta.compare import noise_summary
-from labelmeta.runner import Results
+from labelmeta.records import Results
 
 
 def run(effective: float, seed: int, **config) -> Results:

@@ -9,7 +9,7 @@ from labelmeta.distill import TeacherLabels, distill, fit_student, logits_by_ind
 from labelmeta.plots import plot_label_matrix
 from labelmeta.runner import fit_learner
 
-TINY = Config(num_samples=1000, meta_per_class=5, meta_batch_size=20, epochs=1, warmup_epochs=0,
+TINY = Config(dataset_options=dict(num_samples=1000), meta_per_class=5, meta_batch_size=20, epochs=1, warmup_epochs=0,
               noise="none", noise_rate=0.0, progress=False)
 
 
@@ -53,8 +53,8 @@ def test_distill_hands_the_student_the_trained_teachers_tempered_predictions(mon
 
     monkeypatch.setattr(pipeline, "fit_learner", teacher_run)
     monkeypatch.setattr(pipeline, "fit", student_run)
-    teacher = TINY.replace(labels="one-hot", strategy="none", distill_temperature=4.0)  # cnn1d-bn
-    result = distill(teacher, TINY.replace(model="mlp", distill_temperature=2.0, distill_alpha=0.5))
+    teacher = TINY.replace(labels="one-hot", strategy="none")  # cnn1d-bn
+    result = distill(teacher, TINY.replace(model="mlp", loss_options=dict(temperature=2.0, alpha=0.5)))
 
     config, splits, learner, teacher_results = calls["teacher"]
     assert config == teacher and result.teacher is teacher_results
@@ -68,6 +68,7 @@ def test_distill_hands_the_student_the_trained_teachers_tempered_predictions(mon
     assert isinstance(labels, TeacherLabels) and result.student is student_results
     torch.testing.assert_close(labels.probs, expected)
     assert student_config.loss == "distillation" and student_config.strategy == "none"
+    assert student_config.loss_options == dict(temperature=2.0, alpha=0.5)
 
 
 def test_a_student_of_a_certain_teacher_is_trained_by_cross_entropy():
@@ -75,17 +76,17 @@ def test_a_student_of_a_certain_teacher_is_trained_by_cross_entropy():
     gives the student the gradient of cross-entropy, so its run is plain training's."""
     from labelmeta import fit
 
-    config = TINY.replace(model="mlp", epochs=2, distill_temperature=1.0, distill_alpha=1.0)
-    from labelmeta.runner import splits_for
+    config = TINY.replace(model="mlp", epochs=2, loss_options=dict(temperature=1.0, alpha=1.0))
+    from labelmeta.build import splits_for
 
     splits = splits_for(config)
     certain = 100.0 * torch.nn.functional.one_hot(splits.labels.noisy, splits.num_classes).float()
     student = fit_student(certain, config, splits)
-    plain = fit(config.replace(labels="one-hot", strategy="none"), splits)
+    plain = fit(config.replace(labels="one-hot", strategy="none", loss_options={}), splits)
     assert student.config["loss"] == "distillation"
-    assert [h["test_accuracy"] for h in student.history] == [h["test_accuracy"] for h in plain.history]
-    torch.testing.assert_close(torch.tensor([h["train_loss"] for h in student.history]),
-                               torch.tensor([h["train_loss"] for h in plain.history]), rtol=1e-5, atol=1e-6)
+    assert [h.test_accuracy for h in student.history] == [h.test_accuracy for h in plain.history]
+    torch.testing.assert_close(torch.tensor([h.train_loss for h in student.history]),
+                               torch.tensor([h.train_loss for h in plain.history]), rtol=1e-5, atol=1e-6)
 
 
 def test_labels_given_to_fit_must_fit_the_data():

@@ -10,7 +10,7 @@ from helpers import C, make_data, make_model
 from labelmeta import Config, Learner, fit, make_label_optimizer, make_labels
 from labelmeta.cli import main
 
-TINY = Config(num_samples=1000, meta_per_class=5, meta_batch_size=20, epochs=1, warmup_epochs=0, progress=False)
+TINY = Config(dataset_options=dict(num_samples=1000), meta_per_class=5, meta_batch_size=20, epochs=1, warmup_epochs=0, progress=False)
 
 
 def _learner(labels_name="per-sample", optimizer=None):
@@ -51,7 +51,7 @@ def label_table_of_another_size():
 
 def meta_set_with_a_missing_class():
     from labelmeta.data import IndexedTensorDataset
-    from labelmeta.runner import splits_for
+    from labelmeta.build import splits_for
 
     splits = splits_for(TINY)
     keep = splits.meta.y != 3
@@ -95,6 +95,18 @@ def non_finite_meta_loss():
     learner.step(batch, (xm * float("inf"), ym, im))
 
 
+def misspelt_label_option():
+    fit(TINY.replace(label_options=dict(sclae=3.0)))
+
+
+def mistyped_strategy_option():
+    fit(TINY.replace(strategy="truncated", strategy_options=dict(steps="4")))
+
+
+def dataset_option_it_does_not_take():
+    fit(TINY.replace(dataset="digits"))  # TINY sets mnist1d's num_samples
+
+
 def logits_of_the_wrong_shape_observed():
     make_labels("per-sample-ensemble", torch.tensor([0, 1, 2]), 3).observe(torch.tensor([0, 1]), torch.zeros(2, 4))
 
@@ -117,6 +129,11 @@ API_CASES = [
      r"non-finite meta loss.* at step 0: meta_batch of 8 samples with indices \[0, 1, .*\(its inputs are not finite\)"),
     (nan_meta_batch, FloatingPointError, r"meta_batch of 8 samples with indices \[100, 101, "),
     (logits_of_the_wrong_shape_observed, ValueError, r"logits must be \[B=2, C=3\], got \(2, 4\)"),
+    (misspelt_label_option, ValueError, r"label parameterisation 'per-sample-ensemble' has no option 'sclae'; "
+                                        r"its options: scale, weight, momentum"),
+    (mistyped_strategy_option, ValueError, r"strategy 'truncated' option 'steps' takes int, got '4'"),
+    (dataset_option_it_does_not_take, ValueError, r"dataset 'digits' has no option 'num_samples'; "
+                                                  r"its options: data_seed, test_fraction"),
 ]
 
 
@@ -128,18 +145,22 @@ def test_api_bad_input(case, error, message):
 
 CLI_CASES = [
     (["--dataset", "imagenet"], "unknown dataset 'imagenet'; available: cifar10, cifar100, digits"),
-    (["--noise", "pair"], "unknown noise kind 'pair'; available: none, symmetric, asymmetric, matrix"),
+    (["--noise", "pair"], "noise must be one of 'none', 'symmetric', 'asymmetric', 'matrix', got 'pair'"),
     (["--noise", "matrix"], "noise 'matrix' needs a transition matrix"),
     (["--loss", "mae"], "unknown training loss 'mae'; available: bootstrap-hard"),
-    (["--optimizer", "rmsprop"], "unknown optimizer 'rmsprop'; available: sgd, adam, adamw"),
+    (["--optimizer", "rmsprop"], "optimizer must be one of 'sgd', 'adam', 'adamw', got 'rmsprop'"),
     (["--device", "cuda"] if not torch.cuda.is_available() else ["--device", "cuda:99"], "device 'cuda"),
     (["--device", "gpu"], "device 'gpu' is not a torch device"),
     (["--strategy", "finite-difference", "--optimizer", "adam"], "finite-difference needs SGD"),
     (["--threads", "0", "train"], "argument --threads: must be >= 1, got 0"),
     (["train", "--epoch", "1"], "unrecognized arguments: --epoch 1"),
     (["train", "--noise-r", "0.2"], "unrecognized arguments: --noise-r 0.2"),
-    (["--schedule", "step"], "schedule must be 'cosine' or 'constant', got 'step'"),
-    (["--strategy", "truncated", "--unroll-steps", "2", "--unroll-through", "3"], "through must be an integer in [1, steps=2], got 3"),
+    (["--schedule", "step"], "schedule must be one of 'cosine', 'constant', got 'step'"),
+    (["--strategy", "truncated", "--strategy-steps", "2", "--strategy-through", "3"],
+     "through must be an integer in [1, steps=2], got 3"),
+    (["--meta-every", "0"], "meta_every must be >= 1, got 0"),
+    (["--labels", "per-sample", "--label-weight", "2"], "--label-weight is not an option of label parameterisation "
+                                                        "'per-sample'; its options: --label-scale"),
     (["--batch-size", "0"], "batch_size must be >= 1, got 0"),
     (["--checkpoint-every", "-1"], "checkpoint_every must be >= 0, got -1"),
     (["--resume"], "resume=True needs checkpoint"),
@@ -150,7 +171,7 @@ CLI_CASES = [
 
 @pytest.mark.parametrize("flags, message", CLI_CASES, ids=[" ".join(c[0]) for c in CLI_CASES])
 def test_cli_bad_input(flags, message, capsys):
-    base = ["--num-samples", "1000", "--epochs", "1", "--warmup-epochs", "0", "--no-progress"]
+    base = ["--data-num-samples", "1000", "--epochs", "1", "--warmup-epochs", "0", "--no-progress"]
     try:  # global flags come before the sub-command
         code = main(flags + base if flags[-1] == "train" or flags[0] == "train" else ["train", *base, *flags])
     except SystemExit as exit:  # argparse's own errors
@@ -162,7 +183,7 @@ def test_cli_bad_input(flags, message, capsys):
 def test_cli_refuses_an_unwritable_output_before_training(tmp_path, capsys):
     (tmp_path / "a-file").write_text("")
     checkpoint = tmp_path / "ck.pt"
-    assert main(["train", "--num-samples", "1000", "--epochs", "1", "--warmup-epochs", "0", "--no-progress",
+    assert main(["train", "--data-num-samples", "1000", "--epochs", "1", "--warmup-epochs", "0", "--no-progress",
                  "--checkpoint", str(checkpoint), "--output", str(tmp_path / "a-file" / "run.json")]) == 2
     assert f"cannot write output {str(tmp_path / 'a-file' / 'run.json')!r}" in capsys.readouterr().err
     assert not checkpoint.exists()  # no epoch was trained: the first checkpoint comes after one
@@ -173,8 +194,9 @@ def test_cli_refuses_an_unwritable_output_before_training(tmp_path, capsys):
 def test_results_that_cannot_be_written_at_the_end_are_not_lost(tmp_path, capsys, monkeypatch):
     """The folder of ``output`` turns into a file during training: fit hands the results over
     with the error, and the CLI prints the summary before the error."""
-    from labelmeta.runner import ResultsNotWritten, fit_learner
-    import labelmeta.runner
+    import labelmeta.config
+    from labelmeta.records import ResultsNotWritten
+    from labelmeta.runner import fit_learner
 
     folder = tmp_path / "out"
 
@@ -187,11 +209,11 @@ def test_results_that_cannot_be_written_at_the_end_are_not_lost(tmp_path, capsys
     with pytest.raises(ResultsNotWritten, match="cannot write the results to") as err:
         fit_learner(config, on_epoch=break_the_folder)
     results = err.value.results
-    assert len(results.history) == 1 and results.last_accuracy == results.history[0]["test_accuracy"]
+    assert len(results.history) == 1 and results.last_accuracy == results.history[0].test_accuracy
 
     # the CLI: the check before training is skipped, so that writing fails at the end only
-    monkeypatch.setattr(labelmeta.runner, "check_writable", lambda path, what: None)
-    assert main(["train", "--num-samples", "1000", "--epochs", "1", "--warmup-epochs", "0", "--no-progress",
+    monkeypatch.setattr(labelmeta.config, "check_writable", lambda path, what: None)
+    assert main(["train", "--data-num-samples", "1000", "--epochs", "1", "--warmup-epochs", "0", "--no-progress",
                  "--labels", "one-hot", "--strategy", "none", "--output", str(folder / "run.json")]) == 2
     out, errors = capsys.readouterr()
     assert json.loads(out)["best_epoch"] == 1
@@ -219,13 +241,13 @@ def test_cli_shows_the_warning(capsys):
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")  # the suite turns warnings into errors; a user's shell shows them
-        assert main(["train", "--num-samples", "1000", "--meta-per-class", "5", "--epochs", "1", "--no-progress"]) == 0
+        assert main(["train", "--data-num-samples", "1000", "--meta-per-class", "5", "--epochs", "1", "--no-progress"]) == 0
     assert "labelmeta: warning: warmup_epochs=2 >= epochs=1" in capsys.readouterr().err
 
 
 def test_cli_unreadable_checkpoint(tmp_path, capsys):
     bad = tmp_path / "ck.pt"
     bad.write_text("garbage")
-    assert main(["train", "--num-samples", "1000", "--epochs", "1", "--warmup-epochs", "0", "--no-progress",
+    assert main(["train", "--data-num-samples", "1000", "--epochs", "1", "--warmup-epochs", "0", "--no-progress",
                  "--checkpoint", str(bad), "--resume"]) == 2
     assert "is corrupt or not a torch file" in capsys.readouterr().err

@@ -19,7 +19,7 @@ from torch.func import functional_call
 
 from helpers import C, assert_close, make_data, make_learnable_labels, make_model
 from labelmeta import LABELS, Unrolled, make_labels, soft_cross_entropy
-from labelmeta.strategies import Functional, MetaReweight
+from labelmeta.strategies import Functional, MetaProblem, MetaReweight
 
 LEARNABLE = [n for n in LABELS.names() if LABELS.get(n)(torch.zeros(2, dtype=torch.long), 2).learnable]
 
@@ -49,7 +49,7 @@ def _loss_at(strategy, model, opt, labels, batch, meta, direction, eps) -> float
         for p, d in zip(params, direction):
             p.add_(eps * d)
     try:
-        return strategy.meta_loss(model, opt, labels, batch, meta).item()
+        return strategy.meta_loss(MetaProblem(model, opt, labels, batch, meta)).item()
     finally:
         with torch.no_grad():
             for p, d in zip(params, direction):
@@ -57,7 +57,7 @@ def _loss_at(strategy, model, opt, labels, batch, meta, direction, eps) -> float
 
 
 def _label_grads(strategy, model, opt, labels, batch, meta):
-    strategy.compute(model, opt, labels, batch, meta)
+    strategy.compute(MetaProblem(model, opt, labels, batch, meta))
     return [p.grad.clone() for p in labels.parameters()]
 
 
@@ -111,7 +111,7 @@ def _manual_meta_loss(model, opt, labels, batch, meta, k):
 def test_matches_handwritten_unroll(labels_name, model_kind, k, float64):
     model, opt, labels, batch, meta = _setup(model_kind, labels_name)
     strategy = Unrolled(steps=k)
-    assert_close(strategy.meta_loss(model, opt, labels, batch, meta),
+    assert_close(strategy.meta_loss(MetaProblem(model, opt, labels, batch, meta)),
                  _manual_meta_loss(model, opt, labels, batch, meta, k), 1e-12, "meta loss")
     grads = _label_grads(strategy, model, opt, labels, batch, meta)
     manual = torch.autograd.grad(_manual_meta_loss(model, opt, labels, batch, meta, k), list(labels.parameters()))
@@ -205,7 +205,7 @@ def test_closed_form_linear_one_step(float64):
     lr = 0.5
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     labels = make_learnable_labels("per-sample", targets).double()
-    grads = _label_grads(Unrolled(1), model, opt, labels, (x, y, idx), (xm, ym, meta[2]))
+    grads = _label_grads(Unrolled(steps=1), model, opt, labels, (x, y, idx), (xm, ym, meta[2]))
 
     W = model.weight.detach()
     p = labels(idx)
@@ -231,7 +231,7 @@ def test_unroll_leaves_batchnorm_statistics_alone():
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     labels = make_learnable_labels("per-sample", targets)
     before = {n: b.clone() for n, b in model.named_buffers()}
-    Unrolled(3).compute(model, opt, labels, batch, meta)
+    Unrolled(steps=3).compute(MetaProblem(model, opt, labels, batch, meta))
     for n, b in model.named_buffers():
         assert torch.equal(b, before[n]), n
 
@@ -242,12 +242,12 @@ def test_unsupported_optimizer_is_named(backend):
     model = make_model("mlp")
     labels = make_learnable_labels("per-sample", targets)
     with pytest.raises(ValueError, match="no differentiable RMSprop .*; use one of: Adam, AdamW, SGD"):
-        backend(1).compute(model, torch.optim.RMSprop(model.parameters()), labels, batch, meta)
+        backend(steps=1).compute(MetaProblem(model, torch.optim.RMSprop(model.parameters()), labels, batch, meta))
 
 
 def test_bad_unroll_steps():
     with pytest.raises(ValueError, match="0"):
-        Unrolled(0)
+        Unrolled(steps=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,11 +259,11 @@ def test_reweight_finite_differences(model_kind, k, float64):
     model, opt, labels, batch, meta = _setup(model_kind, "one-hot")
     strategy = MetaReweight(steps=k)
     eps = torch.zeros(len(batch[0]), requires_grad=True)
-    (grad,) = torch.autograd.grad(strategy.meta_loss(model, opt, labels, batch, meta, weights=eps), eps)
+    (grad,) = torch.autograd.grad(strategy.meta_loss(MetaProblem(model, opt, labels, batch, meta), eps), eps)
     h = 1e-6
     numeric = torch.stack([
-        (strategy.meta_loss(model, opt, labels, batch, meta, weights=h * e).detach()
-         - strategy.meta_loss(model, opt, labels, batch, meta, weights=-h * e).detach()) / (2 * h)
+        (strategy.meta_loss(MetaProblem(model, opt, labels, batch, meta), h * e).detach()
+         - strategy.meta_loss(MetaProblem(model, opt, labels, batch, meta), -h * e).detach()) / (2 * h)
         for e in torch.eye(len(eps), dtype=torch.float64)])
     assert_close(grad, numeric, 1e-6, f"reweight {model_kind} k={k}")
 
@@ -273,7 +273,7 @@ def test_reweight_closed_form_plain_sgd(float64):
     model, _, labels, batch, meta = _setup("mlp", "one-hot")
     lr = 0.3
     opt = torch.optim.SGD(model.parameters(), lr=lr)
-    stats = MetaReweight(1).compute(model, opt, labels, batch, meta)
+    stats = MetaReweight(steps=1).compute(MetaProblem(model, opt, labels, batch, meta))
     params = list(model.parameters())
     meta_grad = torch.autograd.grad(F.cross_entropy(model(meta[0]), meta[1]), params)
     x, y, _ = batch

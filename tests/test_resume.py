@@ -2,6 +2,7 @@
 resumes to exactly the uninterrupted result."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ from helpers import write_cifar10
 from labelmeta import Config, fit
 
 #: 750 training samples in 24 batches an epoch
-TINY = ["--num-samples", "1000", "--meta-per-class", "5", "--meta-batch-size", "50", "--batch-size", "32",
+TINY = ["--data-num-samples", "1000", "--meta-per-class", "5", "--meta-batch-size", "50", "--batch-size", "32",
         "--epochs", "5", "--warmup-epochs", "1", "--no-progress"]
 #: CIFAR-10's file format with augmentation (random crops and flips, drawn from the global torch
 #: generator), 180 training samples in 12 batches an epoch; the meta stream starts a pass every meta step
@@ -56,7 +57,8 @@ def runs(tmp_path_factory):
 
 def _comparable(history) -> str:
     """The history without timings, as text (NaN, for "nothing flagged", then equals itself)."""
-    return json.dumps([{k: v for k, v in h.items() if k != "seconds"} for h in history])
+    records = [h if isinstance(h, dict) else dataclasses.asdict(h) for h in history]  # JSON or EpochRecords
+    return json.dumps([{k: v for k, v in h.items() if k != "seconds"} for h in records])
 
 
 @pytest.mark.parametrize("data, kill_after, every", [
@@ -88,7 +90,7 @@ def test_sigkill_after_a_checkpoint_then_resume_is_bit_exact(runs, data, kill_af
             assert torch.equal(value, b[part][key]), f"{part}.{key} differs"
 
 
-SMALL = Config(num_samples=1000, meta_per_class=5, meta_batch_size=50, batch_size=64, epochs=2, warmup_epochs=1,
+SMALL = Config(dataset_options=dict(num_samples=1000), meta_per_class=5, meta_batch_size=50, batch_size=64, epochs=2, warmup_epochs=1,
                progress=False)
 
 

@@ -4,29 +4,51 @@ from __future__ import annotations
 import pytest
 
 from labelmeta import Config
-from labelmeta.runner import build_learner, label_options, make_schedulers, splits_for
+from labelmeta.build import build_learner, splits_for
 
-TINY = Config(num_samples=1000, meta_per_class=5, meta_batch_size=20, epochs=1, progress=False)
+TINY = Config(dataset_options=dict(num_samples=1000), meta_per_class=5, meta_batch_size=20, epochs=1, progress=False)
 
 
-def test_label_options_follow_each_constructor():
-    assert label_options(TINY.replace(labels="one-hot")) == {}
-    assert label_options(TINY.replace(labels="smoothing", smoothing=0.2)) == {"smoothing": 0.2}
-    assert label_options(TINY.replace(labels="class-temperature", label_scale=3.0)) == {"scale": 3.0}
-    assert label_options(TINY.replace(labels="per-sample-ensemble", label_scale=5.0, ensemble_weight=1.5,
-                                      ensemble_momentum=0.9)) == {"scale": 5.0, "weight": 1.5, "momentum": 0.9}
+def test_declared_options_reach_the_components_they_configure():
+    import torch
+
+    config = TINY.replace(labels="per-sample-ensemble", label_options=dict(scale=5.0, weight=1.5, momentum=0.9),
+                          model="mlp", model_options=dict(hidden=(7,)))
+    learner = build_learner(config, splits_for(TINY))
+    assert (learner.labels.weight, learner.labels.momentum) == (1.5, 0.9)
+    assert torch.equal(learner.labels.logits.detach().max(1).values, torch.full((len(learner.labels.targets),), 5.0))
+    assert [m.out_features for m in learner.model.modules() if isinstance(m, torch.nn.Linear)] == [7, 10]
+    learner = build_learner(TINY.replace(labels="smoothing", label_options=dict(smoothing=0.2), strategy="none"),
+                            splits_for(TINY))
+    assert learner.labels.smoothing == 0.2
+
+
+def test_meta_schedule_closed_form():
+    """Warm-up, every m and the label schedule, counted by hand: 3 steps an epoch, 4 epochs, 1 of warm-up,
+    a meta step every 2nd step: steps 4, 6, 8 and 10 (3 is after warm-up but odd)."""
+    from labelmeta.schedule import MetaSchedule
+
+    schedule = MetaSchedule(steps_per_epoch=3, epochs=4, warmup_epochs=1, every=2)
+    assert [s for s in range(12) if schedule.due(s)] == [4, 6, 8, 10] and schedule.meta_steps == 4
+    assert MetaSchedule(steps_per_epoch=3, epochs=2, warmup_epochs=5).meta_steps == 0
+    with pytest.raises(ValueError, match="meta_every must be a positive integer, got 0"):
+        MetaSchedule(steps_per_epoch=3, epochs=2, every=0)
 
 
 @pytest.mark.parametrize("label_schedule, final", [("cosine", 0.0), ("constant", 0.5)])
 def test_label_learning_rate_schedule(label_schedule, final):
+    from labelmeta.schedule import MetaSchedule, lr_scheduler
+
     config = TINY.replace(label_lr=0.5, label_schedule=label_schedule)
     learner = build_learner(config, splits_for(config))
-    model_scheduler, label_scheduler = make_schedulers(config, learner, model_steps=10, label_steps=6)
+    schedule = MetaSchedule(steps_per_epoch=5, epochs=2, warmup_epochs=1, every=1, label_schedule=label_schedule)
+    model_scheduler, label_scheduler = lr_scheduler(learner.optimizer, "cosine", 10), \
+        schedule.label_scheduler(learner.label_optimizer)
     assert (label_scheduler is None) == (label_schedule == "constant")
     for step in range(10):
         learner.optimizer.step()
         model_scheduler.step()
-        if step >= 4:  # four warm-up steps without label updates
+        if schedule.due(step):  # five warm-up steps without label updates
             learner.label_optimizer.step()
             if label_scheduler is not None:
                 label_scheduler.step()
@@ -37,7 +59,7 @@ def test_label_learning_rate_schedule(label_schedule, final):
 def test_bad_label_schedule_is_named():
     from labelmeta import fit
 
-    with pytest.raises(ValueError, match="label_schedule must be 'cosine' or 'constant', got 'step'"):
+    with pytest.raises(ValueError, match="label_schedule must be one of 'cosine', 'constant', got 'step'"):
         fit(TINY.replace(label_schedule="step"))
 
 
@@ -57,16 +79,12 @@ def test_noise_detection_closed_form():
 
 
 def test_loss_and_label_optimizer_options_reach_their_factories():
-    from labelmeta.runner import LOSS_OPTIONS, options_for
-    from labelmeta.losses import LOSSES
-
-    config = TINY.replace(loss="gce", gce_q=0.4)
-    assert options_for(LOSSES.get("gce"), config, LOSS_OPTIONS) == {"q": 0.4}
-    # None keeps the factory's own default (0.95 soft, 0.8 hard)
-    assert options_for(LOSSES.get("bootstrap-hard"), config, LOSS_OPTIONS) == {}
-    learner = build_learner(TINY.replace(loss="bootstrap-hard"), splits_for(TINY))
+    learner = build_learner(TINY.replace(loss="gce", loss_options=dict(q=0.4)), splits_for(TINY))
+    assert learner.loss.q == 0.4
+    learner = build_learner(TINY.replace(loss="bootstrap-hard"), splits_for(TINY))  # its own default beta
     assert learner.loss.beta == 0.8 and learner.loss.hard
-    learner = build_learner(TINY.replace(label_optimizer="mirror", label_normalize="row"), splits_for(TINY))
+    learner = build_learner(TINY.replace(label_optimizer="mirror", label_optimizer_options=dict(normalize="row")),
+                            splits_for(TINY))
     assert learner.label_optimizer.param_groups[0]["normalize"] == "row"
 
 
@@ -74,13 +92,13 @@ def test_reweighting_run_reports_its_flags():
     from labelmeta import fit
 
     r = fit(TINY.replace(labels="one-hot", strategy="reweight", epochs=2, warmup_epochs=1))
-    assert r.history[0].keys() >= {"detect_precision", "detect_recall"}
-    assert 0.0 <= r.detect_recall <= 1.0 and "corrected" not in r.history[-1]
+    assert r.history[0].detect_precision is not None and r.history[0].detect_recall is not None
+    assert 0.0 <= r.detect_recall <= 1.0 and r.history[-1].corrected is None
     plain = fit(TINY.replace(labels="one-hot", strategy="none"))
-    assert "detect_recall" not in plain.history[-1]
+    assert plain.history[-1].detect_recall is None
 
 
-@pytest.mark.parametrize("strategy, extra", [("functional", {}), ("truncated", dict(unroll_steps=2)),
+@pytest.mark.parametrize("strategy, extra", [("functional", {}), ("truncated", dict(strategy_options=dict(steps=2))),
                                              ("head-only", {}), ("finite-difference", {}),
                                              ("unrolled", dict(meta_every=3))])
 def test_every_strategy_runs_in_the_runner(strategy, extra):
@@ -88,14 +106,14 @@ def test_every_strategy_runs_in_the_runner(strategy, extra):
 
     config = TINY.replace(strategy=strategy, epochs=2, warmup_epochs=1, label_lr=0.5, **extra)
     r = fit(config)
-    assert r.history[1]["meta_loss"] is not None and 0 <= r.corrected <= 1
+    assert r.history[1].meta_loss is not None and 0 <= r.corrected <= 1
 
 
 def test_strategy_options_reach_the_strategy():
-    learner = build_learner(TINY.replace(strategy="truncated", unroll_steps=4, unroll_through=2, meta_every=5),
+    learner = build_learner(TINY.replace(strategy="truncated", strategy_options=dict(steps=4, through=2)),
                             splits_for(TINY))
-    assert (learner.strategy.steps, learner.strategy.through, learner.strategy.every) == (4, 2, 5)
-    learner = build_learner(TINY.replace(strategy="head-only", head_module="head"), splits_for(TINY))
+    assert (learner.strategy.steps, learner.strategy.through) == (4, 2)
+    learner = build_learner(TINY.replace(strategy="head-only", strategy_options=dict(head="head")), splits_for(TINY))
     assert learner.strategy.head == "head"
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from helpers import C, D, assert_close, make_data, make_learnable_labels, make_model
 from labelmeta import LABELS, Learner, make_label_optimizer, make_labels
-from labelmeta.strategies import (STRATEGIES, FiniteDifference, Functional, HeadOnly, Truncated, Unrolled,
+from labelmeta.strategies import (STRATEGIES, FiniteDifference, Functional, HeadOnly, MetaProblem, Truncated, Unrolled,
                                   find_head, make_strategy)
 
 LEARNABLE = [n for n in LABELS.names() if LABELS.get(n)(torch.zeros(2, dtype=torch.long), 2).learnable]
@@ -48,7 +48,7 @@ def _setup(model_kind="mlp", labels_name="per-sample", optimizer="sgd", warm=Tru
 def _grads(strategy, model, opt, labels, batch, meta):
     for p in labels.parameters():
         p.grad = None
-    strategy.compute(model, opt, labels, batch, meta)
+    strategy.compute(MetaProblem(model, opt, labels, batch, meta))
     return [p.grad.clone() for p in labels.parameters()]
 
 
@@ -57,26 +57,26 @@ def _grads(strategy, model, opt, labels, batch, meta):
 @pytest.mark.parametrize("model_kind", ["mlp", "bn", "unused"])
 def test_functional_backend_agrees_with_higher(model_kind, optimizer, k, float64):
     model, opt, labels, batch, meta = _setup(model_kind, "per-sample-ensemble", optimizer)
-    for a, b in zip(_grads(Functional(k), model, opt, labels, batch, meta),
-                    _grads(Unrolled(k), model, opt, labels, batch, meta)):
+    for a, b in zip(_grads(Functional(steps=k), model, opt, labels, batch, meta),
+                    _grads(Unrolled(steps=k), model, opt, labels, batch, meta)):
         assert_close(a, b, 1e-11, f"{model_kind}/{optimizer}/k={k}")
 
 
 @pytest.mark.parametrize("labels_name", LEARNABLE)
 def test_functional_backend_every_parameterisation(labels_name, float64):
     model, opt, labels, batch, meta = _setup("bn", labels_name)
-    assert_close(Functional(2).meta_loss(model, opt, labels, batch, meta),
-                 Unrolled(2).meta_loss(model, opt, labels, batch, meta), 1e-13, "meta loss")
-    for a, b in zip(_grads(Functional(2), model, opt, labels, batch, meta),
-                    _grads(Unrolled(2), model, opt, labels, batch, meta)):
+    assert_close(Functional(steps=2).meta_loss(MetaProblem(model, opt, labels, batch, meta)),
+                 Unrolled(steps=2).meta_loss(MetaProblem(model, opt, labels, batch, meta)), 1e-13, "meta loss")
+    for a, b in zip(_grads(Functional(steps=2), model, opt, labels, batch, meta),
+                    _grads(Unrolled(steps=2), model, opt, labels, batch, meta)):
         assert_close(a, b, 1e-11, labels_name)
 
 
 def test_functional_from_a_fresh_optimiser_and_leaves_state_alone(float64):
     model, opt, labels, batch, meta = _setup("bn", optimizer="adam", warm=False)
     before = copy.deepcopy(model.state_dict())
-    for a, b in zip(_grads(Functional(2), model, opt, labels, batch, meta),
-                    _grads(Unrolled(2), model, opt, labels, batch, meta)):
+    for a, b in zip(_grads(Functional(steps=2), model, opt, labels, batch, meta),
+                    _grads(Unrolled(steps=2), model, opt, labels, batch, meta)):
         assert_close(a, b, 1e-11, "fresh Adam")
     assert not opt.state
     for name, value in model.state_dict().items():
@@ -86,7 +86,7 @@ def test_functional_from_a_fresh_optimiser_and_leaves_state_alone(float64):
 @pytest.mark.parametrize("k, t", [(2, 1), (3, 2), (3, 3)])
 def test_truncated_equals_plain_steps_then_the_exact_unroll(k, t, float64):
     model, opt, labels, batch, meta = _setup("bn")
-    got = _grads(Truncated(k, through=t), model, opt, labels, batch, meta)
+    got = _grads(Truncated(steps=k, through=t), model, opt, labels, batch, meta)
     # oracle: k - t real torch.optim steps on a copy against the current labels, then exact
     twin = copy.deepcopy(model)
     twin_opt = OPTIMIZERS["sgd"](twin.parameters())
@@ -97,7 +97,7 @@ def test_truncated_equals_plain_steps_then_the_exact_unroll(k, t, float64):
         F.cross_entropy(twin(x), labels(idx, y).detach()).backward()
         twin_opt.step()
     twin.load_state_dict({**twin.state_dict(), **{n: b for n, b in model.named_buffers()}})  # unroll never moves stats
-    expected = _grads(Unrolled(t), twin, twin_opt, labels, batch, meta)
+    expected = _grads(Unrolled(steps=t), twin, twin_opt, labels, batch, meta)
     for a, b in zip(got, expected):
         assert_close(a, b, 1e-10, f"truncated k={k} t={t}")
 
@@ -106,7 +106,7 @@ def test_head_only_equals_the_exact_unroll_with_a_frozen_backbone(float64):
     model, opt, labels, batch, meta = _setup("bn")
     name, head = find_head(model)
     assert name == "3"  # the last nn.Linear of the Sequential
-    got = _grads(HeadOnly(2), model, opt, labels, batch, meta)
+    got = _grads(HeadOnly(steps=2), model, opt, labels, batch, meta)
     frozen = copy.deepcopy(model)
     for n, p in frozen.named_parameters():
         p.requires_grad_(n.startswith("3."))
@@ -114,7 +114,7 @@ def test_head_only_equals_the_exact_unroll_with_a_frozen_backbone(float64):
     head_opt = OPTIMIZERS["sgd"](head_params)
     head_opt.state.update({q: {k: v.clone() for k, v in opt.state[p].items()}
                            for (n, p), q in zip(model.named_parameters(), frozen.parameters()) if n.startswith("3.")})
-    expected = _grads(Unrolled(2), frozen, head_opt, labels, batch, meta)
+    expected = _grads(Unrolled(steps=2), frozen, head_opt, labels, batch, meta)
     for a, b in zip(got, expected):
         assert_close(a, b, 1e-10, "head-only")
 
@@ -125,8 +125,8 @@ def test_finite_difference_approximates_the_last_step(optimizer, k, float64):
     """Within 1e-4 (relative) of the exact gradient through the last inner step on this model
     (not a bound for every model: see the next test)."""
     model, opt, labels, batch, meta = _setup("bn", "per-sample-ensemble", optimizer)
-    got = _grads(FiniteDifference(k), model, opt, labels, batch, meta)
-    exact = _grads(Truncated(k, through=1), model, opt, labels, batch, meta)
+    got = _grads(FiniteDifference(steps=k), model, opt, labels, batch, meta)
+    exact = _grads(Truncated(steps=k, through=1), model, opt, labels, batch, meta)
     for a, b in zip(got, exact):
         assert_close(a, b, 1e-4, f"finite difference k={k}")
 
@@ -136,10 +136,10 @@ def test_finite_difference_approximates_the_last_step(optimizer, k, float64):
 def test_finite_difference_error_is_second_order_in_the_radius(model_kind, labels_name, float64):
     """The stated accuracy: the relative error is ``K * scale**2``; halving the radius divides it by 4."""
     model, opt, labels, batch, meta = _setup(model_kind, labels_name, "sgd")
-    exact = torch.cat([g.flatten() for g in _grads(Truncated(1, through=1), model, opt, labels, batch, meta)])
+    exact = torch.cat([g.flatten() for g in _grads(Truncated(steps=1, through=1), model, opt, labels, batch, meta)])
     errors = []
     for scale in (0.04, 0.02, 0.01):
-        got = torch.cat([g.flatten() for g in _grads(FiniteDifference(1, scale=scale), model, opt, labels, batch, meta)])
+        got = torch.cat([g.flatten() for g in _grads(FiniteDifference(steps=1, scale=scale), model, opt, labels, batch, meta)])
         errors.append(((got - exact).norm() / exact.norm()).item())
     for larger, smaller in zip(errors, errors[1:]):
         assert 3.5 <= larger / smaller <= 4.5, errors
@@ -147,30 +147,41 @@ def test_finite_difference_error_is_second_order_in_the_radius(model_kind, label
 
 def test_finite_difference_is_close_to_the_exact_one_step_gradient_in_float32():
     model, opt, labels, batch, meta = _setup("mlp", dtype=torch.float32)
-    for a, b in zip(_grads(FiniteDifference(1), model, opt, labels, batch, meta),
-                    _grads(Unrolled(1), model, opt, labels, batch, meta)):
+    for a, b in zip(_grads(FiniteDifference(steps=1), model, opt, labels, batch, meta),
+                    _grads(Unrolled(steps=1), model, opt, labels, batch, meta)):
         assert_close(a, b, 2e-2, "finite difference, float32")
 
 
-def test_meta_step_every_m_steps():
+def test_the_learner_takes_a_meta_step_exactly_when_given_a_meta_batch():
+    """When is the schedule's business (labelmeta.schedule.MetaSchedule): the learner steps the labels
+    whenever it is handed a meta batch, and leaves them alone otherwise."""
     targets, batch, meta = make_data()
     model = make_model("mlp")
     labels = make_labels("per-sample", targets, C)
-    learner = Learner(model, torch.optim.SGD(model.parameters(), lr=0.1), labels, Functional(1, every=3),
+    learner = Learner(model, torch.optim.SGD(model.parameters(), lr=0.1), labels, Functional(steps=1),
                       make_label_optimizer("mirror", labels.parameters(), 0.5))
-    took = [learner.step(batch, meta).meta_loss is not None for _ in range(7)]
-    assert took == [True, False, False, True, False, False, True]
+    given = [True, False, False, True, False]
+    before = labels.logits.detach().clone()
+    took = []
+    for g in given:
+        took.append(learner.step(batch, meta if g else None).meta_loss is not None)
+        if not g:
+            assert torch.equal(labels.logits.detach(), before)
+        before = labels.logits.detach().clone()
+    assert took == given
 
 
 def test_registry_and_bad_options():
     assert {"unrolled", "functional", "truncated", "head-only", "finite-difference", "reweight"} <= set(STRATEGIES.names())
     assert isinstance(make_strategy("truncated", steps=4, through=2), Truncated)
     with pytest.raises(ValueError, match=r"through must be an integer in \[1, steps=2\], got 3"):
-        Truncated(2, through=3)
-    with pytest.raises(ValueError, match="every must be a positive integer, got 0"):
-        Functional(1, every=0)
+        Truncated(steps=2, through=3)
+    with pytest.raises(ValueError, match="steps must be a positive integer, got 0"):
+        Functional(steps=0)
+    with pytest.raises(ValueError, match=r"strategy 'truncated' has no option 'every'; its options: steps, through"):
+        make_strategy("truncated", every=2)
     with pytest.raises(ValueError, match="scale must be > 0"):
-        FiniteDifference(1, scale=0)
+        FiniteDifference(steps=1, scale=0)
     with pytest.raises(ValueError, match="model has no submodule 'fc'"):
         find_head(make_model("mlp"), "fc")
 

@@ -1,8 +1,21 @@
-"""The strategy base class and registry."""
+"""What a strategy receives (:class:`MetaProblem`), what it returns (:class:`MetaStats`), its two families.
+
+A strategy turns one meta problem into gradients on the label parameters. Two families:
+
+- :class:`MetaLossStrategy` writes the meta loss as a differentiable function of the label
+  parameters (an unroll); its ``compute`` back-propagates it. ``unrolled`` and ``functional`` are
+  exact; ``truncated`` and ``head-only`` are exact for a reduced problem (fewer differentiated
+  steps, a frozen backbone).
+- :class:`ApproximateStrategy` estimates the label gradient itself, in its own ``compute``
+  (``finite-difference``).
+
+Either way the gradients go into ``.grad`` through :func:`accumulate_label_grads`.
+"""
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +27,57 @@ from ..registry import Registry
 from ..typing import Batch
 from ..update_rules import rule_for
 
+if TYPE_CHECKING:  # annotations only: strategies never import the process-group module
+    from ..distributed import Distributed
+
 STRATEGIES: Registry["Strategy"] = Registry("strategy")
+
+
+@dataclass
+class MetaProblem:
+    """Everything one meta step is about, handed to :meth:`Strategy.compute` as one argument.
+
+    Attributes:
+        model: the model as it is before this step's real update (read, never changed).
+        optimizer: its optimiser; the unroll copies its hyper-parameters and state.
+        labels: the label parameterisation whose parameters get the gradient.
+        batch: the training batch ``(x, y, indices)`` the inner steps train on.
+        meta_batch: the batch the meta loss scores with its hard labels.
+        loss: the training loss (the same the real step uses).
+        inner_scale: factor on the inner loss: this process's share of the global training batch
+            (1 in one process; see :mod:`labelmeta.distributed`).
+        meta_scale: factor on the meta loss: this process's share of the global meta batch mean.
+        group: the process group whose processes take the same, global inner step (``None``: one process).
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    labels: LabelParameterization
+    batch: Batch
+    meta_batch: Batch
+    loss: TrainingLoss = soft_cross_entropy
+    inner_scale: float = 1.0
+    meta_scale: float = 1.0
+    group: Optional["Distributed"] = None
+
+    def inner_loss(self, logits: Tensor, soft_targets: Tensor, weights: Optional[Tensor] = None) -> Tensor:
+        """The training loss of ``logits`` on the training batch against ``soft_targets``, scaled."""
+        value = self.loss(logits, soft_targets, weights, self.batch[1])
+        return value if self.inner_scale == 1.0 else value * self.inner_scale
+
+    def meta_loss(self, logits: Tensor) -> Tensor:
+        """Hard-label cross-entropy of ``logits`` on the meta batch, scaled."""
+        value = F.cross_entropy(logits, self.meta_batch[1])
+        return value if self.meta_scale == 1.0 else value * self.meta_scale
+
+    def soft_targets(self) -> Tensor:
+        """The labels' soft targets for the training batch (differentiable in the label parameters)."""
+        _, y, idx = self.batch
+        return self.labels(idx, y)
+
+    def average(self, grads: Sequence[Optional[Tensor]]) -> Sequence[Optional[Tensor]]:
+        """Inner gradients averaged over the processes (differentiably), or as they are in one."""
+        return grads if self.group is None else self.group.mean_differentiable(grads)
 
 
 @dataclass
@@ -26,34 +89,34 @@ class MetaStats:
     """
 
     meta_loss: float
-    label_grad_norm: float
     sample_weights: Optional[Tensor] = None
 
 
-class Strategy:
-    """Base class: produce gradients on the label parameters for one meta step.
+def accumulate_label_grads(labels: LabelParameterization, grads: Sequence[Optional[Tensor]]) -> None:
+    """Add ``grads`` (one per trainable label parameter, ``None`` for none) into their ``.grad``."""
+    for p, g in zip(trainable(labels), grads):
+        if g is not None:
+            p.grad = g if p.grad is None else p.grad + g
 
-    The losses are shared by every strategy: the inner loss trains the model on the training
-    batch against the current soft labels (with the learner's training loss, cross-entropy by
-    default, optionally weighted per sample), the meta loss is hard-label cross-entropy on the meta
-    batch. Subclasses implement :meth:`meta_loss`, the scalar whose gradient with respect to the
-    label parameters is wanted; :meth:`compute` back-propagates it.
+
+def trainable(labels: LabelParameterization) -> List[Tensor]:
+    """The label parameters a meta step gives gradients to."""
+    return [p for p in labels.parameters() if p.requires_grad]
+
+
+class Strategy(abc.ABC):
+    """Base class: fill the label parameters' ``.grad`` for one :class:`MetaProblem`.
+
+    Options are keyword-only constructor arguments with a type and a default (see
+    :mod:`labelmeta.options`); the learner tells a strategy nothing else, everything a step needs
+    arrives in the problem. When meta steps happen (warm-up, every ``m`` steps) is the run's
+    schedule, not the strategy's (:class:`labelmeta.schedule.MetaSchedule`).
     """
 
     #: whether the strategy produces per-sample weights (then labels need not be learnable)
     learns_weights: bool = False
     #: whether it can run in several processes (see :mod:`labelmeta.distributed`)
     supports_distributed: bool = True
-    #: set by the learner in several processes: averages inner gradients over processes
-    sync = None
-    #: set by the learner in several processes: this process's share of the meta batch mean
-    meta_scale: float = 1.0
-
-    def __init__(self, every: int = 1) -> None:
-        if int(every) != every or every < 1:
-            raise ValueError(f"every must be a positive integer, got {every}")
-        #: the learner takes a meta step every ``every`` training steps (amortisation)
-        self.every = int(every)
 
     def check(self, optimizer: torch.optim.Optimizer) -> None:
         """Raise ``ValueError`` if this strategy cannot differentiate through ``optimizer``.
@@ -63,52 +126,44 @@ class Strategy:
         """
         rule_for(optimizer)
 
-    def inner_loss(self, model: nn.Module, labels: LabelParameterization, batch: Batch,
-                   loss: TrainingLoss = soft_cross_entropy, weights: Optional[Tensor] = None) -> Tensor:
-        """``loss`` of ``model`` on ``batch`` against ``labels`` (weighted by ``weights`` if given)."""
-        x, y, idx = batch
-        return loss(model(x), labels(idx, y), weights, y)
-
-    def outer_loss(self, model: nn.Module, meta_batch: Batch) -> Tensor:
-        """Hard-label cross-entropy of ``model`` on ``meta_batch``."""
-        x, y, _ = meta_batch
-        return F.cross_entropy(model(x), y) * self.meta_scale
-
-    def meta_loss(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        labels: LabelParameterization,
-        batch: Batch,
-        meta_batch: Batch,
-        loss: TrainingLoss = soft_cross_entropy,
-        weights: Optional[Tensor] = None,
-    ) -> Tensor:
-        """The meta loss as a differentiable function of the label parameters (and of ``weights``)."""
-        raise NotImplementedError
-
-    def compute(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        labels: LabelParameterization,
-        batch: Batch,
-        meta_batch: Batch,
-        loss: TrainingLoss = soft_cross_entropy,
-    ) -> MetaStats:
-        """Accumulate ``d meta_loss / d label parameters`` into their ``.grad``."""
-        params: List[Tensor] = [p for p in labels.parameters() if p.requires_grad]
-        value = check_finite(self.meta_loss(model, optimizer, labels, batch, meta_batch, loss), "meta loss")
-        grads = torch.autograd.grad(value, params, allow_unused=True)
-        norm_sq = 0.0
-        for p, g in zip(params, grads):
-            if g is None:
-                continue
-            norm_sq += float(g.pow(2).sum())
-            p.grad = g if p.grad is None else p.grad + g
-        return MetaStats(meta_loss=value.item(), label_grad_norm=norm_sq**0.5)
+    @abc.abstractmethod
+    def compute(self, problem: MetaProblem) -> MetaStats:
+        """Accumulate the label gradient of ``problem`` into the label parameters' ``.grad``."""
 
 
-def make_strategy(name: str, **kwargs) -> Strategy:
-    """Build the registered strategy ``name`` (see ``STRATEGIES.names()``)."""
-    return STRATEGIES.build(name, **kwargs)
+class MetaLossStrategy(Strategy):
+    """The exact family: a meta loss differentiable in the label parameters, back-propagated."""
+
+    @abc.abstractmethod
+    def meta_loss(self, problem: MetaProblem, weights: Optional[Tensor] = None) -> Tensor:
+        """The meta loss as a differentiable function of the label parameters (and of per-sample
+        ``weights [B]`` on the inner loss, if given)."""
+
+    def compute(self, problem: MetaProblem) -> MetaStats:
+        value = check_finite(self.meta_loss(problem), "meta loss")
+        grads = torch.autograd.grad(value, trainable(problem.labels), allow_unused=True)
+        accumulate_label_grads(problem.labels, grads)
+        return MetaStats(meta_loss=value.item())
+
+
+class ApproximateStrategy(Strategy):
+    """The approximate family: estimates the label gradient in its own :meth:`compute`
+    (and states its accuracy; ``tests/test_strategies.py`` checks it against the exact gradient)."""
+
+
+class KStepStrategy(MetaLossStrategy):
+    """A meta loss through ``steps`` inner optimiser steps (the constructor the unrolls share).
+
+    Args:
+        steps: inner steps ``k`` (>= 1); default 1.
+    """
+
+    def __init__(self, *, steps: int = 1) -> None:
+        if int(steps) != steps or steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {steps}")
+        self.steps = int(steps)
+
+
+def make_strategy(name: str, **options) -> Strategy:
+    """Build the registered strategy ``name`` (see ``STRATEGIES.names()``) with its declared ``options``."""
+    return STRATEGIES.build(name, options=options)

@@ -1,20 +1,18 @@
-"""Exact k-step unroll with ``higher``."""
+"""The exact k-step unroll with ``higher``, and learning to reweight on top of it."""
 from __future__ import annotations
 
 from typing import Optional
 
 import higher
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..labels import LabelParameterization
-from ..typing import Batch
-from ..losses import TrainingLoss, check_finite, soft_cross_entropy
-from .base import STRATEGIES, MetaStats, Strategy
+from ..losses import check_finite
+from .base import STRATEGIES, KStepStrategy, MetaProblem, MetaStats
 
 
 @STRATEGIES.register("unrolled")
-class Unrolled(Strategy):
+class Unrolled(KStepStrategy):
     """Exact hypergradient through ``steps`` differentiable optimiser steps (``higher``).
 
     A functional copy of the model starts from the current weights and a differentiable copy of
@@ -30,31 +28,16 @@ class Unrolled(Strategy):
 
     Args:
         steps: number of unrolled inner steps ``k`` (>= 1); default 1.
-        every: take a meta step every ``every`` training steps (amortisation); default 1.
     """
 
-    def __init__(self, steps: int = 1, every: int = 1) -> None:
-        super().__init__(every)
-        if int(steps) != steps or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps}")
-        self.steps = int(steps)
-
-    def meta_loss(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        labels: LabelParameterization,
-        batch: Batch,
-        meta_batch: Batch,
-        loss: TrainingLoss = soft_cross_entropy,
-        weights: Optional[Tensor] = None,
-    ) -> Tensor:
-        self.check(optimizer)
-        callback = self.sync.mean_differentiable if self.sync is not None else None
-        with higher.innerloop_ctx(model, optimizer, copy_initial_weights=True) as (fmodel, diffopt):
+    def meta_loss(self, problem: MetaProblem, weights: Optional[Tensor] = None) -> Tensor:
+        self.check(problem.optimizer)  # higher has rules of its own for optimisers update_rules refuses
+        x = problem.batch[0]
+        callback = problem.average if problem.group is not None else None
+        with higher.innerloop_ctx(problem.model, problem.optimizer, copy_initial_weights=True) as (fmodel, diffopt):
             for _ in range(self.steps):
-                diffopt.step(self.inner_loss(fmodel, labels, batch, loss, weights), grad_callback=callback)
-            return self.outer_loss(fmodel, meta_batch)
+                diffopt.step(problem.inner_loss(fmodel(x), problem.soft_targets(), weights), grad_callback=callback)
+            return problem.meta_loss(fmodel(problem.meta_batch[0]))
 
 
 @STRATEGIES.register("reweight")
@@ -74,21 +57,13 @@ class MetaReweight(Unrolled):
     learns_weights = True
     supports_distributed = False  # its weights are normalised over the local batch
 
-    def compute(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        labels: LabelParameterization,
-        batch: Batch,
-        meta_batch: Batch,
-        loss: TrainingLoss = soft_cross_entropy,
-    ) -> MetaStats:
-        x = batch[0]
+    def compute(self, problem: MetaProblem) -> MetaStats:
+        x = problem.batch[0]
         eps = torch.zeros(len(x), dtype=x.dtype if x.is_floating_point() else torch.get_default_dtype(),
                           device=x.device, requires_grad=True)
-        value = check_finite(self.meta_loss(model, optimizer, labels, batch, meta_batch, loss, eps), "meta loss")
+        value = check_finite(self.meta_loss(problem, eps), "meta loss")
         (grad,) = torch.autograd.grad(value, eps)
         weights = (-grad).clamp_min(0)
         total = weights.sum()
         weights = weights / total if total > 0 else weights
-        return MetaStats(meta_loss=value.item(), label_grad_norm=float(grad.norm()), sample_weights=weights.detach())
+        return MetaStats(meta_loss=value.item(), sample_weights=weights.detach())

@@ -1,0 +1,62 @@
+"""Assembly: the data and the :class:`~labelmeta.learner.Learner` a :class:`~labelmeta.config.Config` describes."""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional
+
+import torch
+
+from .config import COMPONENTS, Config, component_options
+from .data import Splits, make_splits
+from .distributed import Distributed
+from .labels import LabelParameterization, make_labels
+from .learner import Learner
+from .losses import make_loss
+from .models import make_model
+from .optim import make_label_optimizer
+from .strategies import make_strategy
+
+#: ``Config.optimizer`` -> the model's optimiser, built from the Config's settings
+MODEL_OPTIMIZERS: Dict[str, Callable[[Config, Any], torch.optim.Optimizer]] = {
+    "sgd": lambda c, params: torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay),
+    "adam": lambda c, params: torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay),
+    "adamw": lambda c, params: torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay),
+}
+
+
+def options(config: Config, name_field: str) -> Dict[str, Any]:
+    """The checked options ``config`` gives the component its field ``name_field`` names (e.g. ``"labels"``)."""
+    component = next(c for c in COMPONENTS if c.name_field == name_field)
+    return component_options(config, component)
+
+
+def splits_for(config: Config) -> Splits:
+    """The train / meta / test data ``config`` describes (the meta split only for ``meta_source="clean"``)."""
+    return make_splits(config.dataset, meta_per_class=config.meta_per_class if config.meta_source == "clean" else 0,
+                       noise=config.noise, noise_rate=config.noise_rate, seed=config.seed,
+                       noise_matrix=config.noise_matrix, meta_in_train=config.meta_in_train,
+                       data_root=config.data_root, **options(config, "dataset"))
+
+
+def build_learner(config: Config, splits: Splits, labels: Optional[LabelParameterization] = None,
+                  distributed: Optional[Distributed] = None) -> Learner:
+    """Model, optimiser, labels, strategy and label optimiser as ``config`` describes.
+
+    ``labels`` replaces the parameterisation ``config.labels`` names (e.g. a teacher's, which a
+    name cannot describe); it must have been built for ``splits``' training set.
+    """
+    model = make_model(config.model, splits.input_shape, splits.num_classes, **options(config, "model"))
+    model = model.to(config.device)
+    optimizer = MODEL_OPTIMIZERS[config.optimizer](config, model.parameters())
+    if labels is None:
+        labels = make_labels(config.labels, splits.labels.noisy, splits.num_classes, **options(config, "labels"))
+    elif labels.num_samples != len(splits.labels.noisy) or labels.num_classes != splits.num_classes:
+        raise ValueError(f"labels were built for {labels.num_samples} samples of {labels.num_classes} classes, "
+                         f"the training set has {len(splits.labels.noisy)} of {splits.num_classes}")
+    labels = labels.to(config.device)
+    loss = make_loss(config.loss, **options(config, "loss"))
+    strategy = None if config.strategy == "none" else make_strategy(config.strategy, **options(config, "strategy"))
+    label_opt = None
+    if strategy is not None and labels.learnable:
+        label_opt = make_label_optimizer(config.label_optimizer, labels.parameters(), config.label_lr * labels.lr_scale,
+                                         **options(config, "label_optimizer"))
+    return Learner(model, optimizer, labels, strategy, label_opt, loss=loss, distributed=distributed)

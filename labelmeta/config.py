@@ -1,0 +1,202 @@
+"""``Config``: everything a run needs, the named presets, and the checks made before any training.
+
+Each component a run assembles (dataset, model, labels, training loss, strategy, label
+optimiser) is named by one field and configured by one dict of its declared options
+(:data:`COMPONENTS`); the options are checked against the component's own declaration, so a new
+component brings its settings with it and no field here has to know about it. Each field says in
+its metadata what it is: ``data`` (changes the samples or annotations a run sees: runs that agree
+on these share one split) and ``resumable`` (may differ between the run that wrote a checkpoint
+and the one resuming it).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Literal, Optional, Tuple
+
+import torch
+
+from .data import DATASETS
+from .labels import LABELS
+from .losses import LOSSES
+from .models import MODELS
+from .optim import LABEL_OPTIMIZERS
+from .registry import Registry
+from .strategies import STRATEGIES
+
+_DATA = {"data": True}
+_RESUMABLE = {"resumable": True}
+
+
+def _options() -> Any:
+    return field(default_factory=dict)
+
+
+@dataclass
+class Config:
+    """Everything a run needs. The defaults are the recommended recipe for MNIST-1D with 40 %
+    symmetric noise (``benchmarks/noisy_recipe.py`` measures it); a component's options default to
+    its own declared defaults (``labelmeta list NAME`` shows them)."""
+
+    # data
+    dataset: str = field(default="mnist1d", metadata=_DATA)            #: a name in ``DATASETS``
+    dataset_options: Dict[str, Any] = field(default_factory=dict, metadata=_DATA)  #: e.g. ``num_samples``
+    #: folder with torchvision files / the MNIST-1D cache
+    data_root: Optional[str] = field(default=None, metadata={**_DATA, **_RESUMABLE})
+    meta_per_class: int = field(default=50, metadata=_DATA)            #: clean samples per class held out for the meta loss
+    #: meta batches from "clean" (the held-out samples) or "train" data
+    meta_source: Literal["clean", "train"] = field(default="clean", metadata=_DATA)
+    meta_in_train: bool = field(default=False, metadata=_DATA)         #: also train on the clean meta samples
+    noise: Literal["none", "symmetric", "asymmetric", "matrix"] = field(default="symmetric", metadata=_DATA)
+    noise_rate: float = field(default=0.4, metadata=_DATA)             #: nominal rate in [0, 1) (symmetric, asymmetric)
+    noise_matrix: Optional[str] = field(default=None, metadata=_DATA)  #: .npy/.csv/.json C x C transition matrix (matrix)
+    seed: int = field(default=0, metadata=_DATA)                       #: seeds the split, the noise and training
+    # model and its optimiser
+    model: str = "cnn1d-bn"                                            #: a name in ``MODELS``
+    model_options: Dict[str, Any] = _options()
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"                 #: SGD (with momentum), Adam or AdamW
+    lr: float = 0.05
+    momentum: float = 0.9                                              #: SGD's momentum
+    weight_decay: float = 5e-4
+    schedule: Literal["cosine", "constant"] = "cosine"                 #: the model's learning-rate schedule
+    epochs: int = 40
+    batch_size: int = 128
+    # labels and how they are learned
+    labels: str = "per-sample-ensemble"                                #: a name in ``LABELS``
+    label_options: Dict[str, Any] = _options()
+    loss: str = "ce"                                                   #: training loss, a name in ``LOSSES``
+    loss_options: Dict[str, Any] = _options()
+    strategy: str = "unrolled"                                         #: a name in ``STRATEGIES`` or "none"
+    strategy_options: Dict[str, Any] = _options()
+    label_optimizer: str = "mirror"                                    #: a name in ``LABEL_OPTIMIZERS``
+    label_optimizer_options: Dict[str, Any] = _options()
+    label_lr: float = 0.5                      #: label step length (times the parameterisation's ``lr_scale``)
+    #: the label lr over the meta steps after warm-up: "cosine" (decays to 0) or "constant"
+    label_schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: int = 2                     #: epochs of plain training before label updates
+    meta_every: int = 1                        #: a meta step every m training steps (amortisation)
+    meta_batch_size: int = 500
+    # run
+    device: str = field(default="cpu", metadata=_RESUMABLE)
+    deterministic: bool = False                #: deterministic algorithms only (slower on GPU; CPU runs are already)
+    output: Optional[str] = field(default=None, metadata=_RESUMABLE)   #: write results as JSON here
+    progress: bool = field(default=True, metadata=_RESUMABLE)          #: show a tqdm progress bar
+    #: checkpoint file, written at the end of every epoch
+    checkpoint: Optional[str] = field(default=None, metadata=_RESUMABLE)
+    checkpoint_every: int = field(default=0, metadata=_RESUMABLE)      #: also every N training steps (0: epoch ends only)
+    resume: bool = field(default=False, metadata=_RESUMABLE)           #: continue from ``checkpoint`` if it exists
+
+    def replace(self, **changes: Any) -> "Config":
+        """A copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Component:
+    """A kind of component a run assembles: its registry, the Config fields that name and
+    configure it, and the prefix of its options' command-line flags."""
+
+    registry: Registry
+    name_field: str
+    options_field: str
+    flag_prefix: str
+
+
+#: every kind of component a Config assembles
+COMPONENTS: Tuple[Component, ...] = (
+    Component(DATASETS, "dataset", "dataset_options", "data"),
+    Component(MODELS, "model", "model_options", "model"),
+    Component(LABELS, "labels", "label_options", "label"),
+    Component(LOSSES, "loss", "loss_options", "loss"),
+    Component(STRATEGIES, "strategy", "strategy_options", "strategy"),
+    Component(LABEL_OPTIMIZERS, "label_optimizer", "label_optimizer_options", "label-opt"),
+)
+
+#: the fields that change the data a run sees (runs that agree on them share one split)
+DATA_FIELDS: Tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Config) if f.metadata.get("data"))
+#: the fields a resumed run may change
+RESUMABLE_FIELDS = frozenset(f.name for f in dataclasses.fields(Config) if f.metadata.get("resumable"))
+
+
+def component_options(config: Config, component: Component) -> Dict[str, Any]:
+    """The options ``config`` gives ``component``, checked against its declaration (``ValueError``)."""
+    name, options = getattr(config, component.name_field), getattr(config, component.options_field)
+    if component.registry is STRATEGIES and name == "none":
+        if options:
+            raise ValueError(f"strategy 'none' takes no options, got strategy_options={options!r}")
+        return {}
+    return component.registry.schema(name).check(options)
+
+
+def check_config(config: Config) -> None:
+    """Every check that can be made before any data is loaded; ``ValueError``/``OSError`` naming the value."""
+    hints = typing.get_type_hints(Config)
+    for f in dataclasses.fields(Config):
+        if typing.get_origin(hints[f.name]) is Literal and getattr(config, f.name) not in typing.get_args(hints[f.name]):
+            choices = ", ".join(repr(c) for c in typing.get_args(hints[f.name]))
+            raise ValueError(f"{f.name} must be one of {choices}, got {getattr(config, f.name)!r}")
+    for component in COMPONENTS:
+        component_options(config, component)
+    for name in ("epochs", "batch_size", "meta_batch_size", "meta_every"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+    if config.warmup_epochs < 0:
+        raise ValueError(f"warmup_epochs must be >= 0, got {config.warmup_epochs}")
+    if config.checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every must be >= 0, got {config.checkpoint_every}")
+    if config.resume and not config.checkpoint:
+        raise ValueError("resume=True needs checkpoint, the file to resume from")
+    check_device(config.device)
+    for name in ("output", "checkpoint"):
+        if getattr(config, name):
+            check_writable(getattr(config, name), name)
+
+
+def check_device(device: str) -> None:
+    """``ValueError`` unless ``device`` names a device torch can use here."""
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as err:
+        raise ValueError(f"device {device!r} is not a torch device ({err})") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but torch {torch.__version__} sees no CUDA device here "
+                         "(use --device cpu)")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} asked for, but MPS is not available here (use --device cpu)")
+
+
+def check_writable(path: str | Path, what: str) -> None:
+    """``OSError`` naming ``what`` unless a file can be written at ``path`` (its folder is created).
+
+    Tried by writing (and removing) a scratch file beside it, which also catches read-only file
+    systems and a user without permission, where ``os.access`` can be wrong (e.g. for root).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {str(path)!r} is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+        if path.exists() and not os.access(path, os.W_OK):
+            raise PermissionError(f"no permission to write {str(path)!r}")
+    except OSError as err:
+        raise type(err)(f"cannot write {what} {str(path)!r}: {err}") from None
+
+
+#: named starting points for ``labelmeta train --preset NAME`` (any flag still overrides them)
+PRESETS: Dict[str, Config] = {
+    # CIFAR: torchvision data from --data-root, CIFAR ResNet-18 (3x3 stem, no max-pool), random crop +
+    # horizontal flip, SGD 0.1 with cosine decay; clean labels, per-class labels meta-learned on
+    # training batches (no held-out split needed when the labels are clean). Meant for a GPU.
+    "cifar10": Config(dataset="cifar10", model="resnet18", lr=0.1, weight_decay=5e-4, epochs=200, batch_size=128,
+                      noise="none", noise_rate=0.0, labels="per-class", label_lr=2.0, meta_source="train",
+                      meta_per_class=0, meta_batch_size=128, warmup_epochs=5, device="cuda"),
+    "cifar100": Config(dataset="cifar100", model="resnet18", lr=0.1, weight_decay=5e-4, epochs=200, batch_size=128,
+                       noise="none", noise_rate=0.0, labels="per-class", label_lr=2.0, meta_source="train",
+                       meta_per_class=0, meta_batch_size=128, warmup_epochs=5, device="cuda"),
+}

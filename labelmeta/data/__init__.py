@@ -1,0 +1,7 @@
+"""Data: dataset sources (:mod:`.sources`), train / meta / test splits (:mod:`.splits`), resumable loading (:mod:`.loading`)."""
+from .loading import BatchStream, Indexed, IndexedTensorDataset, Loader, cycle, dataset_targets, loader
+from .sources import DATASETS, RawData, default_cache_dir
+from .splits import Splits, make_splits
+
+__all__ = ["BatchStream", "DATASETS", "Indexed", "IndexedTensorDataset", "Loader", "RawData", "Splits", "cycle",
+           "dataset_targets", "default_cache_dir", "loader", "make_splits"]

@@ -1,0 +1,92 @@
+"""Splits: a dataset source's data held out into train / meta / test, with the training labels corrupted."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, Subset
+
+from ..labels import check_targets
+from ..noise import NoisyLabels, add_noise, load_matrix
+from .loading import Indexed, IndexedTensorDataset
+from .sources import DATASETS, stratified_mask
+
+
+@dataclass
+class Splits:
+    """Train / meta / test sets ready for the runner.
+
+    Attributes:
+        train: yields ``(x, annotated y, i)``, ``i`` in ``[0, N)`` indexing the label table.
+        meta: clean held-out samples (``None`` when ``meta_per_class == 0``).
+        test: yields ``(x, y, i)``.
+        labels: annotated (possibly noisy) and true targets of ``train``.
+    """
+
+    train: Dataset
+    meta: Optional[Dataset]
+    test: Dataset
+    labels: NoisyLabels
+    num_classes: int
+    input_shape: Tuple[int, ...]
+    class_names: Optional[Tuple[str, ...]] = None
+
+
+
+def make_splits(
+    dataset: str = "mnist1d",
+    meta_per_class: int = 50,
+    noise: str = "none",
+    noise_rate: float = 0.0,
+    seed: int = 0,
+    meta_in_train: bool = False,
+    noise_matrix: Union[Tensor, str, Path, None] = None,
+    data_root: Optional[str] = None,
+    **dataset_options: Any,
+) -> Splits:
+    """Load ``dataset``, hold out a clean stratified meta split, then corrupt the rest.
+
+    Args:
+        dataset: a name in ``DATASETS.names()``.
+        meta_per_class: clean samples per class held out of the training set for the meta loss
+            (0: none, the meta batches then come from the training data).
+        noise, noise_rate, noise_matrix: see :func:`labelmeta.noise.add_noise` (``noise_matrix`` may be a
+            tensor or a ``.npy`` / ``.csv`` / ``.json`` file, read here); asymmetric noise
+            uses the dataset's class-flip map (CIFAR-10's standard one, Patrini et al.'s for MNIST),
+            else the fixed permutation ``i → i + 1 mod C``.
+        seed: seeds the meta split and the noise draw.
+        meta_in_train: also train on the clean meta samples (appended after the noisy ones, with
+            their true labels) — the fair baseline for methods that use the meta set.
+        data_root: the user's data folder, handed to the dataset source.
+        **dataset_options: the dataset's declared options (e.g. ``num_samples`` for ``mnist1d``);
+            an option it does not declare is an error.
+    """
+    if meta_per_class < 0:
+        raise ValueError(f"meta_per_class must be >= 0, got {meta_per_class}")
+    if isinstance(noise_matrix, (str, Path)):
+        noise_matrix = load_matrix(str(noise_matrix))
+    raw = DATASETS.build(dataset, data_root, options=dataset_options)
+    check_targets(raw.train_targets, raw.num_classes, "dataset targets")
+    if len(raw.train_targets) != len(raw.train):
+        raise ValueError(f"dataset has {len(raw.train)} samples but {len(raw.train_targets)} targets")
+    meta_mask = stratified_mask(raw.train_targets, raw.num_classes, seed, per_class=meta_per_class) \
+        if meta_per_class else torch.zeros(len(raw.train_targets), dtype=torch.bool)
+    train_idx, meta_idx = (~meta_mask).nonzero().squeeze(1), meta_mask.nonzero().squeeze(1)
+    labels = add_noise(raw.train_targets[train_idx], raw.num_classes, noise, noise_rate, seed=seed,
+                       flips=raw.flips, matrix=noise_matrix)
+    if meta_in_train:
+        clean = raw.train_targets[meta_idx]
+        labels = NoisyLabels(torch.cat([labels.noisy, clean]), torch.cat([labels.true, clean]), labels.nominal_rate)
+        train_idx = torch.cat([train_idx, meta_idx])
+
+    meta_source = raw.meta if raw.meta is not None else raw.train
+    if isinstance(raw.train, IndexedTensorDataset):
+        train: Dataset = IndexedTensorDataset(raw.train.x[train_idx], labels.noisy)
+        meta = IndexedTensorDataset(raw.train.x[meta_idx], raw.train_targets[meta_idx]) if meta_per_class else None
+    else:
+        train = Indexed(Subset(raw.train, train_idx.tolist()), labels.noisy)
+        meta = Indexed(Subset(meta_source, meta_idx.tolist()), raw.train_targets[meta_idx]) if meta_per_class else None
+    return Splits(train, meta, raw.test, labels, raw.num_classes, raw.input_shape, raw.class_names)

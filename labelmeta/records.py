@@ -1,0 +1,77 @@
+"""What a run measured: one :class:`EpochRecord` per epoch, and the run's :class:`Results`."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+
+@dataclass
+class EpochRecord:
+    """One epoch's figures. The label-quality fields are ``None`` for a method that has no such figure
+    (``corrected`` needs learned labels; ``detect_*`` a method that flags samples)."""
+
+    epoch: int
+    train_loss: float
+    meta_loss: Optional[float]          #: mean meta loss of the epoch's meta steps (None: none taken)
+    seconds: float
+    test_accuracy: float
+    test_ece: float                     #: expected calibration error on the test set
+    corrected: Optional[float] = None   #: corrupted annotations whose learned hard label is the truth
+    clean_broken: Optional[float] = None  #: clean annotations whose learned hard label left them
+    detect_precision: Optional[float] = None  #: of the method's "corrupted" flags, see ``noise_detection``
+    detect_recall: Optional[float] = None
+
+
+@dataclass
+class Results:
+    """What :func:`~labelmeta.runner.fit` measured. ``history`` holds one record per epoch."""
+
+    config: Dict[str, Any]
+    history: List[EpochRecord] = field(default_factory=list)
+    best_accuracy: float = float("nan")
+    last_accuracy: float = float("nan")
+    best_epoch: int = -1
+    ece: float = float("nan")  #: expected calibration error on the test set, last epoch
+    corrected: float = float("nan")
+    clean_broken: float = float("nan")
+    detect_precision: float = float("nan")
+    detect_recall: float = float("nan")
+    nominal_noise: float = 0.0
+    effective_noise: float = 0.0
+    wall_time: float = 0.0
+
+    @classmethod
+    def from_history(cls, config: Dict[str, Any], history: List[EpochRecord], **fields: Any) -> "Results":
+        """The run's figures from its epochs: best and last test accuracy, the last epoch's label figures."""
+        accs = [h.test_accuracy for h in history]
+        best = accs.index(max(accs))  # the first epoch with the best accuracy
+        last = history[-1]
+        nan = float("nan")
+        return cls(config=config, history=history, best_accuracy=accs[best], last_accuracy=accs[-1],
+                   best_epoch=best + 1, ece=last.test_ece,
+                   corrected=nan if last.corrected is None else last.corrected,
+                   clean_broken=nan if last.clean_broken is None else last.clean_broken,
+                   detect_precision=nan if last.detect_precision is None else last.detect_precision,
+                   detect_recall=nan if last.detect_recall is None else last.detect_recall, **fields)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Results":
+        """Results as :meth:`to_json` wrote them."""
+        return cls(**{**data, "history": [EpochRecord(**h) for h in data.get("history", [])]})
+
+    def to_json(self, path: str | Path) -> None:
+        """Write the results (and the config that produced them) as JSON."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(dataclasses.asdict(self), indent=1, allow_nan=True))
+
+
+class ResultsNotWritten(OSError):
+    """Writing a finished run's results failed; ``.results`` holds them all the same."""
+
+    def __init__(self, message: str, results: Results) -> None:
+        super().__init__(message)
+        self.results = results

@@ -1,0 +1,84 @@
+"""A first-order approximation of the last inner step's hypergradient, by a central difference."""
+from __future__ import annotations
+
+from typing import List
+
+import torch
+from torch import Tensor
+
+from ..losses import check_finite
+from ..update_rules import sgd_gain
+from .base import STRATEGIES, ApproximateStrategy, MetaProblem, MetaStats, accumulate_label_grads, trainable
+from .unroll import FunctionalUnroll
+
+
+@STRATEGIES.register("finite-difference")
+class FiniteDifference(ApproximateStrategy):
+    """DARTS-style first-order approximation of the last step's hypergradient (SGD only).
+
+    For an SGD step ``theta' = theta - lr * u(grad L(theta, lambda))`` the hypergradient is
+    ``-lr * d/dlambda <grad_theta L(theta, lambda), v>`` with ``v = grad L_meta(theta')``, and that
+    mixed derivative is replaced by the central difference
+    ``(grad_lambda L(theta + eps v) - grad_lambda L(theta - eps v)) / (2 eps)``, with
+    ``eps = scale / |v|``. No second-order graph is built; the ``steps - 1`` earlier inner steps
+    are graph-free. (``higher``'s ``track_higher_grads=False`` gives no label gradient at all,
+    since the labels enter only through the inner loss.)
+
+    Accuracy: the central difference's error is second order in the radius, about
+    ``K * scale**2`` relative to the exact last-step gradient, where ``K`` (the third derivative of
+    the inner loss along ``v`` over the label gradient) depends on the model and the labels and is
+    large where the label gradient is small: halving ``scale`` quarters the error, until float
+    round-off (about machine epsilon / ``scale``, relative) takes over, so in float32 keep
+    ``scale >= 1e-3``. No fixed relative tolerance holds for every model at a given ``scale``;
+    ``tests/test_strategies.py`` checks the second order.
+
+    Args:
+        steps: inner steps ``k``; the label gradient flows through the last one; default 1.
+        scale: finite-difference radius: the model is moved by ``scale * |c|`` in parameter space
+            (``c`` the SGD step's gain); default 0.01 (DARTS's).
+    """
+
+    supports_distributed = False  # its difference quotient is not summed over processes yet
+
+    def __init__(self, *, steps: int = 1, scale: float = 0.01) -> None:
+        if int(steps) != steps or steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {steps}")
+        if scale <= 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+        self.steps, self.scale = int(steps), scale
+
+    def check(self, optimizer: torch.optim.Optimizer) -> None:
+        if type(optimizer) is not torch.optim.SGD:
+            raise ValueError(f"finite-difference needs SGD (its step is linear in the gradient), got "
+                             f"{type(optimizer).__name__}; use 'unrolled', 'functional' or 'truncated'")
+        super().check(optimizer)
+
+    def compute(self, problem: MetaProblem) -> MetaStats:
+        x = problem.batch[0]
+        unroll = FunctionalUnroll(problem.model, problem.optimizer)
+        fast, states = unroll.start()
+        for _ in range(self.steps - 1):
+            fast, states = unroll.step(problem, fast, states, x, problem.soft_targets, None, track=False)
+        after, _ = unroll.step(problem, fast, states, x, problem.soft_targets, None, track=False)
+        after = [p.requires_grad_() for p in after]
+        meta = check_finite(problem.meta_loss(unroll(after, problem.meta_batch[0])), "meta loss")
+        v = torch.autograd.grad(meta, after, allow_unused=True)
+        v = [torch.zeros_like(p) if g is None else g for p, g in zip(after, v)]
+        norm = torch.sqrt(sum((g * g).sum() for g in v))
+        if norm == 0:
+            return MetaStats(meta_loss=meta.item())
+        eps = self.scale / norm
+        # theta' depends on the labels through c * grad L, c the SGD step's gain per parameter
+        gains = [sgd_gain(group, state) for group, state in zip(unroll.groups, states)]
+        params = trainable(problem.labels)
+
+        def label_grad(sign: float) -> List[Tensor]:
+            shifted = [p + sign * eps * c * g for p, g, c in zip(fast, v, gains)]
+            with torch.enable_grad():
+                value = problem.inner_loss(unroll(shifted, x), problem.soft_targets())
+                return torch.autograd.grad(value, params, allow_unused=True)
+
+        plus, minus = label_grad(1.0), label_grad(-1.0)
+        accumulate_label_grads(problem.labels,
+                               [None if a is None else -(a - b) / (2 * eps) for a, b in zip(plus, minus)])
+        return MetaStats(meta_loss=meta.item())

@@ -1,0 +1,89 @@
+"""The ``torch.func`` unroll: optimiser steps on a functional copy of a module, with or without a graph.
+
+:class:`FunctionalUnroll` is the machinery the ``torch.func`` strategies share (``functional``,
+``truncated``, ``head-only``, ``finite-difference``): it reads the parameters an optimiser
+updates, their groups and state (never writing them), runs the module on a list of "fast" weights
+with cloned buffers (so BatchNorm running statistics are not changed), and steps the fast weights
+with the optimiser's differentiable rule from :mod:`labelmeta.update_rules`.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from ..update_rules import rule_for
+from .base import MetaProblem
+
+#: optimiser state entries the rules read
+_STATE_KEYS = ("momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "step")
+
+
+class FunctionalUnroll:
+    """The parameters of ``module`` that ``optimizer`` updates, and steps on copies of them.
+
+    Attributes:
+        initial: the fast weights to start from (detached leaves that require grad).
+        states: the optimiser's state per parameter (copied dicts of its tensors).
+    """
+
+    def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        self.module = module
+        self.rule = rule_for(optimizer)
+        owner = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+        self.names: List[str] = []
+        self.initial: List[Tensor] = []
+        self.groups: List[dict] = []
+        self.states: List[Dict[str, Tensor]] = []
+        self.frozen: Dict[str, Tensor] = {}
+        for name, p in module.named_parameters():
+            group = owner.get(id(p))
+            if group is None or not p.requires_grad:
+                self.frozen[name] = p.detach()  # not trained: a constant of the unroll
+                continue
+            self.names.append(name)
+            self.initial.append(p.detach().requires_grad_())
+            self.groups.append(group)
+            self.states.append({k: v for k, v in optimizer.state.get(p, {}).items() if k in _STATE_KEYS})
+        self.buffers = {name: b.clone() for name, b in module.named_buffers()}
+
+    def start(self) -> Tuple[List[Tensor], List[Dict[str, Tensor]]]:
+        """Fresh fast weights and optimiser states, as the real ones are now."""
+        return list(self.initial), [dict(s) for s in self.states]
+
+    def __call__(self, fast: List[Tensor], x: Tensor) -> Tensor:
+        """The module's output on ``x`` with the weights ``fast``."""
+        params = {**self.frozen, **dict(zip(self.names, fast))}
+        return functional_call(self.module, (params, self.buffers), (x,))
+
+    def step(self, problem: MetaProblem, fast: List[Tensor], states: List[Dict[str, Tensor]], x: Tensor,
+             targets: Callable[[], Tensor], weights: Optional[Tensor], track: bool):
+        """One optimiser step of ``fast`` on the inner loss of ``x`` against ``targets()``.
+
+        ``track=True``: differentiable (the graph is kept, through the labels and ``weights``);
+        ``track=False``: an ordinary step, no graph recorded. Returns ``(fast, states)``.
+        """
+        leaves = [p if track else p.detach().requires_grad_() for p in fast]
+        with torch.enable_grad():
+            goal = targets() if track else targets().detach()
+            value = problem.inner_loss(self(leaves, x), goal,
+                                       weights if track or weights is None else weights.detach())
+            grads = torch.autograd.grad(value, leaves, create_graph=track, allow_unused=True)
+            grads = problem.average(grads)  # every process takes the same, global inner step
+        new_fast, new_states = [], []
+        for p, g, state, group in zip(leaves, grads, states, self.groups):
+            if g is None:  # unused parameter: no step, as in torch.optim
+                new_fast.append(p)
+                new_states.append(state)
+                continue
+            if track:
+                p, state = self.rule(p, g, state, group)
+            else:  # an ordinary step: no graph is recorded for the update
+                with torch.no_grad():
+                    p, state = self.rule(p.detach(), g, state, group)
+                p = p.requires_grad_()
+            new_fast.append(p)
+            new_states.append(state)
+        return new_fast, new_states
