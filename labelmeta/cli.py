@@ -163,23 +163,20 @@ def config_from_args(args: argparse.Namespace, base: Optional[Config] = None) ->
     changes = {f.name: given[f.name] for f in dataclasses.fields(Config) if f.name in given}
     for component in COMPONENTS:
         name = changes.get(component.name_field, getattr(base, component.name_field))
-        kept = getattr(base, component.options_field) if name == getattr(base, component.name_field) else {}
+        before = getattr(base, component.options_field)
+        options = dict(before) if name == getattr(base, component.name_field) else {}
         texts = {key.split(".", 1)[1]: text for key, text in given.items()
                  if key.startswith(component.options_field + ".")}
-        if not texts:
-            if kept is not getattr(base, component.options_field) or kept:
-                changes[component.options_field] = dict(kept)
-            continue
-        if component.name_field == "strategy" and name == "none":
+        if texts and component.name_field == "strategy" and name == "none":
             raise ValueError(f"--{_flag(component, next(iter(texts)))} given, but strategy 'none' takes no options")
-        schema = component.registry.schema(name)
-        options = dict(kept)
         for option, text in texts.items():
+            schema = component.registry.schema(name)
             if option not in schema.options:
                 valid = ", ".join(f"--{_flag(component, o)}" for o in schema.names()) or "none"
                 raise ValueError(f"--{_flag(component, option)} is not an option of {schema.what}; its options: {valid}")
             options[option] = schema.options[option].parse(text, schema.what)
-        changes[component.options_field] = options
+        if options != before:
+            changes[component.options_field] = options
     return base.replace(**changes)
 
 
