@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import run_arguments, save_figure, smoke, write_outputs
+from common import STORED_META_STEP, run_arguments, save_figure, smoke, write_outputs
 from labelmeta.compare import cell, mean_std
 from labelmeta.plots import plot_label_matrix
 from labelmeta import Config
@@ -26,8 +26,8 @@ from labelmeta.build import splits_for
 from labelmeta.runner import fit_learner
 
 TWINS = Config(dataset="digits-twins", model="mlp", labels="per-class", noise="none", noise_rate=0.0,
-               meta_per_class=10, meta_batch_size=200, batch_size=64, label_lr=2.0, progress=False)
-MNIST1D = Config(labels="per-class", noise="none", noise_rate=0.0, label_lr=2.0, progress=False)
+               meta_per_class=10, meta_batch_size=200, batch_size=64, label_lr=2.0, progress=False, **STORED_META_STEP)
+MNIST1D = Config(labels="per-class", noise="none", noise_rate=0.0, label_lr=2.0, progress=False, **STORED_META_STEP)
 
 
 def twin_ranks(similarity: torch.Tensor) -> np.ndarray:

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import torch
 
-from common import run_arguments, save_figure, smoke, write_outputs
+from common import STORED_META_STEP, run_arguments, save_figure, smoke, write_outputs
 from labelmeta.compare import cell, compare, mean_std
 from labelmeta import Config
 
 DATASETS = {
-    "mnist1d": Config(noise="none", noise_rate=0.0, progress=False),
+    "mnist1d": Config(noise="none", noise_rate=0.0, progress=False, **STORED_META_STEP),
     "digits": Config(dataset="digits", model="mlp", noise="none", noise_rate=0.0, meta_per_class=10,
-                     meta_batch_size=100, batch_size=64, progress=False),
+                     meta_batch_size=100, batch_size=64, progress=False, **STORED_META_STEP),
 }
 EPSILONS = (0.05, 0.1, 0.2, 0.3)
 ONE_HOT = "one-hot"

@@ -20,6 +20,14 @@ SHAPES: Dict[str, Tuple[Tuple[int, ...], int]] = {"cnn1d-bn": ((40,), 10), "mlp"
                                                   "resnet18": ((3, 32, 32), 10), "wrn": ((3, 32, 32), 10)}
 
 
+#: The meta step that the stored results of the benchmarks that study something other than the
+#: default recipe were run with: ``Config``'s default before issue 13, the exact ``unrolled``
+#: hypergradient at every training step. They keep it, so that their stored figures stay
+#: reproducible by their commands; ``one-step`` computes the same hypergradient to round-off
+#: (tests/test_gradients.py) at a lower cost (results/default_recipe.md).
+STORED_META_STEP = dict(strategy="unrolled", meta_every=1)
+
+
 def machine(device: str) -> str:
     """One line naming where the figures were measured."""
     if device.startswith("cuda"):
@@ -96,6 +104,33 @@ def save_figure(fig, path: Path, dpi: int = 120) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
+
+
+def accuracy_against_cost(rows: List[dict], path: Path, title: str, budget: float,
+                          band: Optional[Tuple[float, float]] = None, labels: Optional[List[str]] = None) -> None:
+    """Each row's last-epoch accuracy (``row["last"]``: mean, std) against its whole-run time as a
+    multiple of cross-entropy's (``row["time_ratio"]``), log scale; ``budget`` a dotted line,
+    ``band`` a shaded ``(mean, std)`` (a reference's), ``labels`` the legend (default: the methods)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for i, r in enumerate(rows):
+        ax.errorbar(r["time_ratio"], r["last"][0], yerr=r["last"][1], marker="os^vD<>p*hPXd"[i % 13], ms=6, capsize=2,
+                    ls="", color=f"C{i % 10}", label=(labels or [row["method"] for row in rows])[i])
+    if band is not None:
+        ax.axhspan(band[0] - band[1], band[0] + band[1], color="gray", alpha=0.15, label="reference ± 1 std")
+    ax.axvline(budget, ls=":", c="gray")
+    ax.set(xscale="log", xlabel="whole-run wall time / cross-entropy's", ylabel="last-epoch test accuracy (%)",
+           title=title)
+    times = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}×")
+    ax.xaxis.set_major_formatter(times)
+    ax.xaxis.set_minor_formatter(times)
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.legend(fontsize=6, loc="lower right")
+    save_figure(fig, path)
 
 
 def write_outputs(out: Path, stem: str, report: str, data: dict) -> None:

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import torch
 
-from common import run_arguments, smoke, write_outputs
+from common import STORED_META_STEP, run_arguments, smoke, write_outputs
 from labelmeta import LOSSES, Config, fit
 from labelmeta.build import splits_for
 from labelmeta.compare import cell, mean_std
 from labelmeta.distill import fit_student, logits_by_index
 from labelmeta.runner import fit_learner
 
-BASE = Config(noise="none", noise_rate=0.0, progress=False)
+BASE = Config(noise="none", noise_rate=0.0, progress=False, **STORED_META_STEP)
 TEACHERS = {"one-hot teacher": dict(labels="one-hot", strategy="none"),
             "learned-label teacher (per-class)": dict(labels="per-class", label_lr=2.0)}
 STUDENT = dict(model="mlp")

@@ -27,7 +27,7 @@ METHODS = {
     "cross-entropy": dict(labels="one-hot", strategy="none"),
     "label smoothing 0.1": dict(labels="smoothing", strategy="none"),
     "cross-entropy, clean meta set added to training": dict(labels="one-hot", strategy="none", meta_in_train=True),
-    "learned labels (default: per-sample-ensemble, k=1 unroll)": dict(),
+    "learned labels (default: per-sample-ensemble, one-step k=1)": dict(),
     # ablations of the default: without the model's predictions, and without meta-learning
     "meta-learned per-sample logits only (no ensemble)": dict(labels="per-sample"),
     "the same, label lr 1.0 constant (the previous default)": dict(labels="per-sample", label_lr=1.0,

@@ -1,21 +1,22 @@
-"""Where the time of one exact k=1 training step goes, by operator family, per ``torch.profiler``.
+"""Where the time of one exact k=1 training step goes, by operator family and phase, per ``torch.profiler``.
 
-    python benchmarks/profile_step.py            # cnn1d-bn, batch = meta batch = 128, 1 CPU thread
+    python benchmarks/profile_step.py            # one-step and torch.func on cnn1d-bn and the MLP, 1 CPU thread
     python benchmarks/profile_step.py --smoke    # seconds; what the test suite runs
 
-Profiles the ``exact k=1 (torch.func)`` full step of ``benchmarks/overhead.py`` (the same
-strategy, labels and label optimiser, taken from its ``METHODS``; the same model, batches and
-SGD from ``common.build``) on the CPU. Every operator's *self* time is assigned
+Profiles full steps (``Learner.step``: meta step, label step, model step) of the methods of
+``benchmarks/overhead.py`` named by ``--methods`` (the same strategies, labels and label
+optimiser, from its ``METHODS``; the same models, batches and SGD from ``common.build``), batch =
+meta batch = 128. Every operator's *self* time is assigned
 
 - to an **operator family**: the autograd node that ran it, if any (``ConvolutionBackward0`` is
   a convolution's backward, ``ConvolutionBackwardBackward0`` its double backward, i.e. the
-  backward of the inner step's backward), else its outermost ``aten`` operator (a forward), and
-  optimiser updates to ``optimiser steps``;
-- to a **phase** of the step: the meta loss's forward (the inner step's forward and backward,
-  kept as a graph, then the meta forward), the meta loss's backward to the labels (the
-  second-order backward through the inner step), the label optimiser's step, and the real model
-  step (forward, backward, SGD; with it, the little outside those ranges, e.g. the label
-  optimiser's ``zero_grad``).
+  backward of the inner step's backward), else its outermost ``aten`` operator (a forward, or
+  a forward-mode product), and optimiser updates to ``optimiser steps``;
+- to a **phase**: the innermost of the profiler ranges the library itself opens (the learner's
+  ``labelmeta: ...`` ranges, ``one-step``'s ``one-step: ...`` ranges), and for a strategy with a
+  differentiable meta loss (``functional``) its ``meta_loss`` call (the unroll's forward: inner
+  step kept as a graph, then the meta forward) as its own range; what lies in a meta step
+  outside it is the second-order backward.
 
 Shares are of the operators' total self time (Python between operators is not in it; the
 unprofiled median step time is printed next to it). Writes ``profile_step[_smoke].{md,json}``.
@@ -32,13 +33,15 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from common import build, interleaved_times, machine, median, plain_step, run_arguments, write_outputs
+from common import SHAPES, build, interleaved_times, machine, median, plain_step, run_arguments, write_outputs
 from labelmeta import Learner, make_label_optimizer, make_labels
 from overhead import METHODS
 
-METHOD = "exact k=1 (torch.func)"
-MODEL = "cnn1d-bn"
+DEFAULT_METHODS = ["exact k=1 (one-step, forward-mode)", "exact k=1 (one-step, reverse-mode)", "exact k=1 (torch.func)"]
 NODE = "autograd::engine::evaluate_function: "
+OUTSIDE = "outside the ranges (label forward, checks, observe)"
+META_LOSS = "meta loss forward (inner step kept as a graph, meta forward)"
+SECOND_ORDER = "labelmeta: meta step"  # what a meta-loss strategy's meta step does outside its meta_loss
 
 #: (family, autograd-node substrings, forward-operator substrings), first match wins
 FAMILIES: List[Tuple[str, Tuple[str, ...], Tuple[str, ...]]] = [
@@ -53,9 +56,6 @@ FAMILIES: List[Tuple[str, Tuple[str, ...], Tuple[str, ...]]] = [
     ("other (activations, loss, element-wise, autograd bookkeeping)", (), ()),
 ]
 OPTIMISER, OTHER = FAMILIES[-2][0], FAMILIES[-1][0]
-PHASES = ("meta forward (inner step + meta loss)", "meta backward (second order, to the labels)",
-          "label optimiser step", "model step (forward, backward, SGD)")
-META_FORWARD, META_STEP = "labelmeta.profile: meta forward", "labelmeta.profile: meta step"
 
 
 def family(event) -> str:
@@ -80,41 +80,29 @@ def family(event) -> str:
 
 
 @contextmanager
-def labelled_phases(strategy):
-    """Wrap the strategy's meta step and its meta-loss forward in profiler ranges (instance
-    attributes shadow the methods for this object only; removed on exit)."""
-    compute, meta_loss = strategy.compute, strategy.meta_loss
+def labelled_meta_loss(strategy):
+    """Wrap a meta-loss strategy's ``meta_loss`` in a profiler range (an instance attribute
+    shadows the method for this object only; removed on exit). Other strategies label their own phases."""
+    if not hasattr(strategy, "meta_loss"):
+        yield
+        return
+    meta_loss = strategy.meta_loss
 
-    def labelled(fn, label):
-        def call(*args, **kwargs):
-            with record_function(label):
-                return fn(*args, **kwargs)
-        return call
+    def call(*args, **kwargs):
+        with record_function(META_LOSS):
+            return meta_loss(*args, **kwargs)
 
-    strategy.compute, strategy.meta_loss = labelled(compute, META_STEP), labelled(meta_loss, META_FORWARD)
+    strategy.meta_loss = call
     try:
         yield
     finally:
-        del strategy.compute, strategy.meta_loss
+        del strategy.meta_loss
 
 
-def phase_of(start: float, ranges: Dict[str, List[Tuple[float, float]]]) -> str:
-    def inside(label):
-        return any(a <= start <= b for a, b in ranges[label])
-
-    if inside(META_FORWARD):
-        return PHASES[0]
-    if inside(META_STEP):
-        return PHASES[1]
-    if inside("label"):
-        return PHASES[2]
-    return PHASES[3]
-
-
-def exact_step(batch_size: int):
-    """``(learner, batch, meta batch, model_and_optimizer)``: overhead.py's ``METHOD`` on ``MODEL``."""
-    batch, meta, targets, classes, model_and_optimizer = build(MODEL, "cpu", batch_size)
-    strategy_factory, labels_name, _ = METHODS[METHOD]
+def step_of(method: str, model_name: str, batch_size: int):
+    """``(learner, batch, meta batch, model_and_optimizer)`` for overhead.py's ``method`` on ``model_name``."""
+    batch, meta, targets, classes, model_and_optimizer = build(model_name, "cpu", batch_size)
+    strategy_factory, labels_name, _ = METHODS[method]
     model, optimizer = model_and_optimizer()
     labels = make_labels(labels_name, targets, classes)
     learner = Learner(model, optimizer, labels, strategy_factory(),
@@ -122,42 +110,85 @@ def exact_step(batch_size: int):
     return learner, batch, meta, model_and_optimizer
 
 
-def profile_steps(batch_size: int, steps: int, warmup: int) -> Dict[str, Dict[str, float]]:
+def profile_steps(method: str, model_name: str, batch_size: int, steps: int, warmup: int) -> Dict[str, Dict[str, float]]:
     """``family -> phase -> ms per step`` of operator self time over ``steps`` profiled steps."""
-    learner, batch, meta, _ = exact_step(batch_size)
+    learner, batch, meta, _ = step_of(method, model_name, batch_size)
     for _ in range(warmup):
         learner.step(batch, meta)
-    with labelled_phases(learner.strategy), profile(activities=[ProfilerActivity.CPU]) as prof:
+    with labelled_meta_loss(learner.strategy), profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             learner.step(batch, meta)
     events = prof.events()
-    ranges: Dict[str, List[Tuple[float, float]]] = defaultdict(list)
-    label_step = f"Optimizer.step#{type(learner.label_optimizer).__name__}.step"
+    ranges = [(e.time_range.start, e.time_range.end, e.name) for e in events
+              if e.name.startswith(("labelmeta: ", "one-step: ")) or e.name == META_LOSS]
+    assert sum(name == "labelmeta: meta step" for _, _, name in ranges) == steps, "every profiled step must hold a meta step"
+
+    def phase_of(start: float) -> str:
+        inside = [(a, name) for a, b, name in ranges if a <= start <= b]
+        return max(inside)[1] if inside else OUTSIDE  # the innermost: the latest to begin
+
+    table: Dict[str, Dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for e in events:
-        key = {META_FORWARD: META_FORWARD, META_STEP: META_STEP, label_step: "label"}.get(e.name)
-        if key is not None:
-            ranges[key].append((e.time_range.start, e.time_range.end))
-    assert len(ranges[META_STEP]) == len(ranges[META_FORWARD]) == len(ranges["label"]) == steps, \
-        "every profiled step must hold one meta step, one meta forward and one label step"
-    table: Dict[str, Dict[str, float]] = {name: {p: 0.0 for p in PHASES} for name, _, _ in FAMILIES}
-    for e in events:
-        if e.name in (META_FORWARD, META_STEP):
+        if e.name.startswith(("labelmeta: ", "one-step: ")) or e.name == META_LOSS:
             continue  # our own ranges: their self time is the profiler's, not the step's
-        table[family(e)][phase_of(e.time_range.start, ranges)] += e.self_cpu_time_total / 1e3 / steps
-    return table
+        table[family(e)][phase_of(e.time_range.start)] += e.self_cpu_time_total / 1e3 / steps
+    return {name: dict(table[name]) for name, _, _ in FAMILIES}
 
 
-def step_times(batch_size: int, repeats: int, warmup: int) -> Dict[str, float]:
+def step_times(method: str, model_name: str, batch_size: int, repeats: int, warmup: int) -> Dict[str, float]:
     """Unprofiled median seconds of the profiled step and of a plain step, timed round-robin."""
-    learner, batch, meta, model_and_optimizer = exact_step(batch_size)
+    learner, batch, meta, model_and_optimizer = step_of(method, model_name, batch_size)
     plain_model, plain_optimizer = model_and_optimizer()
-    times = interleaved_times({METHOD: lambda: learner.step(batch, meta),
+    times = interleaved_times({method: lambda: learner.step(batch, meta),
                                "plain step": plain_step(plain_model, plain_optimizer, batch)}, repeats, warmup, "cpu")
     return {name: median(t) for name, t in times.items()}
 
 
+def report(method: str, model_name: str, table: Dict[str, Dict[str, float]], times: Dict[str, float]) -> List[str]:
+    """The markdown section of one (method, model)."""
+    phases = sorted({p for row in table.values() for p in row}, key=_phase_order)
+    total = sum(sum(row.values()) for row in table.values())
+    by_phase = {p: sum(row.get(p, 0.0) for row in table.values()) for p in phases}
+    lines = [f"## {method} on {model_name}", "",
+             "| operator family | " + " | ".join(_short(p) for p in phases) + " | total (ms) | share (%) |",
+             "|---" * (len(phases) + 3) + "|"]
+    for name, row in table.items():
+        ms = sum(row.values())
+        if ms == 0:
+            continue
+        lines.append(f"| {name} | " + " | ".join(f"{row.get(p, 0.0):.2f}" for p in phases) +
+                     f" | {ms:.2f} | {100 * ms / total:.1f} |")
+    lines.append("| **all operators** | " + " | ".join(f"{by_phase[p]:.2f}" for p in phases) + f" | {total:.2f} | 100.0 |")
+    ratio = times[method] / times["plain step"]
+    lines += ["", "Shares of the operators' time: " + "; ".join(f"{_short(p)} {100 * by_phase[p] / total:.1f} %"
+                                                          for p in phases) + ".",
+              f"Unprofiled median step: {times[method] * 1e3:.2f} ms ({ratio:.2f}× a plain step of "
+              f"{times['plain step'] * 1e3:.2f} ms); operators' self time under the profiler: {total:.2f} ms.", ""]
+    return lines
+
+
+_ORDER = ["labelmeta: model forward (shared)", "one-step: inner gradient", META_LOSS, SECOND_ORDER,
+          "one-step: meta loss and its gradient", "one-step: forward-mode product J u", "one-step: reverse-mode product J u",
+          "one-step: label gradient", "labelmeta: label step", "labelmeta: model step", OUTSIDE]
+
+
+def _phase_order(phase: str) -> int:
+    return _ORDER.index(phase) if phase in _ORDER else len(_ORDER)
+
+
+def _short(phase: str) -> str:
+    """A column title: the range's name without its prefix (the meta step's remainder is its 2nd-order backward)."""
+    if phase == SECOND_ORDER:
+        return "meta step: rest (2nd-order backward, label grads)"
+    if phase == META_LOSS:
+        return "meta loss forward"
+    return phase.split(": ", 1)[-1] if ": " in phase else phase.split(" (")[0]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=list(METHODS))
+    parser.add_argument("--models", nargs="+", default=["cnn1d-bn", "mlp"], choices=[m for m in SHAPES if m != "wrn"])
     parser.add_argument("--batch-size", type=int, default=128, help="training and meta batch size")
     parser.add_argument("--steps", type=int, default=50, help="profiled steps (after --warmup steps)")
     parser.add_argument("--warmup", type=int, default=5)
@@ -166,42 +197,23 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     if args.smoke:
         args.batch_size, args.steps, args.warmup = 16, 2, 1
-    table = profile_steps(args.batch_size, args.steps, args.warmup)
-    times = step_times(args.batch_size, args.steps, args.warmup)
-
-    total = sum(sum(row.values()) for row in table.values())
-    phase_ms = {p: sum(row[p] for row in table.values()) for p in PHASES}
-    families = {name: dict(ms=sum(row.values()), share=sum(row.values()) / total, by_phase=row)
-                for name, row in table.items()}
-    second_order = phase_ms[PHASES[1]]
-    bn_double = table[FAMILIES[0][0]][PHASES[1]]
-
     command = "python benchmarks/profile_step.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    short = ["meta fwd", "meta bwd (2nd order)", "label step", "model step"]
     lines = ["# Where one exact k=1 step's time goes", "",
-             f"Command: `{command.strip()}`; {machine('cpu')}. The `{METHOD}` full step of `overhead.py` on "
-             f"`{MODEL}`, batch {args.batch_size} (meta batch the same size), {args.steps} steps profiled after "
-             f"{args.warmup} warm-up step(s). Operators' self time in ms per step, by family (rows) and phase "
-             "(columns); shares of the operators' total.", "",
-             "| operator family | " + " | ".join(short) + " | total (ms) | share (%) |",
-             "|---" * (len(PHASES) + 3) + "|"]
-    for name, f in families.items():
-        lines.append(f"| {name} | " + " | ".join(f"{f['by_phase'][p]:.2f}" for p in PHASES) +
-                     f" | {f['ms']:.2f} | {100 * f['share']:.1f} |")
-    lines.append("| **all operators** | " + " | ".join(f"{phase_ms[p]:.2f}" for p in PHASES) + f" | {total:.2f} | 100.0 |")
-    lines += ["", f"Phase shares: " + ", ".join(f"{p} {100 * phase_ms[p] / total:.1f} %" for p in PHASES) + ".",
-              f"BatchNorm's double backward: {100 * bn_double / second_order:.1f} % of the second-order backward, "
-              f"{100 * families[FAMILIES[0][0]]['share']:.1f} % of the whole step's operator time.",
-              f"Unprofiled median step: {times[METHOD] * 1e3:.2f} ms ({times[METHOD] / times['plain step']:.2f}× a plain "
-              f"step of {times['plain step'] * 1e3:.2f} ms); operators' self time under the profiler: {total:.2f} ms.", ""]
-    report = "\n".join(lines)
+             f"Command: `{command.strip()}`; {machine('cpu')}. Full steps of `overhead.py`'s methods, batch "
+             f"{args.batch_size} (meta batch the same size), {args.steps} steps profiled after {args.warmup} warm-up "
+             "step(s). Operators' self time in ms per step, by family (rows) and phase (columns: the library's "
+             "own profiler ranges); shares of the operators' total.", ""]
+    data = {"machine": machine("cpu"), "batch_size": args.batch_size, "steps": args.steps, "results": {}}
+    for model_name in args.models:
+        for method in args.methods:
+            table = profile_steps(method, model_name, args.batch_size, args.steps, args.warmup)
+            times = step_times(method, model_name, args.batch_size, args.steps, args.warmup)
+            lines += report(method, model_name, table, times)
+            data["results"][f"{method} | {model_name}"] = {"families_by_phase": table, "step_seconds_unprofiled": times}
+    text = "\n".join(lines)
     stem = "profile_step" + ("_smoke" if args.smoke else "")
-    write_outputs(Path(args.out), stem, report, {
-        "machine": machine("cpu"), "method": METHOD, "model": MODEL, "batch_size": args.batch_size,
-        "steps": args.steps, "warmup": args.warmup, "op_ms_per_step": total, "phases_ms": phase_ms,
-        "families": families, "bn_double_backward_share_of_second_order": bn_double / second_order,
-        "step_seconds_unprofiled": times})
-    print(report)
+    write_outputs(Path(args.out), stem, text, data)
+    print(text)
     return 0
 
 

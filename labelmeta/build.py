@@ -5,6 +5,7 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 
+from .accel import to_channels_last
 from .config import COMPONENTS, Config, component_options
 from .data import Splits, make_splits
 from .distributed import Distributed
@@ -46,6 +47,8 @@ def build_learner(config: Config, splits: Splits, labels: Optional[LabelParamete
     """
     model = make_model(config.model, splits.input_shape, splits.num_classes, **options(config, "model"))
     model = model.to(config.device)
+    if config.channels_last:
+        model = to_channels_last(model)
     optimizer = MODEL_OPTIMIZERS[config.optimizer](config, model.parameters())
     if labels is None:
         labels = make_labels(config.labels, splits.labels.noisy, splits.num_classes, **options(config, "labels"))
@@ -59,4 +62,5 @@ def build_learner(config: Config, splits: Splits, labels: Optional[LabelParamete
     if strategy is not None and labels.learnable:
         label_opt = make_label_optimizer(config.label_optimizer, labels.parameters(), config.label_lr * labels.lr_scale,
                                          **options(config, "label_optimizer"))
-    return Learner(model, optimizer, labels, strategy, label_opt, loss=loss, distributed=distributed)
+    return Learner(model, optimizer, labels, strategy, label_opt, loss=loss, distributed=distributed,
+                   amp=config.amp)

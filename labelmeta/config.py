@@ -39,8 +39,9 @@ def _options() -> Any:
 @dataclass
 class Config:
     """Everything a run needs. The defaults are the recommended recipe for MNIST-1D with 40 %
-    symmetric noise (``benchmarks/noisy_recipe.py`` measures it); a component's options default to
-    its own declared defaults (``labelmeta list NAME`` shows them)."""
+    symmetric noise (``benchmarks/noisy_recipe.py`` measures it; ``benchmarks/default_recipe.py``
+    chose its meta step among cheaper candidates on symmetric and class-flip noise); a
+    component's options default to its own declared defaults (``labelmeta list NAME`` shows them)."""
 
     # data
     dataset: str = field(default="mnist1d", metadata=_DATA)            #: a name in ``DATASETS``
@@ -70,7 +71,9 @@ class Config:
     label_options: Dict[str, Any] = _options()
     loss: str = "ce"                                                   #: training loss, a name in ``LOSSES``
     loss_options: Dict[str, Any] = _options()
-    strategy: str = "unrolled"                                         #: a name in ``STRATEGIES`` or "none"
+    #: a name in ``STRATEGIES`` or "none"; the default computes the exact one-step hypergradient
+    #: (``unrolled``'s, to round-off) without a second-order graph (benchmarks/default_recipe.py)
+    strategy: str = "one-step"
     strategy_options: Dict[str, Any] = _options()
     label_optimizer: str = "mirror"                                    #: a name in ``LABEL_OPTIMIZERS``
     label_optimizer_options: Dict[str, Any] = _options()
@@ -83,6 +86,11 @@ class Config:
     # run
     device: str = field(default="cpu", metadata=_RESUMABLE)
     deterministic: bool = False                #: deterministic algorithms only (slower on GPU; CPU runs are already)
+    amp: bool = False                          #: bfloat16 autocast through the inner, meta and model steps (labelmeta.accel)
+    channels_last: bool = False                #: channels-last memory format for image models and batches
+    workers: int = 0                           #: DataLoader worker processes for datasets read sample by sample (images)
+    pin_memory: bool = False                   #: page-locked host batches, copied to the GPU asynchronously
+    persistent_workers: bool = False           #: keep the workers alive between epochs (needs workers > 0)
     output: Optional[str] = field(default=None, metadata=_RESUMABLE)   #: write results as JSON here
     progress: bool = field(default=True, metadata=_RESUMABLE)          #: show a tqdm progress bar
     #: checkpoint file, written at the end of every epoch
@@ -144,6 +152,10 @@ def check_config(config: Config) -> None:
     for name in ("epochs", "batch_size", "meta_batch_size", "meta_every"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+    if config.workers < 0:
+        raise ValueError(f"workers must be >= 0, got {config.workers}")
+    if config.persistent_workers and config.workers == 0:
+        raise ValueError("persistent_workers=True needs workers > 0 (worker processes to keep)")
     if config.warmup_epochs < 0:
         raise ValueError(f"warmup_epochs must be >= 0, got {config.warmup_epochs}")
     if config.checkpoint_every < 0:
@@ -191,12 +203,14 @@ def check_writable(path: str | Path, what: str) -> None:
 #: named starting points for ``labelmeta train --preset NAME`` (any flag still overrides them)
 PRESETS: Dict[str, Config] = {
     # CIFAR: torchvision data from --data-root, CIFAR ResNet-18 (3x3 stem, no max-pool), random crop +
-    # horizontal flip, SGD 0.1 with cosine decay; clean labels, per-class labels meta-learned on
+    # horizontal flip decoded in 4 worker processes, channels-last, SGD 0.1 with cosine decay; clean labels, per-class labels meta-learned on
     # training batches (no held-out split needed when the labels are clean). Meant for a GPU.
     "cifar10": Config(dataset="cifar10", model="resnet18", lr=0.1, weight_decay=5e-4, epochs=200, batch_size=128,
                       noise="none", noise_rate=0.0, labels="per-class", label_lr=2.0, meta_source="train",
-                      meta_per_class=0, meta_batch_size=128, warmup_epochs=5, device="cuda"),
+                      meta_per_class=0, meta_batch_size=128, warmup_epochs=5, device="cuda", workers=4,
+                      pin_memory=True, channels_last=True),
     "cifar100": Config(dataset="cifar100", model="resnet18", lr=0.1, weight_decay=5e-4, epochs=200, batch_size=128,
                        noise="none", noise_rate=0.0, labels="per-class", label_lr=2.0, meta_source="train",
-                       meta_per_class=0, meta_batch_size=128, warmup_epochs=5, device="cuda"),
+                       meta_per_class=0, meta_batch_size=128, warmup_epochs=5, device="cuda", workers=4,
+                      pin_memory=True, channels_last=True),
 }

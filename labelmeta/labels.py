@@ -29,11 +29,17 @@ def check_targets(targets: Tensor, num_classes: int, what: str = "targets", noun
         raise TypeError(f"{what} must hold integer {noun}, got dtype {targets.dtype}")
     if targets.dim() != 1:
         raise ValueError(f"{what} must be 1-D [B], got shape {tuple(targets.shape)}")
-    if targets.numel() and (targets.min() < 0 or targets.max() >= num_classes):
+    if targets.numel() and not _within(targets, num_classes):
         bad = targets[(targets < 0) | (targets >= num_classes)]
         raise ValueError(
             f"{what} hold {noun} {bad[:5].tolist()} outside [0, {num_classes})"
         )
+
+
+def _within(values: Tensor, size: int) -> bool:
+    """Whether every entry lies in ``[0, size)``: one reduction and one device sync (this runs several times a step)."""
+    low, high = torch.aminmax(values)
+    return bool(((low >= 0) & (high < size)).item())
 
 
 class LabelParameterization(nn.Module, abc.ABC):

@@ -8,9 +8,11 @@ from typing import Optional, Union
 import torch
 from torch import Tensor, nn
 
+from .accel import autocast
 from .distributed import Distributed
 from .labels import LabelParameterization, check_targets
 from .losses import TrainingLoss, check_finite, make_loss
+from .profiling import phase
 from .strategies import MetaProblem, MetaStats, Strategy, make_strategy
 from .typing import Batch
 
@@ -45,12 +47,16 @@ class Learner:
             (:func:`labelmeta.distributed.from_environment`); every process then passes the same
             global batches to :meth:`step`, which trains on this process's shard (see
             :mod:`labelmeta.distributed`). ``None``: one process.
+        amp: bfloat16 autocast around the meta step and the model step (:mod:`labelmeta.accel`).
 
     Each :meth:`step` (1) if a meta batch is given, computes the label gradient with the
-    strategy (handing it one :class:`~labelmeta.strategies.MetaProblem`) and steps the label optimiser (or, for a strategy that learns per-sample weights,
-    gets the weights), then (2) takes the real model step on the training batch against the
-    (updated, detached) soft labels, and (3) shows the labels the model's outputs on that batch
-    (:meth:`~labelmeta.labels.LabelParameterization.observe`).
+    strategy (handing it one :class:`~labelmeta.strategies.MetaProblem`) and steps the label
+    optimiser (or, for a strategy that learns per-sample weights, gets the weights), then (2) takes
+    the real model step on the training batch against the (updated, detached) soft labels, and (3)
+    shows the labels the model's outputs on that batch
+    (:meth:`~labelmeta.labels.LabelParameterization.observe`). For a strategy that
+    :attr:`~labelmeta.strategies.Strategy.shares_forward` (``one-step``), the model step's forward
+    runs first and is handed to the strategy, so the two share it (in one process).
     """
 
     def __init__(
@@ -62,6 +68,7 @@ class Learner:
         label_optimizer: Optional[torch.optim.Optimizer] = None,
         loss: Union[TrainingLoss, str] = "ce",
         distributed: Optional[Distributed] = None,
+        amp: bool = False,
     ) -> None:
         if isinstance(strategy, str):
             strategy = make_strategy(strategy)
@@ -92,6 +99,7 @@ class Learner:
                 f"{type(labels).__name__} labels with {type(strategy).__name__}"
             )
         self.num_steps = 0
+        self.amp = amp
         self.distributed = distributed
         self._train_model = model
         if distributed is not None:
@@ -131,19 +139,25 @@ class Learner:
         scale = 1.0
         if self.distributed is not None:  # this process's shard; losses scaled so that shards add up
             batch, scale = self.distributed.shard(batch)
-        meta = None
-        if meta_batch is not None and self.meta_enabled:
-            meta = self._meta_step(batch, meta_batch, scale)
-        weights = meta.sample_weights if meta is not None else None
-        loss = self._model_step(batch, scale, weights)
+        meta, logits = None, None
+        with autocast(batch[0].device, self.amp):
+            if meta_batch is not None and self.meta_enabled:
+                assert self.strategy is not None
+                self._check_batch(meta_batch, "meta_batch")  # before the forward touches BatchNorm's statistics
+                if self.strategy.shares_forward and self.distributed is None:
+                    with phase("labelmeta: model forward (shared)"):
+                        logits = self._train_model(batch[0])  # the model step's forward, lent to the meta step first
+                meta = self._meta_step(batch, meta_batch, scale, logits)
+            weights = meta.sample_weights if meta is not None else None
+            with phase("labelmeta: model step"):
+                loss = self._model_step(batch, scale, weights, logits)
         self.num_steps += 1
         return StepStats(loss / scale, meta.meta_loss if meta else None, weights)
 
-    def _meta_step(self, batch: Batch, meta_batch: Batch, scale: float) -> MetaStats:
-        """The strategy's label gradient, then the label optimiser's step."""
-        self._check_batch(meta_batch, "meta_batch")
+    def _meta_step(self, batch: Batch, meta_batch: Batch, scale: float, logits: Optional[Tensor]) -> MetaStats:
+        """The strategy's label gradient, then the label optimiser's step (``meta_batch`` checked)."""
         assert self.strategy is not None
-        problem = MetaProblem(self.model, self.optimizer, self.labels, batch, meta_batch, self.loss)
+        problem = MetaProblem(self.model, self.optimizer, self.labels, batch, meta_batch, self.loss, logits=logits)
         if self.distributed is not None:
             problem.meta_batch, meta_scale = self.distributed.shard(meta_batch)
             problem.inner_scale, problem.meta_scale = scale, meta_scale / self.distributed.world
@@ -151,7 +165,8 @@ class Learner:
         if self.label_optimizer is not None:
             self.label_optimizer.zero_grad(set_to_none=True)
         try:
-            stats = self.strategy.compute(problem)
+            with phase("labelmeta: meta step"):
+                stats = self.strategy.compute(problem)
         except FloatingPointError as err:
             raise FloatingPointError(f"{err} at step {self.num_steps}: meta_batch of {len(meta_batch[2])} samples with "
                                      f"indices {_indices(meta_batch)}{_inputs_note(meta_batch)}; "
@@ -159,15 +174,20 @@ class Learner:
         if self.distributed is not None:  # per-class rows from every process, per-sample rows from one
             self.distributed.sum_([p.grad for p in self.labels.parameters()])
         if self.label_optimizer is not None:
-            self.label_optimizer.step()
+            with phase("labelmeta: label step"):
+                self.label_optimizer.step()
         return stats
 
-    def _model_step(self, batch: Batch, scale: float, weights: Optional[Tensor]) -> float:
-        """The real optimiser step against the (updated, detached) labels; the labels then observe."""
+    def _model_step(self, batch: Batch, scale: float, weights: Optional[Tensor], logits: Optional[Tensor]) -> float:
+        """The real optimiser step against the (updated, detached) labels; the labels then observe.
+
+        ``logits``: this step's forward when the meta step already ran it (its graph is kept).
+        """
         x, y, idx = batch
         with torch.no_grad():
             targets = self.labels(idx, y)
-        logits = self._train_model(x)
+        if logits is None:
+            logits = self._train_model(x)
         loss = self.loss(logits, targets, weights, y)
         if scale != 1.0:  # this process's share of the global batch mean
             loss = loss * scale

@@ -12,7 +12,7 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 import torch
 
-from . import checkpoint
+from . import accel, checkpoint
 from .build import build_learner, splits_for
 from .checkpoint import RunState
 from .config import Config, check_config
@@ -74,10 +74,17 @@ def fit_learner(config: Config, splits: Optional[Splits] = None, labels: Optiona
         warnings.warn(f"warmup_epochs={config.warmup_epochs} >= epochs={config.epochs}: no meta step will run and "
                       f"the '{config.strategy}' strategy changes nothing", stacklevel=3)
     device = torch.device(config.device)
-    train_loader = loader(splits.train, config.batch_size, shuffle=True, seed=config.seed)
+    _warn_idle_speed_settings(config, splits)
+    pinned = config.pin_memory and device.type == "cuda"
+    workers = dict(workers=config.workers, pin_memory=pinned, persistent_workers=config.persistent_workers)
+    train_loader = loader(splits.train, config.batch_size, shuffle=True, seed=config.seed, **workers)
     meta_set = splits.meta if config.meta_source == "clean" else splits.train
-    meta_batches = cycle(loader(meta_set, config.meta_batch_size, shuffle=True, seed=config.seed + 1))
-    test_loader = loader(splits.test, 1000, shuffle=False)
+    meta_batches = cycle(loader(meta_set, config.meta_batch_size, shuffle=True, seed=config.seed + 1, **workers))
+    test_loader = loader(splits.test, 1000, shuffle=False, **workers)
+
+    def to_device(batch):
+        return accel.to_device(batch, device, non_blocking=pinned, channels_last=config.channels_last)
+
     steps_per_epoch = len(train_loader)
     schedule = MetaSchedule(steps_per_epoch=steps_per_epoch, epochs=config.epochs, warmup_epochs=config.warmup_epochs,
                             every=config.meta_every, label_schedule=config.label_schedule)
@@ -107,9 +114,9 @@ def fit_learner(config: Config, splits: Optional[Splits] = None, labels: Optiona
         train_loader.generator.set_state(state.train_order)
         train_loader.skip(state.step_in_epoch)
         for batch in train_loader:
-            batch = tuple(t.to(device) for t in batch)
+            batch = to_device(batch)
             due = learner.meta_enabled and schedule.due(learner.num_steps)
-            meta_batch = tuple(t.to(device) for t in next(meta_batches)) if due else None
+            meta_batch = to_device(next(meta_batches)) if due else None
             stats = learner.step(batch, meta_batch)
             if stats.sample_weights is not None:  # relative to uniform: 1 is an average sample
                 state.last_weight[batch[2].cpu()] = stats.sample_weights.cpu().float() * len(batch[2])
@@ -125,7 +132,8 @@ def fit_learner(config: Config, splits: Optional[Splits] = None, labels: Optiona
             if config.checkpoint_every and learner.num_steps % config.checkpoint_every == 0:
                 save()
         seconds = time.perf_counter() - epoch_start
-        test = evaluate(learner.model, test_loader, device)
+        with accel.autocast(device, config.amp):
+            test = evaluate(learner.model, test_loader, device)
         record = EpochRecord(epoch=epoch + 1, train_loss=float(np.mean(state.losses)),
                              meta_loss=float(np.mean(state.meta_losses)) if state.meta_losses else None,
                              seconds=seconds, test_accuracy=test["accuracy"], test_ece=test["ece"],
@@ -148,6 +156,21 @@ def fit_learner(config: Config, splits: Optional[Splits] = None, labels: Optiona
         except OSError as err:  # the run is done: hand its results over with the error, never lose them
             raise ResultsNotWritten(f"cannot write the results to {config.output!r}: {err}", results) from err
     return learner, results
+
+
+def _warn_idle_speed_settings(config: Config, splits: Splits) -> None:
+    """Warn about speed settings that do nothing here, and about what workers do to a resume
+    (``pin_memory`` off a GPU is simply not applied: the presets set it for the GPU they are meant for)."""
+    in_memory = getattr(splits.train, "batched", False)
+    if config.workers and in_memory:
+        warnings.warn(f"workers={config.workers} has no effect: the {config.dataset} data are in memory and sliced "
+                      "in the main process (workers serve datasets read sample by sample, e.g. CIFAR)", stacklevel=4)
+    if config.channels_last and len(splits.input_shape) != 3:
+        warnings.warn(f"channels_last has no effect: the inputs are {tuple(splits.input_shape)}, not images "
+                      "(channels, height, width)", stacklevel=4)
+    if config.workers and not in_memory and config.checkpoint:
+        warnings.warn("with workers > 0 a resumed run sees the same samples in the same order, but augmentations drawn "
+                      "in the workers are restored only at epoch ends, and not with persistent_workers", stacklevel=4)
 
 
 def _label_quality(learner: Learner, splits: Splits, last_weight: torch.Tensor):

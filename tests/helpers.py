@@ -1,7 +1,6 @@
 """Seeded factories, on-disk dataset writers and one comparison helper shared by the tests."""
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -70,20 +69,10 @@ def assert_close(actual: Tensor, expected: Tensor, rtol: float, what: str = "") 
 
 
 def write_cifar10(root: Path, n_train_per_batch: int = 4, n_test: int = 6) -> None:
-    """A tiny CIFAR-10 in torchvision's on-disk format (cifar-10-batches-py pickles)."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
+    """A tiny CIFAR-10 in torchvision's on-disk format: random pixels, class ids in turn."""
+    from labelmeta.data.files import write_cifar10 as write
+
     rng = np.random.default_rng(0)
-
-    def batch(n, start):
-        return {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                "labels": [(start + i) % 10 for i in range(n)]}
-
-    for i in range(1, 6):
-        with open(folder / f"data_batch_{i}", "wb") as f:
-            pickle.dump(batch(n_train_per_batch, (i - 1) * n_train_per_batch), f)
-    with open(folder / "test_batch", "wb") as f:
-        pickle.dump(batch(n_test, 0), f)
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
-                                     "horse", "ship", "truck"]}, f)
+    n_train = 5 * n_train_per_batch
+    write(root, rng.integers(0, 256, (n_train, 3072), dtype=np.uint8), [i % 10 for i in range(n_train)],
+          rng.integers(0, 256, (n_test, 3072), dtype=np.uint8), [i % 10 for i in range(n_test)])

@@ -408,32 +408,89 @@ def test_label_signal_smoke(tmp_path):
 def test_profile_step_smoke(tmp_path):
     _smoke("profile_step.py", tmp_path)
     data = json.loads((tmp_path / "profile_step_smoke.json").read_text())
-    [table] = _tables((tmp_path / "profile_step_smoke.md").read_text())
-    phases = list(data["phases_ms"])
-    families = data["families"]
-    shown = _rows(table)
-    assert list(shown) == [*families, "**all operators**"]
-    # every operator's time is in one family and one phase: rows, columns and shares add up
-    assert math.isclose(sum(f["share"] for f in families.values()), 1.0, rel_tol=1e-9)
-    assert abs(sum(float(shown[name][-1]) for name in families) - 100.0) <= 0.05 * len(families)
-    assert math.isclose(sum(data["phases_ms"].values()), data["op_ms_per_step"], rel_tol=1e-9)
-    for phase in phases:
-        assert math.isclose(sum(f["by_phase"][phase] for f in families.values()), data["phases_ms"][phase],
-                            rel_tol=1e-9, abs_tol=1e-12)
-    for name, f in families.items():
-        assert math.isclose(sum(f["by_phase"].values()), f["ms"], rel_tol=1e-9, abs_tol=1e-12)
-        for cell, phase in zip(shown[name], phases):
-            _close(cell, f["by_phase"][phase])
-        _close(shown[name][-2], f["ms"])
-        _close(shown[name][-1], 100 * f["ms"] / data["op_ms_per_step"])
-    # a double backward runs only in the second-order backward, where the exact unroll must have one
-    second_order = phases[1]
-    for name in ("batch norm: double backward", "convolution: double backward"):
-        assert families[name]["by_phase"][second_order] > 0
-        assert all(ms == 0 for phase, ms in families[name]["by_phase"].items() if phase != second_order)
-    # forwards run in the meta forward and the model step, never in a backward or the label step
-    for name in ("batch norm: forward", "convolution: forward"):
-        assert families[name]["by_phase"][phases[0]] > 0 and families[name]["by_phase"][phases[3]] > 0
-        assert families[name]["by_phase"][phases[1]] == families[name]["by_phase"][phases[2]] == 0
-    assert math.isclose(data["bn_double_backward_share_of_second_order"],
-                        families["batch norm: double backward"]["ms"] / data["phases_ms"][second_order], rel_tol=1e-9)
+    sections = _sections((tmp_path / "profile_step_smoke.md").read_text())
+    assert len(data["results"]) == 6  # three methods on two models
+    for key, result in data["results"].items():
+        method, model = key.split(" | ")
+        table = result["families_by_phase"]
+        [shown] = _tables(sections[f"{method} on {model}"])
+        phases = [c for c in shown[0][1:-2]]
+        rows = _rows(shown)
+        total = sum(sum(row.values()) for row in table.values())
+        # every operator's time is in one family and one phase: rows, columns and shares add up
+        assert list(rows) == [name for name, row in table.items() if sum(row.values()) > 0] + ["**all operators**"]
+        for name, row in table.items():
+            if name in rows:
+                _close(rows[name][-2], sum(row.values()))
+                _close(rows[name][-1], 100 * sum(row.values()) / total)
+        _close(rows["**all operators**"][-2], total)
+        assert abs(sum(float(r[-1]) for n, r in rows.items() if n != "**all operators**") - 100.0) <= 0.05 * len(rows)
+        assert len(phases) == len({p for row in table.values() for p in row})
+        doubles = ("batch norm: double backward", "convolution: double backward")
+        if "one-step" in method:
+            # forward-mode: no graph through the inner backward, so no double backward anywhere,
+            # and the forwards run in the shared forward, the meta loss and the product
+            if "forward-mode" in method:
+                assert all(sum(table[name].values()) == 0 for name in doubles)
+            elif model == "cnn1d-bn":  # reverse-mode: the double backward is the product, and only there
+                for name in doubles:
+                    assert set(table[name]) == {"one-step: reverse-mode product J u"}
+            if model == "cnn1d-bn" and "forward-mode" in method:
+                forward = table["convolution: forward"]
+                assert set(forward) == {"labelmeta: model forward (shared)", "one-step: meta loss and its gradient",
+                                        "one-step: forward-mode product J u"}
+        elif model == "cnn1d-bn":  # the exact unroll's double backwards, in its second-order backward only
+            for name in doubles:
+                assert set(table[name]) == {"labelmeta: meta step"} and table[name]["labelmeta: meta step"] > 0
+        # nothing but the label optimiser and the model step's own run the optimiser family
+        assert set(table["optimiser steps (SGD, label step)"]) <= {"labelmeta: label step", "labelmeta: model step",
+                                                                   "outside the ranges (label forward, checks, observe)"}
+
+
+def test_default_recipe_smoke(tmp_path):
+    """Every figure of the table recomputed from the runs; the qualifying rule and the choice too."""
+    _smoke("default_recipe.py", tmp_path)
+    data = json.loads((tmp_path / "default_recipe_smoke.json").read_text())
+    report = (tmp_path / "default_recipe_smoke.md").read_text()
+    runs, rows = data["runs"], data["rows"]
+    assert [r["method"] for r in rows] == list(runs)
+    ce, reference = runs["cross-entropy"], runs["exact: unrolled, every step, meta batch 500 (previous default)"]
+    ce_last = statistics.fmean(100 * r["last_accuracy"] for r in ce)
+    ce_time = statistics.fmean(r["wall_time"] for r in ce)
+    ref_last = [100 * r["last_accuracy"] for r in reference]
+    shown = _rows(_tables(report)[0])
+    for row in rows:
+        rs = runs[row["method"]]
+        last = statistics.fmean(100 * r["last_accuracy"] for r in rs)
+        assert math.isclose(row["time_ratio"], statistics.fmean(r["wall_time"] for r in rs) / ce_time, rel_tol=1e-9)
+        last_cell, best_cell, corrected, broken, wall, ratio, gain_cell, qualifies = shown[row["method"]]
+        _shows(last_cell, [r["last_accuracy"] for r in rs])
+        _shows(best_cell, [r["best_accuracy"] for r in rs])
+        _shows(wall, [r["wall_time"] for r in rs], 1.0)
+        _close(ratio, row["time_ratio"])
+        if row["method"] == "cross-entropy":
+            assert gain_cell == qualifies == "–"
+            continue
+        gain = (last - ce_last) / (statistics.fmean(ref_last) - ce_last)
+        _close(gain_cell, 100 * gain)
+        expected = (row["method"] in data["candidates"] and gain >= 0.95
+                    and last >= statistics.fmean(ref_last) - statistics.pstdev(ref_last))
+        assert row["qualifies"] == expected and qualifies == ("yes" if expected else "no" if row["method"] in data["candidates"] else "–")
+    qualifying = sorted((r for r in rows if r["qualifies"]), key=lambda r: r["time_ratio"])
+    assert (f"Fastest qualifying candidate: **{qualifying[0]['method']}**" in report) if qualifying \
+        else "No candidate qualifies." in report
+
+
+def test_cifar_epoch_smoke(tmp_path):
+    """One epoch of the cifar10 preset on synthetic files in torchvision's format, each row."""
+    _smoke("cifar_epoch.py", tmp_path, "--data-root", str(tmp_path / "data"))
+    data = json.loads((tmp_path / "cifar_epoch_smoke.json").read_text())
+    assert (tmp_path / "data" / "cifar-10-batches-py" / "data_batch_5").exists()
+    shown = _rows(_tables((tmp_path / "cifar_epoch_smoke.md").read_text())[0])
+    plain = data["results"]["cross-entropy"]["seconds"]
+    for name, r in data["results"].items():
+        seconds, per_second, ratio, memory = shown[name]
+        _close(seconds, r["seconds"])
+        _close(per_second, data["images"] / r["seconds"])
+        _close(ratio, r["seconds"] / plain)
+        assert memory == "–"  # measured on a GPU only

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -109,7 +110,8 @@ def test_optional_fields_and_component_options_parse_to_their_declared_types():
     (["--labels", "one-hot", "--label-scale", "2"], "--label-scale is not an option of label parameterisation "
                                                    "'one-hot'; its options: none"),
     (["--strategy", "none", "--strategy-steps", "2"], "strategy 'none' takes no options"),
-    (["--strategy-steps", "two"], "strategy 'unrolled' option 'steps' takes int, got 'two'"),
+    (["--strategy-steps", "two"], "strategy 'one-step' option 'steps' takes int, got 'two'"),
+    (["--strategy-product", "sideways"], "option 'product' takes one of {auto,forward,reverse}, got 'sideways'"),
     (["--label-opt-normalize", "rows"], "option 'normalize' takes one of {batch,row,none}, got 'rows'"),
     (["--model", "mlp", "--model-hidden", "a,b"], "model 'mlp' option 'hidden' takes ints, got 'a,b'"),
     (["--dataset", "digits", "--data-num-samples", "500"], "--data-num-samples is not an option of dataset "
@@ -132,10 +134,16 @@ def test_cifar_preset_end_to_end_on_a_tiny_on_disk_cifar(tmp_path, capsys):
 
     write_cifar10(tmp_path / "data")  # 20 training images (2 per class), 6 test images of classes 0-5
     out, ckpt = tmp_path / "run.json", tmp_path / "run.pt"
-    assert main(["train", "--preset", "cifar10", "--data-root", str(tmp_path / "data"), "--device", "cpu",
-                 "--epochs", "1", "--batch-size", "8", "--meta-batch-size", "8", "--warmup-epochs", "0",
-                 "--no-progress", "--output", str(out), "--checkpoint", str(ckpt)]) == 0
-    run, summary = json.loads(out.read_text()), json.loads(capsys.readouterr().out)
+    # images are decoded in a worker process (the preset's 4, one here: this machine may have 2 cores)
+    with warnings.catch_warnings():  # shown, not raised: the CLI prints it
+        warnings.filterwarnings("always", message="with workers > 0")
+        assert main(["train", "--preset", "cifar10", "--data-root", str(tmp_path / "data"), "--device", "cpu",
+                     "--epochs", "1", "--batch-size", "8", "--meta-batch-size", "8", "--warmup-epochs", "0",
+                     "--no-progress", "--output", str(out), "--checkpoint", str(ckpt), "--workers", "1"]) == 0
+    printed = capsys.readouterr()
+    run, summary = json.loads(out.read_text()), json.loads(printed.out)
+    # a checkpointed run with workers is told what a resume restores
+    assert "labelmeta: warning: with workers > 0 a resumed run sees the same samples" in printed.err
     config = run["config"]
     assert (config["model"], config["labels"], config["dataset"], config["epochs"]) == ("resnet18", "per-class", "cifar10", 1)
     [epoch] = run["history"]

@@ -20,7 +20,8 @@ def _run(args, tmp_path):
 
 
 @pytest.mark.parametrize("labels, strategy", [("per-class", "functional"), ("per-class", "unrolled"),
-                                              ("per-sample-ensemble", "functional")])
+                                              ("per-sample-ensemble", "functional"),
+                                              ("per-sample-ensemble", "one-step")])
 def test_two_processes_match_one(labels, strategy, tmp_path):
     _run([str(SCRIPT), str(tmp_path / "one.pt"), labels, strategy], tmp_path)
     _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT),

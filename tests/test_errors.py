@@ -223,7 +223,7 @@ def test_results_that_cannot_be_written_at_the_end_are_not_lost(tmp_path, capsys
 SILENT_NO_OPS = [
     (dict(lr=0.0), "learning rate is 0: .* the labels never change"),
     (dict(warmup_epochs=1, epochs=1), "warmup_epochs=1 >= epochs=1: no meta step will run"),
-    (dict(labels="one-hot"), "OneHot labels are fixed: the Unrolled strategy has nothing to learn"),
+    (dict(labels="one-hot"), "OneHot labels are fixed: the OneStep strategy has nothing to learn"),
     (dict(labels="smoothing", strategy="functional"), "LabelSmoothing labels are fixed: the Functional strategy"),
     (dict(strategy="reweight"), "MetaReweight strategy learns sample weights, not labels: the parameters of the "
                                 "SelfEnsembled labels stay"),

@@ -7,6 +7,10 @@
 4. for SGD (maximize, Nesterov), Adam, AMSGrad and AdamW, fresh and warm: central differences of
    the meta loss after k *real* ``torch.optim`` steps, so that an unroll whose step is not
    torch's (e.g. eps before Adam's bias correction) fails even though it is self-consistent.
+
+``one-step`` (a forward-mode product, no second-order graph) is checked against 1 and 4 at k = 1,
+and against the double-backward unroll (``functional``, ``truncated``) for every training loss,
+sample weights, and k > 1.
 """
 from __future__ import annotations
 
@@ -18,8 +22,8 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from helpers import C, assert_close, make_data, make_learnable_labels, make_model
-from labelmeta import LABELS, Unrolled, make_labels, soft_cross_entropy
-from labelmeta.strategies import Functional, MetaProblem, MetaReweight
+from labelmeta import LABELS, LOSSES, Unrolled, make_labels, make_loss, soft_cross_entropy
+from labelmeta.strategies import Functional, MetaProblem, MetaReweight, OneStep, Truncated
 
 LEARNABLE = [n for n in LABELS.names() if LABELS.get(n)(torch.zeros(2, dtype=torch.long), 2).learnable]
 
@@ -61,13 +65,26 @@ def _label_grads(strategy, model, opt, labels, batch, meta):
     return [p.grad.clone() for p in labels.parameters()]
 
 
-@pytest.mark.parametrize("k", [1, 2, 3])
+def _forward(steps: int = 1) -> OneStep:
+    return OneStep(steps=steps, product="forward")
+
+
+def _reverse(steps: int = 1) -> OneStep:
+    return OneStep(steps=steps, product="reverse")
+
+
+#: the k = 1 strategies checked against finite differences beside the unroll
+ONE_STEP = {"one-step": _forward, "one-step-reverse": _reverse}
+
+
+@pytest.mark.parametrize("k, backend", [(1, "unrolled"), (2, "unrolled"), (3, "unrolled"),
+                                        (1, "one-step"), (1, "one-step-reverse")])
 @pytest.mark.parametrize("model_kind", ["mlp", "bn", "unused"])
 @pytest.mark.parametrize("labels_name", LEARNABLE)
-def test_finite_differences(labels_name, model_kind, k, float64):
+def test_finite_differences(labels_name, model_kind, k, backend, float64):
     model, opt, labels, batch, meta = _setup(model_kind, labels_name)
-    strategy = Unrolled(steps=k)
-    grads = _label_grads(strategy, model, opt, labels, batch, meta)
+    strategy = Unrolled(steps=k)  # its meta loss is the function the differences are taken of
+    grads = _label_grads(ONE_STEP.get(backend, Unrolled)(steps=k), model, opt, labels, batch, meta)
     params = list(labels.parameters())
     g = torch.Generator().manual_seed(7)
     eps = 1e-5
@@ -151,10 +168,11 @@ def _torch_meta_loss(model, opt, labels, batch, meta, k, direction, eps) -> floa
         return F.cross_entropy(twin(meta[0]), meta[1]).item()
 
 
-@pytest.mark.parametrize("k", [1, 2])
+@pytest.mark.parametrize("backend, k", [(Unrolled, 1), (Unrolled, 2), (Functional, 1), (Functional, 2),
+                                        (_forward, 1), (_reverse, 1)],
+                         ids=["unrolled-1", "unrolled-2", "functional-1", "functional-2", "one-step", "one-step-reverse"])
 @pytest.mark.parametrize("warm", [False, True], ids=["fresh", "warm"])
 @pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
-@pytest.mark.parametrize("backend", [Unrolled, Functional], ids=["unrolled", "functional"])
 def test_finite_differences_every_optimizer(backend, optimizer, warm, k, float64):
     """The hypergradient through SGD (maximize, Nesterov), Adam, AMSGrad and AdamW steps, from a
     fresh optimiser (no state: Adam's first step, whose eps term dominates the derivative) and a
@@ -283,3 +301,63 @@ def test_reweight_closed_form_plain_sgd(float64):
     expected = expected / expected.sum()
     assert_close(stats.sample_weights, expected, 1e-10, "L2RW weights")
     assert stats.sample_weights.sum().item() == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# one-step: the forward-mode product against the double-backward unroll, case by case.
+
+@pytest.mark.parametrize("product", ["forward", "reverse"])
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("loss", sorted(set(LOSSES.names()) - {"distillation"}))
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("model_kind", ["bn", "unused"])
+def test_one_step_matches_the_unroll(model_kind, optimizer, loss, k, product, float64):
+    """Every training loss (none needs to be linear in the targets), with and without per-sample
+    weights, SGD and Adam; k > 1 is the truncated unroll's last step (``through=1``)."""
+    reference = Functional(steps=1) if k == 1 else Truncated(steps=k, through=1)
+    model, opt, labels, batch, meta = _setup(model_kind, "per-sample", optimizer)
+    weights = torch.rand(len(batch[0]), generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    for w in (None, weights):
+        problem = MetaProblem(model, opt, labels, batch, meta, make_loss(loss))
+        params = list(labels.parameters())
+        inputs = params + ([w.requires_grad_()] if w is not None else [])
+        expected = torch.autograd.grad(reference.meta_loss(problem, w), inputs)
+        value, grads = OneStep(steps=k, product=product).hypergradient(problem, inputs, w)
+        assert value == pytest.approx(reference.meta_loss(problem, w).item(), rel=1e-12)
+        for a, b, name in zip(grads, expected, ["labels", "weights"]):
+            assert_close(a, b, 1e-10, f"{loss} {optimizer} k={k} {name}")
+
+
+@pytest.mark.parametrize("product", ["forward", "reverse"])
+@pytest.mark.parametrize("model_kind", ["bn", "mlp"])
+def test_one_step_learner_shares_the_forward(model_kind, product, float64):
+    """Through the Learner, which hands one-step the model step's own forward: the labels, the
+    weights and BatchNorm's running statistics after three steps are those of ``functional``."""
+    from labelmeta import Learner, make_label_optimizer
+
+    states = {}
+    for name, strategy in [("functional", Functional(steps=1)), ("one-step", OneStep(product=product))]:
+        model, opt, labels, batch, meta = _setup(model_kind, "per-sample-ensemble")
+        learner = Learner(model, opt, labels, strategy, make_label_optimizer("mirror", labels.parameters(), 0.5))
+        assert strategy.shares_forward == (name == "one-step")
+        for _ in range(3):
+            learner.step(batch, meta)
+        states[name] = {**{"labels." + k: v for k, v in labels.state_dict().items()}, **model.state_dict()}
+    for key, value in states["functional"].items():
+        if value.is_floating_point():
+            assert_close(states["one-step"][key], value, 1e-10, key)
+        else:  # BatchNorm's batch count: the shared forward counts once, as the plain step does
+            assert torch.equal(states["one-step"][key], value), key
+
+
+def test_one_step_bad_options():
+    with pytest.raises(ValueError, match="steps must be a positive integer, got 0"):
+        OneStep(steps=0)
+    with pytest.raises(ValueError, match="product must be 'auto', 'forward' or 'reverse', got 'sideways'"):
+        OneStep(product="sideways")
+
+
+def test_one_step_picks_its_product_by_the_model():
+    assert OneStep().product_for(make_model("bn")) == "forward"  # BatchNorm: its double backward is dear
+    assert OneStep().product_for(make_model("mlp")) == "reverse"
+    assert OneStep(product="forward").product_for(make_model("mlp")) == "forward"

@@ -172,7 +172,8 @@ def test_the_learner_takes_a_meta_step_exactly_when_given_a_meta_batch():
 
 
 def test_registry_and_bad_options():
-    assert {"unrolled", "functional", "truncated", "head-only", "finite-difference", "reweight"} <= set(STRATEGIES.names())
+    assert {"one-step", "unrolled", "functional", "truncated", "head-only", "finite-difference",
+            "reweight"} <= set(STRATEGIES.names())
     assert isinstance(make_strategy("truncated", steps=4, through=2), Truncated)
     with pytest.raises(ValueError, match=r"through must be an integer in \[1, steps=2\], got 3"):
         Truncated(steps=2, through=3)
@@ -187,6 +188,7 @@ def test_registry_and_bad_options():
 
 
 INCOMPATIBLE = [
+    ("one-step", torch.optim.RMSprop, r"no differentiable RMSprop .*; use one of: Adam, AdamW, SGD"),
     ("functional", torch.optim.RMSprop, r"no differentiable RMSprop .*; use one of: Adam, AdamW, SGD"),
     ("unrolled", torch.optim.RMSprop, r"no differentiable RMSprop .*; use one of: Adam, AdamW, SGD"),
     ("truncated", torch.optim.Adagrad, r"no differentiable Adagrad"),
@@ -210,7 +212,7 @@ def test_incompatible_optimizer_is_refused_when_the_learner_is_built(strategy, o
 
 def test_every_exact_strategy_takes_adamw_and_maximize():
     model, _, labels, batch, meta = _setup("mlp", dtype=torch.float32)
-    for name in ("unrolled", "functional", "truncated", "head-only"):
+    for name in ("one-step", "unrolled", "functional", "truncated", "head-only"):
         for opt in (torch.optim.AdamW(model.parameters()), torch.optim.SGD(model.parameters(), lr=0.1, maximize=True)):
             Learner(model, opt, labels, name, make_label_optimizer("mirror", labels.parameters(), 0.5)).step(batch, meta)
 

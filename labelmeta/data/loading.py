@@ -86,21 +86,28 @@ class Loader:
     uninterrupted one did not, which would shift whatever else draws from the global generator
     (augmentation, dropout). That seed is drawn from a copy of ``generator`` at the pass's start,
     so it too is fixed by the state a checkpoint keeps.
+
+    Worker processes (``workers > 0``, datasets read sample by sample) draw their augmentations
+    from per-worker generators seeded at each pass's start: a run resumed at an epoch's end sees
+    the same augmentations (unless the workers are persistent), one resumed mid-epoch the same
+    samples in the same order but other augmentations (``fit`` warns).
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0) -> None:
+    def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, *, workers: int = 0,
+                 pin_memory: bool = False, persistent_workers: bool = False) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.generator = torch.Generator().manual_seed(seed)
         self.pending = 0
         sampler = RandomSampler(dataset, generator=self.generator) if shuffle else SequentialSampler(dataset)
         seeds = torch.Generator()  # the DataLoader's base seeds (see the class docstring)
-        if getattr(dataset, "batched", False):
+        if getattr(dataset, "batched", False):  # in memory: one indexing call a batch, in this process
             batches = _Skipping(BatchSampler(sampler, batch_size, drop_last=False), self, per_batch=1)
-            self.data = DataLoader(dataset, sampler=batches, batch_size=None, generator=seeds)
-        else:
+            self.data = DataLoader(dataset, sampler=batches, batch_size=None, generator=seeds, pin_memory=pin_memory)
+        else:  # read and augmented sample by sample: worth worker processes
             self.data = DataLoader(dataset, batch_size=batch_size, sampler=_Skipping(sampler, self, batch_size),
-                                   generator=seeds)
+                                   generator=seeds, num_workers=workers, pin_memory=pin_memory,
+                                   persistent_workers=persistent_workers and workers > 0)
 
     def skip(self, batches: int) -> None:
         """Make the next pass begin after its first ``batches`` batches."""
@@ -123,9 +130,10 @@ def dataset_targets(dataset: Dataset) -> Tensor:
     return torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.long)
 
 
-def loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0) -> Loader:
-    """A seeded :class:`Loader` of ``(x, y, index)`` batches."""
-    return Loader(dataset, batch_size, shuffle, seed)
+def loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, **options) -> Loader:
+    """A seeded :class:`Loader` of ``(x, y, index)`` batches (``options``: ``workers``, ``pin_memory``,
+    ``persistent_workers``; workers serve datasets read sample by sample, e.g. torchvision's)."""
+    return Loader(dataset, batch_size, shuffle, seed, **options)
 
 
 class BatchStream:

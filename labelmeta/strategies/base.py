@@ -48,6 +48,9 @@ class MetaProblem:
             (1 in one process; see :mod:`labelmeta.distributed`).
         meta_scale: factor on the meta loss: this process's share of the global meta batch mean.
         group: the process group whose processes take the same, global inner step (``None``: one process).
+        logits: the real model's outputs on the training batch, from the forward the model step
+            will back-propagate (set by the learner for a strategy that :attr:`~Strategy.shares_forward`;
+            differentiate it with ``retain_graph=True``); ``None`` otherwise.
     """
 
     model: nn.Module
@@ -59,6 +62,7 @@ class MetaProblem:
     inner_scale: float = 1.0
     meta_scale: float = 1.0
     group: Optional["Distributed"] = None
+    logits: Optional[Tensor] = None
 
     def inner_loss(self, logits: Tensor, soft_targets: Tensor, weights: Optional[Tensor] = None) -> Tensor:
         """The training loss of ``logits`` on the training batch against ``soft_targets``, scaled."""
@@ -117,6 +121,9 @@ class Strategy(abc.ABC):
     learns_weights: bool = False
     #: whether it can run in several processes (see :mod:`labelmeta.distributed`)
     supports_distributed: bool = True
+    #: whether it reads :attr:`MetaProblem.logits`: the learner then runs the model step's forward
+    #: first and hands it over, so the two share one forward (in one process)
+    shares_forward: bool = False
 
     def check(self, optimizer: torch.optim.Optimizer) -> None:
         """Raise ``ValueError`` if this strategy cannot differentiate through ``optimizer``.

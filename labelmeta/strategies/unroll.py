@@ -25,6 +25,7 @@ class FunctionalUnroll:
     """The parameters of ``module`` that ``optimizer`` updates, and steps on copies of them.
 
     Attributes:
+        params: the module's own parameters that the optimiser updates (read, never written).
         initial: the fast weights to start from (detached leaves that require grad).
         states: the optimiser's state per parameter (copied dicts of its tensors).
     """
@@ -34,6 +35,7 @@ class FunctionalUnroll:
         self.rule = rule_for(optimizer)
         owner = {id(p): group for group in optimizer.param_groups for p in group["params"]}
         self.names: List[str] = []
+        self.params: List[Tensor] = []
         self.initial: List[Tensor] = []
         self.groups: List[dict] = []
         self.states: List[Dict[str, Tensor]] = []
@@ -44,6 +46,7 @@ class FunctionalUnroll:
                 self.frozen[name] = p.detach()  # not trained: a constant of the unroll
                 continue
             self.names.append(name)
+            self.params.append(p)
             self.initial.append(p.detach().requires_grad_())
             self.groups.append(group)
             self.states.append({k: v for k, v in optimizer.state.get(p, {}).items() if k in _STATE_KEYS})

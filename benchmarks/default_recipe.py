@@ -1,0 +1,130 @@
+"""Which configuration should be the default: the fastest that keeps the exact default's gain.
+
+    python benchmarks/default_recipe.py                 # 3 seeds, 40 epochs, noisy MNIST-1D (40 % symmetric)
+    python benchmarks/default_recipe.py --noise asymmetric   # the same candidates on class flips (a check)
+    python benchmarks/default_recipe.py --smoke         # seconds; what the test suite runs
+
+The reference is the exact default recipe as it stood before this benchmark chose a new one
+(``unrolled``, a meta step every training step, meta batch 500); cross-entropy runs in the same
+script, on the same data, noise draw and seeds (``labelmeta.compare``). Every candidate is an
+exact hypergradient (``one-step``, ``functional``) or its truncated form, made cheaper by taking
+the meta step every ``m`` steps and/or on a smaller meta batch. A candidate qualifies when its
+last-epoch accuracy keeps >= 95 % of the reference's gain over cross-entropy *and* lies within
+one standard deviation of the reference's; the fastest qualifying candidate is named. Writes
+``default_recipe.{md,json,png}`` under ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import torch
+
+from common import accuracy_against_cost, machine, run_arguments, smoke, write_outputs
+from labelmeta import Config
+from labelmeta.compare import cell, compare, mean_std, noise_summary
+
+CE = "cross-entropy"
+REFERENCE = "exact: unrolled, every step, meta batch 500 (previous default)"
+#: name -> Config overrides; the labels and everything else are Config's defaults
+CANDIDATES: Dict[str, dict] = {
+    "one-step, every step, meta batch 500": dict(strategy="one-step", meta_every=1, meta_batch_size=500),
+    "one-step, every step, meta batch 128": dict(strategy="one-step", meta_every=1, meta_batch_size=128),
+    "one-step, every 2 steps, meta batch 500": dict(strategy="one-step", meta_every=2, meta_batch_size=500),
+    "one-step, every 4 steps, meta batch 500": dict(strategy="one-step", meta_every=4, meta_batch_size=500),
+    "one-step, every 4 steps, meta batch 128": dict(strategy="one-step", meta_every=4, meta_batch_size=128),
+    "one-step, every 8 steps, meta batch 500": dict(strategy="one-step", meta_every=8, meta_batch_size=500),
+    "one-step k=2 (truncated t=1), every 4 steps, meta batch 500": dict(
+        strategy="one-step", strategy_options=dict(steps=2), meta_every=4, meta_batch_size=500),
+    "one-step, every step, meta batch 256": dict(strategy="one-step", meta_every=1, meta_batch_size=256),
+    # fewer label steps, each longer in proportion (the label lr is a step length)
+    "one-step, every 2 steps, meta batch 500, label lr ×2": dict(strategy="one-step", meta_every=2,
+                                                                  meta_batch_size=500, label_lr=1.0),
+    "one-step, every 4 steps, meta batch 500, label lr ×4": dict(strategy="one-step", meta_every=4,
+                                                                  meta_batch_size=500, label_lr=2.0),
+}
+KEEP, WITHIN_STD = 0.95, 1.0
+
+
+def methods() -> Dict[str, dict]:
+    return {CE: dict(labels="one-hot", strategy="none"),
+            REFERENCE: dict(strategy="unrolled", strategy_options={}, meta_every=1, meta_batch_size=500),
+            **CANDIDATES}
+
+
+def summarise(results) -> List[dict]:
+    """One row per method: accuracies, time and the share of the reference's gain it keeps."""
+    ce_last = mean_std([r.last_accuracy for r in results[CE]])[0]
+    ce_time = mean_std([r.wall_time for r in results[CE]], 1.0)[0]
+    reference = mean_std([r.last_accuracy for r in results[REFERENCE]])
+    rows = []
+    for name, runs in results.items():
+        last = mean_std([r.last_accuracy for r in runs])
+        seconds = mean_std([r.wall_time for r in runs], 1.0)
+        gain = (last[0] - ce_last) / (reference[0] - ce_last) if name != CE and reference[0] > ce_last else float("nan")
+        rows.append(dict(method=name, last=last, best=mean_std([r.best_accuracy for r in runs]),
+                         corrected=mean_std([r.corrected for r in runs]), broken=mean_std([r.clean_broken for r in runs]),
+                         seconds=seconds, time_ratio=seconds[0] / ce_time, gain_kept=gain,
+                         qualifies=name in CANDIDATES and gain >= KEEP
+                         and last[0] >= reference[0] - WITHIN_STD * reference[1]))
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run_arguments(parser)
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--noise", default="symmetric", choices=["symmetric", "asymmetric"],
+                        help="the noise model (the choice is made on symmetric noise; asymmetric checks it)")
+    parser.add_argument("--noise-rate", type=float, default=0.4)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    base = Config(epochs=args.epochs, progress=False, noise=args.noise, noise_rate=args.noise_rate)
+    seeds = args.seeds
+    if args.smoke:
+        base, seeds = smoke(base), seeds[:1]
+    # a throw-away run of each kind first: the first run in a process pays torch's start-up costs
+    compare(smoke(base), {CE: methods()[CE], "warm-up": CANDIDATES[next(iter(CANDIDATES))]}, seeds[:1])
+    results = compare(base, methods(), seeds)
+    rows = summarise(results)
+    qualifying = sorted((r for r in rows if r["qualifies"]), key=lambda r: r["time_ratio"])
+
+    command = "python benchmarks/default_recipe.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    lines = ["# The default recipe: the fastest configuration that keeps the exact default's gain", "",
+             f"Command: `{command.strip()}`; seeds {seeds}; {machine('cpu')}. {noise_summary(results) or ''}. "
+             f"MNIST-1D, {base.model}, {base.epochs} epochs, labels `{base.labels}`, label lr {base.label_lr}. "
+             f"*Gain kept*: (accuracy − cross-entropy's) / (the reference's − cross-entropy's), last epoch. "
+             f"A candidate qualifies with ≥ {KEEP:.0%} of the gain and a last-epoch mean within {WITHIN_STD:g} std "
+             "of the reference's.", "",
+             "| method | test acc last (%) | test acc best (%) | corrupted corrected (%) | clean broken (%) "
+             "| wall time (s) | × cross-entropy time | gain kept | qualifies |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        gain = "–" if r["method"] == CE else f"{r['gain_kept'] * 100:.0f} %"
+        lines.append(f"| {r['method']} | {cell(r['last'])} | {cell(r['best'])} | {cell(r['corrected'])} | "
+                     f"{cell(r['broken'], 2)} | {cell(r['seconds'], 0)} | {r['time_ratio']:.2f} | {gain} | "
+                     f"{'yes' if r['qualifies'] else ('–' if r['method'] not in CANDIDATES else 'no')} |")
+    if qualifying:
+        best = qualifying[0]
+        lines += ["", f"Fastest qualifying candidate: **{best['method']}**, {best['time_ratio']:.2f}× cross-entropy's "
+                  f"time, {best['gain_kept'] * 100:.0f} % of the gain (target: ≤ 2.0× — "
+                  + ("met" if best["time_ratio"] <= 2.0 else "**not met**") + ")."]
+    else:
+        lines += ["", "No candidate qualifies."]
+    lines.append("")
+    report = "\n".join(lines)
+    stem = "default_recipe" + ("" if args.noise == "symmetric" else f"_{args.noise}") + ("_smoke" if args.smoke else "")
+    out = Path(args.out)
+    write_outputs(out, stem, report, {"rows": rows, "candidates": CANDIDATES, "base": dataclasses.asdict(base),
+                                      "runs": {n: [dataclasses.asdict(r) for r in rs] for n, rs in results.items()}})
+    reference = next(r for r in rows if r["method"] == REFERENCE)
+    accuracy_against_cost(rows, out / f"{stem}.png", f"Noisy MNIST-1D ({args.noise}): the default's candidates", 2.0,
+                          band=reference["last"], labels=[r["method"] + (" ✓" if r["qualifies"] else "") for r in rows])
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

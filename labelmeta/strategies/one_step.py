@@ -1,0 +1,192 @@
+"""The exact one-step hypergradient by one forward-mode product: no graph through the inner backward.
+
+For one inner step ``theta' = U(theta, g)`` with ``g = grad_theta L(theta, t)``, the meta loss's
+gradient with respect to the soft targets ``t`` is
+
+    dL_meta/dt = d/dt < u, g(theta, t) >,    u = (dU/dg)^T grad L_meta(theta'),
+
+with ``u`` held fixed. The training loss depends on ``theta`` only through the batch logits
+``z = f(theta, x)``, so ``<u, g> = <J u, grad_z L(z, t)>`` with ``J = dz/dtheta``: the
+model-sized work is one forward-mode product ``dz = J u`` (a ``[B, C]`` tensor); what remains
+is ``[B, C]`` algebra on the loss, then an ordinary backward through the label parameterisation.
+Nothing here assumes the loss is linear in the targets: any loss of the logits, soft targets,
+weights and class ids qualifies. ``dU/dg`` is the optimiser rule's own derivative
+(:mod:`labelmeta.update_rules`; diagonal for SGD, Adam and AdamW), taken by autograd through the
+rule, so every option the rules model is covered.
+
+Against the double-backward unroll (``functional``), this saves the graph of the inner backward
+(the double backward through BatchNorm is the costliest part of it) and, with ``steps=1``, the
+unroll's own forward: the learner hands over the logits of the model step's forward
+(:attr:`MetaProblem.logits`), whose graph the model step then back-propagates.
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import List, Literal, Optional, Sequence
+
+import torch
+import torch.autograd.forward_ad as fwad
+from torch import Tensor, nn
+
+from ..losses import check_finite
+from ..profiling import phase
+from ..update_rules import sgd, sgd_gain
+from .base import STRATEGIES, MetaProblem, MetaStats, Strategy, accumulate_label_grads, trainable
+from .unroll import FunctionalUnroll
+
+
+@STRATEGIES.register("one-step")
+class OneStep(Strategy):
+    """Exact hypergradient of the last inner step, by a forward-mode product (the fast exact strategy).
+
+    With ``steps=1`` it is the exact one-step look-ahead: the same gradient as ``unrolled`` and
+    ``functional`` with ``steps=1`` (``tests/test_gradients.py``), at a lower cost; the model
+    step's forward is shared with it. With ``steps=k > 1``, the first ``k - 1`` inner steps are
+    ordinary (graph-free) steps and the last one is differentiated: the gradient of
+    ``truncated`` with ``through=1``.
+
+    Args:
+        steps: inner steps ``k`` (>= 1); the label gradient flows through the last one; default 1.
+        product: how ``J u`` is computed: ``"forward"`` (forward-mode, one extra forward of the
+            batch carrying tangents), ``"reverse"`` (back through the inner backward's graph,
+            kept for it) or ``"auto"`` (forward-mode for models with batch or instance
+            normalisation, reverse-mode for the rest); the same numbers, different costs
+            (``benchmarks/overhead.py`` measures both); default ``"auto"``.
+    """
+
+    def __init__(self, *, steps: int = 1, product: Literal["auto", "forward", "reverse"] = "auto") -> None:
+        if int(steps) != steps or steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {steps}")
+        if product not in ("auto", "forward", "reverse"):
+            raise ValueError(f"product must be 'auto', 'forward' or 'reverse', got {product!r}")
+        self.steps, self.product = int(steps), product
+
+    def product_for(self, model: nn.Module) -> str:
+        """``"forward"`` or ``"reverse"``: the ``product`` option, or under ``"auto"`` forward-mode for
+        models with batch normalisation (whose double backward costs more than its forward-mode
+        product) and reverse-mode for the rest (``benchmarks/overhead.py`` measures both)."""
+        if self.product != "auto":
+            return self.product
+        norms = (nn.modules.batchnorm._NormBase,)
+        return "forward" if any(isinstance(m, norms) for m in model.modules()) else "reverse"
+
+    @property
+    def shares_forward(self) -> bool:  # type: ignore[override]
+        # the differentiated step starts from the current weights only when it is the first one
+        return self.steps == 1
+
+    def compute(self, problem: MetaProblem) -> MetaStats:
+        meta_loss, grads = self.hypergradient(problem, trainable(problem.labels))
+        accumulate_label_grads(problem.labels, grads)
+        return MetaStats(meta_loss=meta_loss)
+
+    def hypergradient(self, problem: MetaProblem, inputs: Sequence[Tensor],
+                      weights: Optional[Tensor] = None) -> tuple[float, List[Optional[Tensor]]]:
+        """The meta loss and its gradient with respect to ``inputs`` (label parameters, and/or
+        per-sample ``weights [B]`` of the inner loss when given), through the last inner step."""
+        x = problem.batch[0]
+        unroll = FunctionalUnroll(problem.model, problem.optimizer)
+        fast, states = unroll.start()
+        for _ in range(self.steps - 1):
+            fast, states = unroll.step(problem, fast, states, x, problem.soft_targets, weights, track=False)
+        product = self.product_for(problem.model)
+        reverse = product == "reverse"
+        with phase("one-step: inner gradient"), torch.enable_grad():
+            if self.steps == 1 and problem.logits is not None:
+                logits, wrt, retain = problem.logits, unroll.params, True  # the model step's own forward
+            else:
+                wrt = [p.detach().requires_grad_() for p in fast]
+                logits, retain = unroll(wrt, x), False
+            # the loss's gradient in the logits, as a function of the targets (and weights)
+            z = logits.detach().requires_grad_()
+            (grad_z,) = torch.autograd.grad(problem.inner_loss(z, problem.soft_targets(), weights), z,
+                                            create_graph=True)
+            cotangent = grad_z.detach().requires_grad_(reverse)
+            local = torch.autograd.grad(logits, wrt, cotangent, retain_graph=retain, create_graph=reverse,
+                                        allow_unused=True)
+            inner = problem.average([None if g is None else g.detach() for g in local])  # the global inner step
+        with phase("one-step: meta loss and its gradient"):
+            after, gains = self._step(unroll, fast, inner, states)
+            meta = check_finite(problem.meta_loss(unroll(after, problem.meta_batch[0])), "meta loss")
+            v = list(torch.autograd.grad(meta, after, allow_unused=True))
+            if problem.group is not None:  # the global meta loss: every process's part
+                v = [torch.zeros_like(p) if g is None else g for p, g in zip(after, v)]
+                problem.group.sum_(v)
+            direction = self._pull_back(gains, fast, v)
+            if problem.group is not None:  # this process's share of the averaged inner gradient
+                direction = [d / problem.group.world for d in direction]
+        with phase(f"one-step: {product}-mode product J u"):
+            if reverse:  # J u = d<J^T c, u>/dc, through the inner backward's graph
+                used = [(g, d) for g, d in zip(local, direction) if g is not None]
+                tangent = (torch.autograd.grad([g for g, _ in used], cotangent, [d for _, d in used])[0]
+                           if used else None)
+            else:
+                tangent = self._jvp(unroll, fast, direction, x)
+        if tangent is None:  # no trained parameter reaches the logits
+            tangent = torch.zeros_like(grad_z)
+        with phase("one-step: label gradient"), torch.enable_grad():
+            grads = torch.autograd.grad((grad_z * tangent).sum(), inputs, allow_unused=True)
+        return meta.item(), list(grads)
+
+    @staticmethod
+    def _step(unroll: FunctionalUnroll, fast: List[Tensor], inner: Sequence[Optional[Tensor]],
+              states: List[dict]) -> tuple[List[Tensor], List[object]]:
+        """The inner step's weights (leaves, for the meta gradient) and, per parameter, what
+        :meth:`_pull_back` needs to apply ``dU/dg``: SGD's step is affine in the gradient, so a
+        number (its gain, :func:`~labelmeta.update_rules.sgd_gain`); for Adam and AdamW the pair
+        ``(new weight, gradient leaf)`` to differentiate; ``None`` where no step was taken."""
+        affine = unroll.rule is sgd
+        after: List[Tensor] = []
+        gains: List[object] = []
+        for p, g, state, group in zip(fast, inner, states, unroll.groups):
+            if g is None:  # unused parameter: no step, as in torch.optim
+                after.append(p.detach().requires_grad_())
+                gains.append(None)
+                continue
+            if affine:
+                with torch.no_grad():
+                    new, _ = sgd(p.detach(), g, state, group)
+                gains.append(-sgd_gain(group, state))
+            else:
+                leaf = g.detach().requires_grad_()
+                with torch.enable_grad():
+                    new, _ = unroll.rule(p.detach(), leaf, state, group)
+                gains.append((new, leaf))
+            after.append(new.detach().requires_grad_())
+        return after, gains
+
+    @staticmethod
+    def _pull_back(gains: List[object], fast: List[Tensor], v: Sequence[Optional[Tensor]]) -> List[Tensor]:
+        """``u = (dU/dg)^T v`` per parameter (zero where the parameter took no step or has no meta gradient)."""
+        pairs = [(gain, g) for gain, g in zip(gains, v) if isinstance(gain, tuple) and g is not None]
+        pulled = iter(torch.autograd.grad([gain[0] for gain, _ in pairs], [gain[1] for gain, _ in pairs],
+                                          [g for _, g in pairs]) if pairs else ())
+        out = []
+        for gain, g, p in zip(gains, v, fast):
+            if gain is None or g is None:
+                out.append(torch.zeros_like(p))
+            else:
+                out.append(next(pulled) if isinstance(gain, tuple) else g * gain)
+        return out
+
+    @staticmethod
+    @torch.no_grad()
+    def _jvp(unroll: FunctionalUnroll, fast: List[Tensor], direction: List[Tensor], x: Tensor) -> Optional[Tensor]:
+        """``J u``: the change of the batch logits when the weights move along ``direction``
+        (forward mode: one pass carrying the tangent beside the values)."""
+        _load_forward_mode()
+        with fwad.dual_level():
+            duals = [fwad.make_dual(p.detach(), d) for p, d in zip(fast, direction)]
+            return fwad.unpack_dual(unroll(duals, x)).tangent
+
+
+@functools.lru_cache(maxsize=None)
+def _load_forward_mode() -> None:
+    """Make torch load its forward-mode formulas now, once, quietly: on the first dual tensor it
+    compiles some with the deprecated ``torch.jit.script``, whose FutureWarning is about torch's
+    internals, not the user's code (0.1 s, so not at import)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"`torch\.jit\.script` is deprecated", FutureWarning)
+        with fwad.dual_level():
+            fwad.make_dual(torch.zeros(()), torch.zeros(()))
