@@ -1,4 +1,4 @@
-"""The exact one-step hypergradient by one forward-mode product: no graph through the inner backward.
+"""The exact one-step hypergradient by one Jacobian-vector product: no second-order graph through the inner step.
 
 For one inner step ``theta' = U(theta, g)`` with ``g = grad_theta L(theta, t)``, the meta loss's
 gradient with respect to the soft targets ``t`` is
@@ -7,15 +7,16 @@ gradient with respect to the soft targets ``t`` is
 
 with ``u`` held fixed. The training loss depends on ``theta`` only through the batch logits
 ``z = f(theta, x)``, so ``<u, g> = <J u, grad_z L(z, t)>`` with ``J = dz/dtheta``: the
-model-sized work is one forward-mode product ``dz = J u`` (a ``[B, C]`` tensor); what remains
+model-sized work is one Jacobian-vector product ``dz = J u`` (a ``[B, C]`` tensor; forward-mode,
+or reverse-mode through the inner backward's graph); what remains
 is ``[B, C]`` algebra on the loss, then an ordinary backward through the label parameterisation.
 Nothing here assumes the loss is linear in the targets: any loss of the logits, soft targets,
 weights and class ids qualifies. ``dU/dg`` is the optimiser rule's own derivative
-(:mod:`labelmeta.update_rules`; diagonal for SGD, Adam and AdamW), taken by autograd through the
-rule, so every option the rules model is covered.
+(:mod:`labelmeta.update_rules`): a number for SGD, whose step is affine in the gradient, and
+for Adam and AdamW (diagonal) autograd through the rule, so every option the rules model is covered.
 
-Against the double-backward unroll (``functional``), this saves the graph of the inner backward
-(the double backward through BatchNorm is the costliest part of it) and, with ``steps=1``, the
+Against the double-backward unroll (``functional``), forward-mode saves the graph of the inner
+backward (the double backward through BatchNorm is the costliest part of it) and, with ``steps=1``, the
 unroll's own forward: the learner hands over the logits of the model step's forward
 (:attr:`MetaProblem.logits`), whose graph the model step then back-propagates.
 """
@@ -36,9 +37,14 @@ from .base import STRATEGIES, MetaProblem, MetaStats, Strategy, accumulate_label
 from .unroll import FunctionalUnroll
 
 
+#: normalisation layers whose double backward is dearer than their forward-mode product
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.InstanceNorm1d, nn.InstanceNorm2d,
+          nn.InstanceNorm3d)
+
+
 @STRATEGIES.register("one-step")
 class OneStep(Strategy):
-    """Exact hypergradient of the last inner step, by a forward-mode product (the fast exact strategy).
+    """Exact hypergradient of the last inner step by one Jacobian-vector product (the default strategy).
 
     With ``steps=1`` it is the exact one-step look-ahead: the same gradient as ``unrolled`` and
     ``functional`` with ``steps=1`` (``tests/test_gradients.py``), at a lower cost; the model
@@ -68,8 +74,7 @@ class OneStep(Strategy):
         product) and reverse-mode for the rest (``benchmarks/overhead.py`` measures both)."""
         if self.product != "auto":
             return self.product
-        norms = (nn.modules.batchnorm._NormBase,)
-        return "forward" if any(isinstance(m, norms) for m in model.modules()) else "reverse"
+        return "forward" if any(isinstance(m, _NORMS) for m in model.modules()) else "reverse"
 
     @property
     def shares_forward(self) -> bool:  # type: ignore[override]
