@@ -166,9 +166,14 @@ class KStepStrategy(MetaLossStrategy):
     """
 
     def __init__(self, *, steps: int = 1) -> None:
-        if int(steps) != steps or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps}")
-        self.steps = int(steps)
+        self.steps = inner_steps(steps)
+
+
+def inner_steps(steps: int) -> int:
+    """``steps`` as an ``int`` (the ``steps`` option every unrolling strategy declares), or ``ValueError``."""
+    if int(steps) != steps or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps}")
+    return int(steps)
 
 
 def make_strategy(name: str, **options) -> Strategy:

@@ -8,7 +8,8 @@ from torch import Tensor
 
 from ..losses import check_finite
 from ..update_rules import sgd_gain
-from .base import STRATEGIES, ApproximateStrategy, MetaProblem, MetaStats, accumulate_label_grads, trainable
+from .base import (STRATEGIES, ApproximateStrategy, MetaProblem, MetaStats, accumulate_label_grads, inner_steps,
+                   trainable)
 from .unroll import FunctionalUnroll
 
 
@@ -41,11 +42,9 @@ class FiniteDifference(ApproximateStrategy):
     supports_distributed = False  # its difference quotient is not summed over processes yet
 
     def __init__(self, *, steps: int = 1, scale: float = 0.01) -> None:
-        if int(steps) != steps or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps}")
         if scale <= 0:
             raise ValueError(f"scale must be > 0, got {scale}")
-        self.steps, self.scale = int(steps), scale
+        self.steps, self.scale = inner_steps(steps), scale
 
     def check(self, optimizer: torch.optim.Optimizer) -> None:
         if type(optimizer) is not torch.optim.SGD:

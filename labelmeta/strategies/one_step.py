@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from ..losses import check_finite
 from ..profiling import phase
 from ..update_rules import sgd, sgd_gain
-from .base import STRATEGIES, MetaProblem, MetaStats, Strategy, accumulate_label_grads, trainable
+from .base import STRATEGIES, MetaProblem, MetaStats, Strategy, accumulate_label_grads, inner_steps, trainable
 from .unroll import FunctionalUnroll
 
 
@@ -62,11 +62,9 @@ class OneStep(Strategy):
     """
 
     def __init__(self, *, steps: int = 1, product: Literal["auto", "forward", "reverse"] = "auto") -> None:
-        if int(steps) != steps or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps}")
         if product not in ("auto", "forward", "reverse"):
             raise ValueError(f"product must be 'auto', 'forward' or 'reverse', got {product!r}")
-        self.steps, self.product = int(steps), product
+        self.steps, self.product = inner_steps(steps), product
 
     def product_for(self, model: nn.Module) -> str:
         """``"forward"`` or ``"reverse"``: the ``product`` option, or under ``"auto"`` forward-mode for
