@@ -361,3 +361,26 @@ def test_one_step_picks_its_product_by_the_model():
     assert OneStep().product_for(make_model("bn")) == "forward"  # BatchNorm: its double backward is dear
     assert OneStep().product_for(make_model("mlp")) == "reverse"
     assert OneStep(product="forward").product_for(make_model("mlp")) == "forward"
+
+
+def test_one_step_with_dropout_uses_the_inner_steps_masks(float64):
+    """Dropout: the product must belong to the network the inner step ran (its masks). ``auto``
+    takes reverse-mode, through the inner backward's graph, and matches the unroll drawing the same
+    masks in the same order; forward-mode, which would run the model again, is refused."""
+    targets, batch, meta = make_data()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(batch[0].shape[1], 16), torch.nn.ReLU(), torch.nn.Dropout(0.3),
+                                torch.nn.Linear(16, C)).double()
+    batch, meta = (batch[0].double(), *batch[1:]), (meta[0].double(), *meta[1:])
+    opt = torch.optim.SGD(model.parameters(), lr=0.3, momentum=0.9)
+    labels = make_learnable_labels("per-sample", targets).double()
+    problem = MetaProblem(model, opt, labels, batch, meta)
+    params = list(labels.parameters())
+    torch.manual_seed(5)
+    expected = torch.autograd.grad(Functional(steps=1).meta_loss(problem), params)
+    torch.manual_seed(5)
+    _, grads = OneStep().hypergradient(problem, params)
+    for a, b in zip(grads, expected):
+        assert_close(a, b, 1e-10, "dropout")
+    with pytest.raises(ValueError, match=r"would draw other dropout masks \(in '2'\)"):
+        OneStep(product="forward").hypergradient(problem, params)

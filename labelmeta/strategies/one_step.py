@@ -40,6 +40,8 @@ from .unroll import FunctionalUnroll
 #: normalisation layers whose double backward is dearer than their forward-mode product
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.InstanceNorm1d, nn.InstanceNorm2d,
           nn.InstanceNorm3d)
+#: random layers: a second forward would draw other masks than the first
+_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
 
 @STRATEGIES.register("one-step")
@@ -57,8 +59,8 @@ class OneStep(Strategy):
         product: how ``J u`` is computed: ``"forward"`` (forward-mode, one extra forward of the
             batch carrying tangents), ``"reverse"`` (back through the inner backward's graph,
             kept for it) or ``"auto"`` (forward-mode for models with batch or instance
-            normalisation, reverse-mode for the rest); the same numbers, different costs
-            (``benchmarks/overhead.py`` measures both); default ``"auto"``.
+            normalisation, reverse-mode for the rest and for models with dropout); the same
+            numbers, different costs (``benchmarks/overhead.py`` measures both); default ``"auto"``.
     """
 
     def __init__(self, *, steps: int = 1, product: Literal["auto", "forward", "reverse"] = "auto") -> None:
@@ -69,7 +71,19 @@ class OneStep(Strategy):
     def product_for(self, model: nn.Module) -> str:
         """``"forward"`` or ``"reverse"``: the ``product`` option, or under ``"auto"`` forward-mode for
         models with batch normalisation (whose double backward costs more than its forward-mode
-        product) and reverse-mode for the rest (``benchmarks/overhead.py`` measures both)."""
+        product) and reverse-mode for the rest (``benchmarks/overhead.py`` measures both).
+
+        A model with active dropout layers always gets reverse-mode: forward-mode runs the model
+        again and would draw other masks than the inner step's, so its ``J`` would belong to another
+        network (``ValueError`` if ``"forward"`` is asked for). Dropout written as a function call
+        (``F.dropout``) cannot be seen here: use ``product="reverse"`` with such a model.
+        """
+        random = [name for name, m in model.named_modules() if isinstance(m, _DROPOUT) and m.training and m.p > 0]
+        if random:
+            if self.product == "forward":
+                raise ValueError(f"one-step's forward-mode product runs the model again, which would draw other dropout "
+                                 f"masks (in {random[0]!r}) than the inner step's: use product='reverse' or 'auto'")
+            return "reverse"
         if self.product != "auto":
             return self.product
         return "forward" if any(isinstance(m, _NORMS) for m in model.modules()) else "reverse"
