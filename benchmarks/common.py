@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from labelmeta import make_model
+from labelmeta.compare import mean_std
 
 #: model name -> (input shape, classes)
 SHAPES: Dict[str, Tuple[Tuple[int, ...], int]] = {"cnn1d-bn": ((40,), 10), "mlp": ((40,), 10),
@@ -104,6 +105,16 @@ def save_figure(fig, path: Path, dpi: int = 120) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
+
+
+def cost_row(method: str, runs, ce_seconds: float) -> dict:
+    """One method's figures over its seeds' runs (``Results``): last and best accuracy, corrupted
+    labels corrected, clean labels broken and wall time (each ``(mean, std)``), and its mean wall
+    time as a multiple of ``ce_seconds`` (cross-entropy's)."""
+    seconds = mean_std([r.wall_time for r in runs], 1.0)
+    return dict(method=method, last=mean_std([r.last_accuracy for r in runs]),
+                best=mean_std([r.best_accuracy for r in runs]), corrected=mean_std([r.corrected for r in runs]),
+                broken=mean_std([r.clean_broken for r in runs]), seconds=seconds, time_ratio=seconds[0] / ce_seconds)
 
 
 def accuracy_against_cost(rows: List[dict], path: Path, title: str, budget: float,

@@ -23,7 +23,7 @@ from typing import Dict, List
 
 import torch
 
-from common import accuracy_against_cost, machine, run_arguments, smoke, write_outputs
+from common import accuracy_against_cost, cost_row, machine, run_arguments, smoke, write_outputs
 from labelmeta import Config
 from labelmeta.compare import cell, compare, mean_std, noise_summary
 
@@ -62,14 +62,11 @@ def summarise(results) -> List[dict]:
     reference = mean_std([r.last_accuracy for r in results[REFERENCE]])
     rows = []
     for name, runs in results.items():
-        last = mean_std([r.last_accuracy for r in runs])
-        seconds = mean_std([r.wall_time for r in runs], 1.0)
-        gain = (last[0] - ce_last) / (reference[0] - ce_last) if name != CE and reference[0] > ce_last else float("nan")
-        rows.append(dict(method=name, last=last, best=mean_std([r.best_accuracy for r in runs]),
-                         corrected=mean_std([r.corrected for r in runs]), broken=mean_std([r.clean_broken for r in runs]),
-                         seconds=seconds, time_ratio=seconds[0] / ce_time, gain_kept=gain,
-                         qualifies=name in CANDIDATES and gain >= KEEP
-                         and last[0] >= reference[0] - WITHIN_STD * reference[1]))
+        row = cost_row(name, runs, ce_time)
+        last = row["last"][0]
+        gain = (last - ce_last) / (reference[0] - ce_last) if name != CE and reference[0] > ce_last else float("nan")
+        rows.append({**row, "gain_kept": gain, "qualifies": name in CANDIDATES and gain >= KEEP
+                     and last >= reference[0] - WITHIN_STD * reference[1]})
     return rows
 
 

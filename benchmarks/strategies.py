@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from common import accuracy_against_cost, run_arguments, smoke, write_outputs
+from common import accuracy_against_cost, cost_row, run_arguments, smoke, write_outputs
 from labelmeta.compare import cell, compare, mean_std, noise_summary
 from labelmeta import Config
 
@@ -79,16 +79,12 @@ def main(argv=None) -> int:
     for name, runs in results.items():
         labels = name.split(" | ")[0]
         exact = results.get(f"{labels} | {EXACT}")
-        last = mean_std([r.last_accuracy for r in runs])
+        row = cost_row(name, runs, ce_time)
         gain = float("nan")
         if exact is not None and name != CE:
             exact_gain = mean_std([r.last_accuracy for r in exact])[0] - ce_last
-            gain = (last[0] - ce_last) / exact_gain if exact_gain > 0 else float("nan")
-        rows.append(dict(method=name, last=last, best=mean_std([r.best_accuracy for r in runs]),
-                         corrected=mean_std([r.corrected for r in runs]),
-                         broken=mean_std([r.clean_broken for r in runs]),
-                         seconds=mean_std([r.wall_time for r in runs], 1.0),
-                         time_ratio=mean_std([r.wall_time for r in runs], 1.0)[0] / ce_time, gain_kept=gain))
+            gain = (row["last"][0] - ce_last) / exact_gain if exact_gain > 0 else float("nan")
+        rows.append({**row, "gain_kept": gain})
 
     command = "python benchmarks/strategies.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = ["# Parameterisations × strategies", "",
