@@ -78,13 +78,13 @@ class Learner:
         self.strategy = strategy
         self.label_optimizer = label_optimizer
         self.loss: TrainingLoss = make_loss(loss) if isinstance(loss, str) else loss
-        learns_labels = strategy is not None and labels.learnable
+        learns_labels = strategy is not None and labels.learnable and strategy.learns_labels
         self.meta_enabled = learns_labels or (strategy is not None and strategy.learns_weights)
         if strategy is not None and not self.meta_enabled:
             warnings.warn(f"{type(labels).__name__} labels are fixed: the {type(strategy).__name__} strategy has "
                           "nothing to learn and no meta step will run (use learnable labels, or strategy=None)",
                           stacklevel=2)
-        if learns_labels and strategy.learns_weights:
+        if strategy is not None and labels.learnable and not strategy.learns_labels:
             warnings.warn(f"the {type(strategy).__name__} strategy learns sample weights, not labels: the parameters "
                           f"of the {type(labels).__name__} labels stay as they are (use one-hot labels with it)",
                           stacklevel=2)
@@ -93,7 +93,7 @@ class Learner:
             if all(float(group["lr"]) == 0 for group in optimizer.param_groups):
                 warnings.warn("the model's learning rate is 0: the unrolled step does not move the model, so the "
                               "meta gradient is 0 and the labels never change", stacklevel=2)
-        if learns_labels and not strategy.learns_weights and label_optimizer is None:
+        if learns_labels and label_optimizer is None:
             raise ValueError(
                 f"a label_optimizer over labels.parameters() is required to learn "
                 f"{type(labels).__name__} labels with {type(strategy).__name__}"
@@ -104,7 +104,7 @@ class Learner:
         self._train_model = model
         if distributed is not None:
             if strategy is not None and not strategy.supports_distributed:
-                raise ValueError(f"{type(strategy).__name__} does not run in several processes yet; use "
+                raise ValueError(f"{type(strategy).__name__} does not run in several processes yet; use one-step, "
                                  "unrolled, functional, truncated or head-only")
             from torch.nn.parallel import DistributedDataParallel
 

@@ -173,7 +173,7 @@ def test_the_learner_takes_a_meta_step_exactly_when_given_a_meta_batch():
 
 def test_registry_and_bad_options():
     assert {"one-step", "unrolled", "functional", "truncated", "head-only", "finite-difference",
-            "reweight"} <= set(STRATEGIES.names())
+            "reweight", "one-step-reweight", "meta-weight-net"} <= set(STRATEGIES.names())
     assert isinstance(make_strategy("truncated", steps=4, through=2), Truncated)
     with pytest.raises(ValueError, match=r"through must be an integer in \[1, steps=2\], got 3"):
         Truncated(steps=2, through=3)
@@ -194,6 +194,8 @@ INCOMPATIBLE = [
     ("truncated", torch.optim.Adagrad, r"no differentiable Adagrad"),
     ("head-only", torch.optim.RMSprop, r"no differentiable RMSprop"),
     ("reweight", torch.optim.RMSprop, r"no differentiable RMSprop"),
+    ("one-step-reweight", torch.optim.RMSprop, r"no differentiable RMSprop"),
+    ("meta-weight-net", torch.optim.RMSprop, r"no differentiable RMSprop"),
     ("finite-difference", torch.optim.Adam, r"finite-difference needs SGD .* got Adam"),
 ]
 
@@ -203,7 +205,7 @@ def test_incompatible_optimizer_is_refused_when_the_learner_is_built(strategy, o
     """Refused by the constructor, before any step (not at the first meta step, after warm-up)."""
     model, _, labels, _, _ = _setup("mlp", dtype=torch.float32)
     label_optimizer = make_label_optimizer("mirror", labels.parameters(), 0.5)
-    if strategy == "reweight":  # it learns weights, not labels
+    if not make_strategy(strategy).learns_labels:  # it learns weights, not labels
         labels, label_optimizer = make_labels("one-hot", labels.targets, C), None
     with pytest.raises(ValueError, match=message) as err:
         Learner(model, optimizer(model.parameters()), labels, strategy, label_optimizer)
@@ -212,7 +214,7 @@ def test_incompatible_optimizer_is_refused_when_the_learner_is_built(strategy, o
 
 def test_every_exact_strategy_takes_adamw_and_maximize():
     model, _, labels, batch, meta = _setup("mlp", dtype=torch.float32)
-    for name in ("one-step", "unrolled", "functional", "truncated", "head-only"):
+    for name in ("one-step", "one-step-reweight", "unrolled", "functional", "truncated", "head-only"):
         for opt in (torch.optim.AdamW(model.parameters()), torch.optim.SGD(model.parameters(), lr=0.1, maximize=True)):
             Learner(model, opt, labels, name, make_label_optimizer("mirror", labels.parameters(), 0.5)).step(batch, meta)
 

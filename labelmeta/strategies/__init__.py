@@ -13,10 +13,12 @@ from .base import (STRATEGIES, ApproximateStrategy, KStepStrategy, MetaLossStrat
                    accumulate_label_grads, make_strategy)
 from .finite_difference import FiniteDifference
 from .functional import Functional, HeadOnly, Truncated, find_head
-from .one_step import OneStep
+from .meta_weight_net import MetaWeightNet
+from .one_step import OneStep, OneStepReweight
 from .unrolled import MetaReweight, Unrolled
 from ..update_rules import supported_optimizers
 
 __all__ = ["STRATEGIES", "ApproximateStrategy", "FiniteDifference", "Functional", "HeadOnly", "KStepStrategy",
-           "MetaLossStrategy", "MetaProblem", "MetaReweight", "MetaStats", "OneStep", "Strategy", "Truncated", "Unrolled",
+           "MetaLossStrategy", "MetaProblem", "MetaReweight", "MetaStats", "MetaWeightNet", "OneStep", "OneStepReweight",
+           "Strategy", "Truncated", "Unrolled",
            "accumulate_label_grads", "find_head", "make_strategy", "supported_optimizers"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -119,6 +119,8 @@ class Strategy(abc.ABC):
 
     #: whether the strategy produces per-sample weights (then labels need not be learnable)
     learns_weights: bool = False
+    #: whether it gives the label parameters gradients (a pure reweighting strategy does not)
+    learns_labels: bool = True
     #: whether it can run in several processes (see :mod:`labelmeta.distributed`)
     supports_distributed: bool = True
     #: whether it reads :attr:`MetaProblem.logits`: the learner then runs the model step's forward
@@ -136,6 +138,15 @@ class Strategy(abc.ABC):
     @abc.abstractmethod
     def compute(self, problem: MetaProblem) -> MetaStats:
         """Accumulate the label gradient of ``problem`` into the label parameters' ``.grad``."""
+
+    def state_dict(self) -> Dict[str, Any]:
+        """What the strategy learns itself (a network, its optimiser), for checkpoints; none by default."""
+        return {}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no state, got {sorted(state)}")
 
 
 class MetaLossStrategy(Strategy):

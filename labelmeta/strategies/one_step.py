@@ -207,3 +207,38 @@ def _load_forward_mode() -> None:
         warnings.filterwarnings("ignore", r"`torch\.jit\.script` is deprecated", FutureWarning)
         with fwad.dual_level():
             fwad.make_dual(torch.zeros(()), torch.zeros(()))
+
+
+@STRATEGIES.register("one-step-reweight")
+class OneStepReweight(OneStep):
+    """Per-sample weights (learning to reweight) and, with learnable labels, the labels, from one hypergradient.
+
+    Each training sample enters the inner loss with a weight ``w_i`` (``1/B``: the ordinary
+    mean); one pass of :meth:`OneStep.hypergradient` gives the meta loss's gradient with respect
+    to the weights and to the label parameters. The model step then uses
+    ``max(-dL/dw, 0) / sum(max(-dL/dw, 0))`` (Ren et al., 2018: the samples whose gradient helps
+    the meta batch; all zero when none does, and the step is skipped), and the labels take their
+    step as with ``one-step``. With ``one-hot`` labels it is learning to reweight at ``one-step``'s
+    cost (``reweight`` differentiates a ``higher`` unroll, at ``w = 0``); with learnable labels a
+    sample whose annotation hurts the meta batch is down-weighted now and relabelled over time, and
+    its weight returns once its label helps.
+
+    Args:
+        steps: inner steps ``k`` (>= 1); the gradients flow through the last one; default 1.
+        product: how ``J u`` is computed (see :class:`OneStep`); default ``"auto"``.
+    """
+
+    learns_weights = True
+    supports_distributed = False  # its weights are normalised over the local batch
+
+    def compute(self, problem: MetaProblem) -> MetaStats:
+        x = problem.batch[0]
+        dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
+        uniform = torch.full((len(x),), 1.0 / len(x), dtype=dtype, device=x.device, requires_grad=True)
+        params = trainable(problem.labels) if problem.labels.learnable else []
+        meta_loss, grads = self.hypergradient(problem, [uniform, *params], weights=uniform)
+        accumulate_label_grads(problem.labels, grads[1:])
+        weights = torch.zeros_like(uniform) if grads[0] is None else (-grads[0]).clamp_min(0)
+        total = weights.sum()
+        weights = weights / total if total > 0 else weights
+        return MetaStats(meta_loss=meta_loss, sample_weights=weights.detach())

@@ -55,6 +55,7 @@ class MetaReweight(Unrolled):
     """
 
     learns_weights = True
+    learns_labels = False
     supports_distributed = False  # its weights are normalised over the local batch
 
     def compute(self, problem: MetaProblem) -> MetaStats:
