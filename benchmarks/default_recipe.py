@@ -23,7 +23,7 @@ from typing import Dict, List
 
 import torch
 
-from common import accuracy_against_cost, cost_row, machine, run_arguments, smoke, write_outputs
+from common import STORED_LABELS, accuracy_against_cost, cost_row, machine, run_arguments, smoke, write_outputs
 from labelmeta import Config
 from labelmeta.compare import cell, compare, mean_std, noise_summary
 
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     parser.add_argument("--noise-rate", type=float, default=0.4)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    base = Config(epochs=args.epochs, progress=False, noise=args.noise, noise_rate=args.noise_rate)
+    base = Config(epochs=args.epochs, progress=False, noise=args.noise, noise_rate=args.noise_rate, **STORED_LABELS)
     seeds = args.seeds
     if args.smoke:
         base, seeds = smoke(base), seeds[:1]

@@ -31,12 +31,10 @@ from common import STORED_META_STEP, save_figure, smoke
 from labelmeta.compare import cell, mean_std
 from labelmeta import Config, Results, fit
 
-#: base configuration per dataset (each method overrides a few fields)
+#: base configuration per dataset (each method overrides a few fields): the defaults, sizes scaled to the data
 DATASETS: Dict[str, Config] = {
-    # the meta step the stored results were run with (one-step's hypergradient to round-off)
-    "mnist1d": Config(**STORED_META_STEP),
-    "digits": Config(dataset="digits", model="mlp", meta_per_class=10, meta_batch_size=100, batch_size=64,
-                     **STORED_META_STEP),
+    "mnist1d": Config(),
+    "digits": Config(dataset="digits", model="mlp", meta_per_class=10, meta_batch_size=100, batch_size=64),
     # GPU: torchvision CIFAR-10 from --data-root, CIFAR ResNet-18, standard augmentation
     "cifar10": Config(dataset="cifar10", model="resnet18", lr=0.1, epochs=120, batch_size=128,
                       meta_per_class=100, meta_batch_size=200, warmup_epochs=10),
@@ -51,9 +49,18 @@ SETTINGS: Dict[str, Tuple[str, float]] = {
     "asymmetric-40": ("asymmetric", 0.4),
 }
 
-LEARNED = "learned labels: per-sample-ensemble (default)"
+LEARNED = "learned labels + weights (default)"
 REFERENCE = "cross-entropy on clean labels (reference)"
-#: method name -> Config overrides; the reference runs once per dataset and seed, without noise
+CLEAN_LEARNED = "learned labels + weights (default) on clean labels"
+#: the rows that run once per dataset and seed, without noise
+CLEAN = (REFERENCE, CLEAN_LEARNED)
+#: rows that take the default apart (the ablation): each removes one of its components
+ABLATION = {
+    "ablation: weights only (labels fixed; L2RW by one-step)": "relabelling",
+    "learned labels: per-sample (labels only, no weights)": "the weights",
+}
+#: method name -> Config overrides. The learned-label rows of the previous defaults keep the meta
+#: step they were run with (STORED_META_STEP: the same hypergradient as one-step, to round-off).
 METHODS: Dict[str, dict] = {
     "cross-entropy": dict(labels="one-hot", strategy="none"),
     "label smoothing 0.1": dict(labels="smoothing", strategy="none"),
@@ -61,14 +68,22 @@ METHODS: Dict[str, dict] = {
     "bootstrapping, hard (β 0.8)": dict(labels="one-hot", strategy="none", loss="bootstrap-hard"),
     "generalised cross-entropy (q 0.7)": dict(labels="one-hot", strategy="none", loss="gce"),
     "meta-reweighting (L2RW, k=1 unroll)": dict(labels="one-hot", strategy="reweight"),
+    "Meta-Weight-Net": dict(labels="one-hot", strategy="meta-weight-net"),
     LEARNED: dict(),
-    "learned labels: per-sample-ensemble + GCE loss": dict(loss="gce", label_options=dict(weight=1.0)),
-    "learned labels: per-sample": dict(labels="per-sample"),
-    "learned labels: per-class": dict(labels="per-class"),
-    "learned labels: class-temperature": dict(labels="class-temperature"),
-    "self-ensemble only (no meta-learning)": dict(strategy="none"),
+    "ablation: weights only (labels fixed; L2RW by one-step)": dict(labels="one-hot"),
+    "learned labels: per-sample (labels only, no weights)": dict(labels="per-sample", **STORED_META_STEP),
+    "learned labels: per-sample-ensemble (previous default)": dict(labels="per-sample-ensemble", **STORED_META_STEP),
+    "learned labels: per-sample-ensemble + GCE loss": dict(labels="per-sample-ensemble", loss="gce",
+                                                           label_options=dict(weight=1.0), **STORED_META_STEP),
+    "learned labels: per-class": dict(labels="per-class", **STORED_META_STEP),
+    "learned labels: class-temperature": dict(labels="class-temperature", **STORED_META_STEP),
+    "self-ensemble only (no meta-learning)": dict(labels="per-sample-ensemble", strategy="none"),
     REFERENCE: dict(labels="one-hot", strategy="none", noise="none", noise_rate=0.0),
+    CLEAN_LEARNED: dict(noise="none", noise_rate=0.0),
 }
+#: stored cells renamed since they ran (same configurations): old name -> new name
+RENAMED = {"learned labels: per-sample-ensemble (default)": "learned labels: per-sample-ensemble (previous default)",
+           "learned labels: per-sample": "learned labels: per-sample (labels only, no weights)"}
 
 
 def cell_key(dataset: str, setting: str, method: str, seed: int) -> str:
@@ -76,17 +91,18 @@ def cell_key(dataset: str, setting: str, method: str, seed: int) -> str:
 
 
 def plan(datasets: List[str], settings: List[str], methods: List[str], seeds: List[int],
-         overrides: dict, small: bool = False) -> Dict[str, Config]:
-    """Every cell to run, keyed by :func:`cell_key`, with its full configuration (``small``: the smoke version)."""
+         overrides: dict, small: bool = False, table: Dict[str, dict] = METHODS) -> Dict[str, Config]:
+    """Every cell to run, keyed by :func:`cell_key`, with its full configuration (``small``: the smoke
+    version); ``table`` maps the method names to their Config overrides."""
     cells: Dict[str, Config] = {}
     for dataset in datasets:
         base = DATASETS[dataset].replace(progress=False, **overrides)
         base = smoke(base) if small else base
         for seed in seeds:
             for method in methods:
-                for setting in settings if method != REFERENCE else ["clean"]:
+                for setting in settings if method not in CLEAN else ["clean"]:
                     noise = {} if setting == "clean" else dict(noise=SETTINGS[setting][0], noise_rate=SETTINGS[setting][1])
-                    cells[cell_key(dataset, setting, method, seed)] = base.replace(seed=seed, **noise, **METHODS[method])
+                    cells[cell_key(dataset, setting, method, seed)] = base.replace(seed=seed, **noise, **table[method])
     return cells
 
 
@@ -109,6 +125,10 @@ def _save(path: Path, store: dict) -> None:
 def run_cells(cells: Dict[str, Config], path: Path, jobs: int) -> dict:
     """Run the cells not yet in ``path`` (or whose configuration changed); return the whole store."""
     store = json.loads(path.read_text()) if path.exists() else {"cells": {}}
+    for key in list(store["cells"]):  # cells stored under a method's former name
+        dataset, setting, method, seed = key.split(" | ")
+        if method in RENAMED:
+            store["cells"][" | ".join((dataset, setting, RENAMED[method], seed))] = store["cells"].pop(key)
     defaults = dataclasses.asdict(Config())
 
     def done(key: str, config: Config) -> bool:
@@ -149,37 +169,57 @@ def _stat(runs: List[Results], field: str, scale: float = 100.0) -> tuple:
 
 
 def targets_report(runs, dataset: str, settings: List[str]) -> List[str]:
-    """The issue's targets, checked against the measured means (MNIST-1D)."""
+    """Issue 14's targets, checked against the measured means of ``dataset``."""
     lines = []
 
-    def last(setting, method):
-        return _stat(runs[(dataset, setting, method)], "last_accuracy")[0] if (dataset, setting, method) in runs else math.nan
+    def stat(setting, method, field="last_accuracy", scale=100.0):
+        key = (dataset, setting, method)
+        return _stat(runs[key], field, scale)[0] if key in runs else math.nan
 
     def check(ok: bool) -> str:
         return "met" if ok else "**missed**"
 
-    ce, learned = "cross-entropy", LEARNED
-    if "symmetric-40" in settings:
-        l40, c40, ref = last("symmetric-40", learned), last("symmetric-40", ce), last("clean", REFERENCE)
-        corr = _stat(runs[(dataset, "symmetric-40", learned)], "corrected")[0]
-        broken = _stat(runs[(dataset, "symmetric-40", learned)], "clean_broken")[0]
-        lines += [
-            f"- 40 % symmetric, last-epoch accuracy ≥ cross-entropy + 5: {l40:.1f} vs {c40:.1f} + 5 → {check(l40 >= c40 + 5)} ({l40 - c40:+.1f})",
-            f"- 40 % symmetric, within 3 points of clean-label training: {l40:.1f} vs {ref:.1f} → {check(l40 >= ref - 3)} ({l40 - ref:+.1f})",
-            f"- 40 % symmetric, ≥ 80 % of corrupted labels corrected: {corr:.1f} → {check(corr >= 80)}",
-            f"- 40 % symmetric, ≤ 2 % of clean labels broken: {broken:.2f} → {check(broken <= 2)}",
-        ]
-    if "asymmetric-40" in settings:
-        la, ca = last("asymmetric-40", learned), last("asymmetric-40", ce)
-        lines.append(f"- 40 % asymmetric, ≥ cross-entropy + 10: {la:.1f} vs {ca:.1f} + 10 → {check(la >= ca + 10)} ({la - ca:+.1f})")
+    others = [m for m in METHODS if m not in (LEARNED, *CLEAN, *ABLATION)]
     for setting in settings:
-        if SETTINGS[setting][1] < 0.4:
-            continue
-        best_other = max(((last(setting, m), m) for m in METHODS if m not in (LEARNED, REFERENCE)
-                          and (dataset, setting, m) in runs), default=(math.nan, ""))
-        mine = last(setting, learned)
-        lines.append(f"- {setting}: default learned labels ≥ every other method (last epoch): {mine:.1f} vs "
-                     f"{best_other[0]:.1f} ({best_other[1]}) → {check(mine >= best_other[0])} ({mine - best_other[0]:+.1f})")
+        best = max(((stat(setting, m), m) for m in others if (dataset, setting, m) in runs), default=(math.nan, ""))
+        mine = stat(setting, LEARNED)
+        lines.append(f"- {setting}: the default ≥ every other method (last epoch): {mine:.1f} vs {best[0]:.1f} "
+                     f"({best[1]}) → {check(mine >= best[0])} ({mine - best[0]:+.1f})")
+    if dataset == "mnist1d" and "symmetric-40" in settings:
+        l40, ref = stat("symmetric-40", LEARNED), stat("clean", REFERENCE)
+        corr, broken = stat("symmetric-40", LEARNED, "corrected"), stat("symmetric-40", LEARNED, "clean_broken")
+        lines += [
+            f"- 40 % symmetric, within 3 points of clean-label training: {l40:.1f} vs {ref:.1f} → "
+            f"{check(l40 >= ref - 3)} ({l40 - ref:+.1f})",
+            f"- 40 % symmetric, ≥ 90 % of corrupted labels corrected: {corr:.1f} → {check(corr >= 90)}",
+            f"- 40 % symmetric, ≤ 1 % of clean labels broken: {broken:.2f} → {check(broken <= 1)}",
+        ]
+    clean, ref = stat("clean", CLEAN_LEARNED), stat("clean", REFERENCE)
+    if not math.isnan(clean):
+        lines.append(f"- no cost on clean labels: the default {clean:.1f} vs one-hot {ref:.1f} → {check(clean >= ref)} "
+                     f"({clean - ref:+.1f})")
+    l2rw = "meta-reweighting (L2RW, k=1 unroll)"
+    times = [(stat(s, LEARNED, "wall_time", 1.0), stat(s, l2rw, "wall_time", 1.0)) for s in settings]
+    if times and not any(math.isnan(t) for pair in times for t in pair):
+        mine, theirs = sum(t for t, _ in times), sum(t for _, t in times)
+        lines.append(f"- whole-run time ≤ L2RW's (sum over the settings, mean over seeds): {mine:.0f} s vs {theirs:.0f} s "
+                     f"→ {check(mine <= theirs)} ({mine / theirs:.2f}×)")
+    return lines
+
+
+def ablation_report(runs, dataset: str, settings: List[str]) -> List[str]:
+    """The default against itself without each of its components (last-epoch accuracy, same seeds)."""
+    rows = [(LEARNED, "–")] + [(m, removed) for m, removed in ABLATION.items()]
+    if any((dataset, s, m) not in runs for m, _ in rows for s in settings):
+        return []
+    lines = ["| variant | removes | " + " | ".join(settings) + " |", "|---|---|" + "---|" * len(settings)]
+    base = {s: _stat(runs[(dataset, s, LEARNED)], "last_accuracy")[0] for s in settings}
+    for method, removed in rows:
+        cells = []
+        for s in settings:
+            value = _stat(runs[(dataset, s, method)], "last_accuracy")
+            cells.append(cell(value) + ("" if method == LEARNED else f" ({value[0] - base[s]:+.1f})"))
+        lines.append(f"| {method} | {removed} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -200,13 +240,14 @@ def report(store: dict, cells: Dict[str, Config], datasets, settings, methods, s
         header = "| method | " + " | ".join(settings) + " |"
         lines += [header, "|---" * (len(settings) + 1) + "|"]
         for method in methods:
-            if method == REFERENCE:
+            if method in CLEAN:
                 continue
             row = [cell(_stat(runs[(dataset, s, method)], "last_accuracy")) for s in settings]
             lines.append(f"| {method} | " + " | ".join(row) + " |")
-        if REFERENCE in methods:
-            ref = cell(_stat(runs[(dataset, "clean", REFERENCE)], "last_accuracy"))
-            lines.append(f"| {REFERENCE} | " + " | ".join([ref] * len(settings)) + " |")
+        for method in CLEAN:
+            if method in methods:
+                clean = cell(_stat(runs[(dataset, "clean", method)], "last_accuracy"))
+                lines.append(f"| {method} | " + " | ".join([clean] * len(settings)) + " |")
         for setting in settings:
             effective = mean_std([r.effective_noise for r in runs[(dataset, setting, methods[0])]])
             lines += ["", f"### {dataset}, {setting} (effective noise {effective[0]:.1f} %)", "",
@@ -214,7 +255,7 @@ def report(store: dict, cells: Dict[str, Config], datasets, settings, methods, s
                       "| flagged: precision / recall (%) | wall time (s) |",
                       "|---|---|---|---|---|---|---|"]
             for method in methods:
-                if method == REFERENCE:
+                if method in CLEAN:
                     continue
                 rs = runs[(dataset, setting, method)]
                 prec, rec = _stat(rs, "detect_precision"), _stat(rs, "detect_recall")
@@ -222,8 +263,12 @@ def report(store: dict, cells: Dict[str, Config], datasets, settings, methods, s
                 lines.append(f"| {method} | {cell(_stat(rs, 'best_accuracy'))} | {cell(_stat(rs, 'last_accuracy'))} | "
                              f"{cell(_stat(rs, 'corrected'))} | {cell(_stat(rs, 'clean_broken'), 2)} | {flags} | "
                              f"{cell(_stat(rs, 'wall_time', 1.0), 0)} |")
-        if dataset == "mnist1d":
-            lines += ["", "Targets (issue #3, mean of the seeds above):", ""] + targets_report(runs, dataset, settings)
+        lines += ["", f"### {dataset}: targets and ablation", "", "Targets (issue 14, means of the seeds above):",
+                  ""] + targets_report(runs, dataset, settings)
+        ablation = ablation_report(runs, dataset, settings)
+        if ablation:
+            lines += ["", "Ablation: the default without each of its components (last epoch; in brackets, the "
+                      "change from the default):", ""] + ablation
         lines.append("")
     lines += ["Base configurations (each method overrides a few fields, see `METHODS` in the script):", ""]
     for dataset in datasets:
@@ -244,17 +289,19 @@ def plot(store: dict, cells: Dict[str, Config], datasets, settings, methods, out
     fig, axes = plt.subplots(1, len(datasets), figsize=(7 * len(datasets), 4.8), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         palette = plt.get_cmap("tab20").colors
-        for i, method in enumerate(m for m in methods if m != REFERENCE):
+        for i, method in enumerate(m for m in methods if m not in CLEAN):
             color = palette[(2 * i) % 20 + (2 * i) // 20]  # the saturated tab20 colours first
-            style = "-" if method.startswith("learned") or "meta" in method else "--"
+            style = "-" if method.startswith(("learned", "ablation")) or "meta" in method.lower() else "--"
             if symmetric:
                 rates = [SETTINGS[s][1] * 100 for s in symmetric]
                 acc = [_stat(runs[(dataset, s, method)], "last_accuracy") for s in symmetric]
-                ax.errorbar(rates, [a[0] for a in acc], yerr=[a[1] for a in acc], color=color, ls=style,
-                            marker="o", ms=4, capsize=2, label=method)
+                mine = method == LEARNED  # the default, drawn so that it can be found among the rest
+                ax.errorbar(rates, [a[0] for a in acc], yerr=[a[1] for a in acc], color="k" if mine else color, ls=style,
+                            lw=2.5 if mine else 1.5, marker="o", ms=4, capsize=2, label=method, zorder=3 if mine else 2)
             if "asymmetric-40" in settings:
                 a = _stat(runs[(dataset, "asymmetric-40", method)], "last_accuracy")
-                ax.errorbar([42 + i * 0.4], [a[0]], yerr=[a[1]], color=color, marker="s", ms=5, capsize=2)
+                ax.errorbar([42 + i * 0.4], [a[0]], yerr=[a[1]], color="k" if method == LEARNED else color, marker="s",
+                            ms=5, capsize=2)
         if REFERENCE in methods:
             ax.axhline(_stat(runs[(dataset, "clean", REFERENCE)], "last_accuracy")[0], c="k", ls=":", label="clean labels")
         ax.set(xlabel="symmetric noise rate (%)   [squares: 40 % asymmetric]", ylabel="last-epoch test accuracy (%)",
@@ -262,7 +309,7 @@ def plot(store: dict, cells: Dict[str, Config], datasets, settings, methods, out
         ax.legend(fontsize=6, loc="lower left")
     save_figure(fig, out / f"{stem}_accuracy.png")
 
-    learned = [m for m in methods if m.startswith("learned") or m.startswith("self-ensemble")]
+    learned = [m for m in methods if m.startswith(("learned", "self-ensemble")) and m not in CLEAN]
     shown = [s for s in ("symmetric-40", "asymmetric-40", "symmetric-80") if s in settings]
     if not learned or not shown:
         return

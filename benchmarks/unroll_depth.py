@@ -23,7 +23,7 @@ from typing import Callable, Dict, List
 import numpy as np
 import torch
 
-from common import (STORED_META_STEP, build, interleaved_times, machine, median, peak_cuda_bytes, plain_step, run_arguments,
+from common import (STORED_LABELS, STORED_META_STEP, build, interleaved_times, machine, median, peak_cuda_bytes, plain_step, run_arguments,
                     save_figure, saved_tensor_bytes, timing_arguments, write_outputs)
 from labelmeta import Learner, make_label_optimizer, make_labels
 from labelmeta.compare import cell, mean_std
@@ -42,8 +42,8 @@ COST_STRATEGIES: Dict[str, Callable[[int], Strategy]] = {
 SETTINGS = {"noisy (40 % symmetric)": dict(noise="symmetric", noise_rate=0.4),
             "clean": dict(noise="none", noise_rate=0.0)}
 ACCURACY_BASE = {"digits": Config(dataset="digits", model="mlp", meta_per_class=10, meta_batch_size=100, batch_size=64,
-                                  **STORED_META_STEP),
-                 "mnist1d": Config(**STORED_META_STEP)}
+                                  **STORED_META_STEP, **STORED_LABELS),
+                 "mnist1d": Config(**STORED_META_STEP, **STORED_LABELS)}
 
 
 def cost(model_name: str, ks: List[int], device: str, batch_size: int, repeats: int, warmup: int) -> Dict[str, dict]:

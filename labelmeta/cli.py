@@ -27,10 +27,10 @@ from .distributed import shutdown
 from .records import Results, ResultsNotWritten
 from .runner import fit
 
-#: the demo's comparison: plain cross-entropy against learned per-sample labels (default recipe)
+#: the demo's comparison: plain cross-entropy against the default (learned per-sample labels and weights)
 DEMO_METHODS = {
     "cross-entropy": dict(labels="one-hot", strategy="none"),
-    "learned per-sample labels": dict(),
+    "learned labels + weights (default)": dict(),
 }
 _OPTION_FIELDS = {c.options_field for c in COMPONENTS}
 

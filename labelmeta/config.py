@@ -38,10 +38,11 @@ def _options() -> Any:
 
 @dataclass
 class Config:
-    """Everything a run needs. The defaults are the recommended recipe for MNIST-1D with 40 %
-    symmetric noise (``benchmarks/noisy_recipe.py`` measures it; ``benchmarks/default_recipe.py``
-    chose its meta step among cheaper candidates on symmetric and class-flip noise); a
-    component's options default to its own declared defaults (``labelmeta list NAME`` shows them)."""
+    """Everything a run needs. The defaults are the recommended recipe for noisy labels: per-sample
+    learned labels and per-sample weights from one exact one-step hypergradient at every step
+    (``benchmarks/noisy_labels.py`` compares it with every method and takes it apart;
+    ``benchmarks/default_recipe.py`` chose the meta step's cost); a component's options default
+    to its own declared defaults (``labelmeta list NAME`` shows them)."""
 
     # data
     dataset: str = field(default="mnist1d", metadata=_DATA)            #: a name in ``DATASETS``
@@ -67,13 +68,13 @@ class Config:
     epochs: int = 40
     batch_size: int = 128
     # labels and how they are learned
-    labels: str = "per-sample-ensemble"                                #: a name in ``LABELS``
+    labels: str = "per-sample"                                         #: a name in ``LABELS``
     label_options: Dict[str, Any] = _options()
     loss: str = "ce"                                                   #: training loss, a name in ``LOSSES``
     loss_options: Dict[str, Any] = _options()
-    #: a name in ``STRATEGIES`` or "none"; the default computes the exact one-step hypergradient
-    #: (``unrolled``'s, to round-off) without a second-order graph (benchmarks/default_recipe.py)
-    strategy: str = "one-step"
+    #: a name in ``STRATEGIES`` or "none"; the default learns per-sample weights and the labels from one
+    #: exact one-step hypergradient without a second-order graph (benchmarks/noisy_labels.py chose it)
+    strategy: str = "one-step-reweight"
     strategy_options: Dict[str, Any] = _options()
     label_optimizer: str = "mirror"                                    #: a name in ``LABEL_OPTIMIZERS``
     label_optimizer_options: Dict[str, Any] = _options()

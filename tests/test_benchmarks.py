@@ -115,13 +115,14 @@ def test_noisy_recipe_smoke(tmp_path):
 
 def test_noisy_labels_smoke_and_resume(tmp_path):
     first = _smoke("noisy_labels.py", tmp_path, "--datasets", "digits")
-    assert "0 of 25 cells already done; running 25" in first.stdout
+    assert "0 of 32 cells already done; running 32" in first.stdout
     for name in ("noisy_labels_smoke.md", "noisy_labels_smoke_accuracy.png", "noisy_labels_smoke_correction.png"):
         assert (tmp_path / name).stat().st_size > 0
     text = (tmp_path / "noisy_labels_smoke.md").read_text()
     cells = json.loads((tmp_path / "noisy_labels_smoke.json").read_text())["cells"]
-    assert len(cells) == 25
+    assert len(cells) == 32
     reference = "cross-entropy on clean labels (reference)"
+    clean_default = "learned labels + weights (default) on clean labels"
     runs: Dict[tuple, dict] = {}
     for key, run in cells.items():
         dataset, setting, method, seed = key.split(" | ")
@@ -129,13 +130,24 @@ def test_noisy_labels_smoke_and_resume(tmp_path):
         _last_and_best_are_the_history(run)
         runs[setting, method] = run
     settings = ["symmetric-40", "asymmetric-40"]
-    methods = sorted({m for _, m in runs} - {reference})
-    assert len(methods) == 12
+    methods = sorted({m for _, m in runs} - {reference, clean_default})
+    assert len(methods) == 15
     sections = _sections(text)
     [overview] = _tables(sections["digits"])
+    [ablation] = _tables(sections["digits: targets and ablation"])
     assert overview[0] == ["method", *settings]
     overview_rows = _rows(overview)
-    assert sorted(overview_rows) == sorted(methods + [reference])
+    assert sorted(overview_rows) == sorted(methods + [reference, clean_default])
+    # the ablation: the default, then each row without one of its components, with the difference
+    default = "learned labels + weights (default)"
+    ablation_rows = _rows(ablation)
+    assert list(ablation_rows)[0] == default and len(ablation_rows) == 3
+    for method, row in ablation_rows.items():
+        for setting, shown in zip(settings, row[1:]):
+            _shows(shown.split(" (")[0], [runs[setting, method]["last_accuracy"]])
+            if method != default:
+                difference = 100 * (runs[setting, method]["last_accuracy"] - runs[setting, default]["last_accuracy"])
+                _close(shown.split(" (")[1].rstrip(")"), difference)
     for setting in settings:
         # every method of a setting trained on the same noise draw; the heading gives its rate
         [rate] = {runs[setting, m]["effective_noise"] for m in methods}
@@ -155,10 +167,25 @@ def test_noisy_labels_smoke_and_resume(tmp_path):
             _shows(overview_rows[method][settings.index(setting)], [run["last_accuracy"]])
         # the clean-label reference ran once; its accuracy is repeated in every column
         _shows(overview_rows[reference][settings.index(setting)], [runs["clean", reference]["last_accuracy"]])
+        _shows(overview_rows[clean_default][settings.index(setting)], [runs["clean", clean_default]["last_accuracy"]])
+    assert "Targets (issue 14" in text and "no cost on clean labels" in text
     # a second run finds every cell done and reproduces the same table
     again = _smoke("noisy_labels.py", tmp_path, "--datasets", "digits")
-    assert "25 of 25 cells already done; running 0" in again.stdout
+    assert "32 of 32 cells already done; running 0" in again.stdout
     assert (tmp_path / "noisy_labels_smoke.md").read_text() == text
+
+
+def test_default_candidates_smoke(tmp_path):
+    out = _smoke("default_candidates.py", tmp_path)
+    text = (tmp_path / "default_candidates_smoke.md").read_text()
+    cells = json.loads((tmp_path / "default_candidates_smoke.json").read_text())["cells"]
+    assert len(cells) == 9 and "running 9" in out.stdout
+    sections = _sections(text)
+    for key, run in cells.items():
+        dataset, setting, name, _ = key.split(" | ")
+        [table] = _tables(sections[f"{dataset}, seeds [0]"])
+        shown = _rows(table)[name][table[0].index(setting) - 1]
+        _close(shown.split(" (")[0], 100 * run["last_accuracy"])  # one seed: the number, no spread
 
 
 def test_overhead_smoke(tmp_path):

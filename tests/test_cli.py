@@ -21,7 +21,7 @@ TINY = ["--data-num-samples", "1000", "--epochs", "2"]
 def test_demo_prints_its_table(capsys):
     assert main(["demo", *DEMO_TINY, "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "| cross-entropy | 1 |" in out and "| learned per-sample labels | 1 |" in out
+    assert "| cross-entropy | 1 |" in out and "| learned labels + weights (default) | 1 |" in out
     assert "effective" in out
 
 
@@ -110,7 +110,7 @@ def test_optional_fields_and_component_options_parse_to_their_declared_types():
     (["--labels", "one-hot", "--label-scale", "2"], "--label-scale is not an option of label parameterisation "
                                                    "'one-hot'; its options: none"),
     (["--strategy", "none", "--strategy-steps", "2"], "strategy 'none' takes no options"),
-    (["--strategy-steps", "two"], "strategy 'one-step' option 'steps' takes int, got 'two'"),
+    (["--strategy-steps", "two"], "strategy 'one-step-reweight' option 'steps' takes int, got 'two'"),
     (["--strategy-product", "sideways"], "option 'product' takes one of {auto,forward,reverse}, got 'sideways'"),
     (["--label-opt-normalize", "rows"], "option 'normalize' takes one of {batch,row,none}, got 'rows'"),
     (["--model", "mlp", "--model-hidden", "a,b"], "model 'mlp' option 'hidden' takes ints, got 'a,b'"),

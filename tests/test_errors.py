@@ -129,8 +129,8 @@ API_CASES = [
      r"non-finite meta loss.* at step 0: meta_batch of 8 samples with indices \[0, 1, .*\(its inputs are not finite\)"),
     (nan_meta_batch, FloatingPointError, r"meta_batch of 8 samples with indices \[100, 101, "),
     (logits_of_the_wrong_shape_observed, ValueError, r"logits must be \[B=2, C=3\], got \(2, 4\)"),
-    (misspelt_label_option, ValueError, r"label parameterisation 'per-sample-ensemble' has no option 'sclae'; "
-                                        r"its options: scale, weight, momentum"),
+    (misspelt_label_option, ValueError, r"label parameterisation 'per-sample' has no option 'sclae'; "
+                                        r"its options: scale$"),
     (mistyped_strategy_option, ValueError, r"strategy 'truncated' option 'steps' takes int, got '4'"),
     (dataset_option_it_does_not_take, ValueError, r"dataset 'digits' has no option 'num_samples'; "
                                                   r"its options: data_seed, test_fraction"),
@@ -223,10 +223,10 @@ def test_results_that_cannot_be_written_at_the_end_are_not_lost(tmp_path, capsys
 SILENT_NO_OPS = [
     (dict(lr=0.0), "learning rate is 0: .* the labels never change"),
     (dict(warmup_epochs=1, epochs=1), "warmup_epochs=1 >= epochs=1: no meta step will run"),
-    (dict(labels="one-hot"), "OneHot labels are fixed: the OneStep strategy has nothing to learn"),
+    (dict(labels="one-hot", strategy="one-step"), "OneHot labels are fixed: the OneStep strategy has nothing to learn"),
     (dict(labels="smoothing", strategy="functional"), "LabelSmoothing labels are fixed: the Functional strategy"),
     (dict(strategy="reweight"), "MetaReweight strategy learns sample weights, not labels: the parameters of the "
-                                "SelfEnsembled labels stay"),
+                                "PerSample labels stay"),
 ]
 
 

@@ -1,0 +1,86 @@
+"""The candidates tried for issue 14's default before the full benchmark: labels and weights from one hypergradient.
+
+    python benchmarks/default_candidates.py --jobs 2      # the stored report (minutes: resumable cells)
+    python benchmarks/default_candidates.py --smoke       # seconds; what the test suite runs
+
+Each candidate is a set of Config overrides of ``noisy_labels.py``'s base configurations, run by
+:func:`labelmeta.fit` through that script's resumable cells (same data, noise draw and seeds). Two
+stages, as they were run: every candidate on MNIST-1D (seed 0; the weights-only row is the
+reference) at 20/40/80 % symmetric noise and 40 % flips, then the per-sample candidates on digits
+(3 seeds, the 5 settings), where a cell takes seconds. The winner became the default and went into
+``noisy_labels.py`` (3 seeds, both datasets, every method, and the ablation). Writes
+``default_candidates.{json,md}`` under ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import noisy_labels as nl
+from labelmeta.compare import cell
+
+WEIGHTS_ONLY = "weights only (one-hot labels, one-step-reweight)"
+#: candidate -> Config overrides (the base is noisy_labels.DATASETS[dataset])
+CANDIDATES: Dict[str, dict] = {
+    WEIGHTS_ONLY: dict(labels="one-hot", strategy="one-step-reweight"),
+    "weights + per-sample-ensemble labels": dict(labels="per-sample-ensemble", strategy="one-step-reweight"),
+    "weights + per-sample-ensemble labels, GCE loss, ensemble weight 1":
+        dict(labels="per-sample-ensemble", strategy="one-step-reweight", loss="gce", label_options=dict(weight=1.0)),
+    "weights + per-sample labels (the default)": dict(labels="per-sample", strategy="one-step-reweight"),
+    "weights + per-sample labels, label lr 2.0": dict(labels="per-sample", strategy="one-step-reweight", label_lr=2.0),
+    "weights + per-sample labels, scale 2": dict(labels="per-sample", strategy="one-step-reweight",
+                                                 label_options=dict(scale=2.0)),
+    "Meta-Weight-Net": dict(labels="one-hot", strategy="meta-weight-net"),
+}
+#: the stages as run: (dataset, candidates, settings, seeds)
+STAGES: List[Tuple[str, List[str], List[str], List[int]]] = [
+    ("mnist1d", list(CANDIDATES)[:4], ["symmetric-20", "symmetric-40", "symmetric-80", "asymmetric-40"], [0]),
+    ("digits", [WEIGHTS_ONLY, "Meta-Weight-Net", "weights + per-sample labels (the default)",
+                "weights + per-sample labels, label lr 2.0", "weights + per-sample labels, scale 2"],
+     list(nl.SETTINGS), [0, 1, 2]),
+]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=1, help="cells run at a time, one process each")
+    parser.add_argument("--smoke", action="store_true", help="tiny data, 2 epochs, 1 seed, 1 setting")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args(argv)
+    stem = "default_candidates_smoke" if args.smoke else "default_candidates"
+    stages = [(d, c, s[:1], seeds[:1]) for d, c, s, seeds in STAGES] if args.smoke else STAGES
+    cells = {}
+    for dataset, candidates, settings, seeds in stages:
+        cells.update(nl.plan([dataset], settings, candidates, seeds, {}, small=args.smoke, table=CANDIDATES))
+    start = time.time()
+    store = nl.run_cells(cells, Path(args.out) / f"{stem}.json", args.jobs)
+    runs = nl._runs(store, cells)
+    command = "python benchmarks/default_candidates.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    lines = ["# Candidates for the default (issue 14)", "",
+             f"Command: `{command.strip()}`. Last-epoch test accuracy (%), mean ± std over the seeds shown; "
+             "*corr.* corrupted labels corrected, *broken* clean labels broken (%). The chosen candidate went "
+             "into `noisy_labels.py` (3 seeds, every method, the ablation).", ""]
+    for dataset, candidates, settings, seeds in stages:
+        lines += [f"## {dataset}, seeds {seeds}", "", "| candidate | " + " | ".join(settings) + " |",
+                  "|---|" + "---|" * len(settings)]
+        for name in candidates:
+            row = []
+            for setting in settings:
+                rs = runs[(dataset, setting, name)]
+                acc, corr, broken = (nl._stat(rs, f) for f in ("last_accuracy", "corrected", "clean_broken"))
+                shown = cell(acc) if len(rs) > 1 else f"{acc[0]:.1f}"  # one seed: no spread to show
+                row.append(shown + ("" if corr[0] != corr[0] else f" (corr. {corr[0]:.0f}, broken {broken[0]:.1f})"))
+            lines.append(f"| {name} | " + " | ".join(row) + " |")
+        lines.append("")
+    text = "\n".join(lines)
+    (Path(args.out) / f"{stem}.md").write_text(text)
+    print(text)
+    print(f"({time.time() - start:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
