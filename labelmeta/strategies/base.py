@@ -96,6 +96,13 @@ class MetaStats:
     sample_weights: Optional[Tensor] = None
 
 
+def normalised(weights: Tensor) -> Tensor:
+    """``weights [B]`` scaled to sum to one, or as they are (all zero) when they sum to zero: a
+    weighted batch then takes the step length of a plain batch mean, and a batch no sample helps is skipped."""
+    total = weights.sum()
+    return weights / total if total > 0 else weights
+
+
 def accumulate_label_grads(labels: LabelParameterization, grads: Sequence[Optional[Tensor]]) -> None:
     """Add ``grads`` (one per trainable label parameter, ``None`` for none) into their ``.grad``."""
     for p, g in zip(trainable(labels), grads):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import STRATEGIES, MetaProblem, MetaStats
+from .base import STRATEGIES, MetaProblem, MetaStats, normalised
 from .one_step import OneStep
 from .unroll import FunctionalUnroll
 
@@ -56,9 +56,7 @@ class MetaWeightNet(OneStep):
 
     def weights(self, losses: Tensor) -> Tensor:
         """``[B]`` weights of samples with training losses ``losses [B]``, summing to one (or all zero)."""
-        raw = self.net(losses.detach().unsqueeze(1).to(next(self.net.parameters()).dtype)).squeeze(1)
-        total = raw.sum()
-        return raw / total if total > 0 else raw
+        return normalised(self.net(losses.detach().unsqueeze(1).to(next(self.net.parameters()).dtype)).squeeze(1))
 
     def compute(self, problem: MetaProblem) -> MetaStats:
         x = problem.batch[0]
@@ -69,7 +67,7 @@ class MetaWeightNet(OneStep):
             else:  # the current weights on cloned buffers: BatchNorm's running statistics stay as they are
                 unroll = FunctionalUnroll(problem.model, problem.optimizer)
                 logits = unroll(unroll.start()[0], x)
-            losses = -(problem.soft_targets() * F.log_softmax(logits, dim=1)).sum(1)
+            losses = F.cross_entropy(logits, problem.soft_targets(), reduction="none")  # soft_cross_entropy's, per sample
         params = list(self.net.parameters())
         with torch.enable_grad():
             meta_loss, grads = self.hypergradient(problem, params, weights=self.weights(losses))

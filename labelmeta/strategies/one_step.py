@@ -33,7 +33,8 @@ from torch import Tensor, nn
 from ..losses import check_finite
 from ..profiling import phase
 from ..update_rules import sgd, sgd_gain
-from .base import STRATEGIES, MetaProblem, MetaStats, Strategy, accumulate_label_grads, inner_steps, trainable
+from .base import (STRATEGIES, MetaProblem, MetaStats, Strategy, accumulate_label_grads, inner_steps, normalised,
+                   trainable)
 from .unroll import FunctionalUnroll
 
 
@@ -238,7 +239,5 @@ class OneStepReweight(OneStep):
         params = trainable(problem.labels) if problem.labels.learnable else []
         meta_loss, grads = self.hypergradient(problem, [uniform, *params], weights=uniform)
         accumulate_label_grads(problem.labels, grads[1:])
-        weights = torch.zeros_like(uniform) if grads[0] is None else (-grads[0]).clamp_min(0)
-        total = weights.sum()
-        weights = weights / total if total > 0 else weights
+        weights = torch.zeros_like(uniform) if grads[0] is None else normalised((-grads[0]).clamp_min(0))
         return MetaStats(meta_loss=meta_loss, sample_weights=weights.detach())

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ..losses import check_finite
-from .base import STRATEGIES, KStepStrategy, MetaProblem, MetaStats
+from .base import STRATEGIES, KStepStrategy, MetaProblem, MetaStats, normalised
 
 
 @STRATEGIES.register("unrolled")
@@ -64,7 +64,4 @@ class MetaReweight(Unrolled):
                           device=x.device, requires_grad=True)
         value = check_finite(self.meta_loss(problem, eps), "meta loss")
         (grad,) = torch.autograd.grad(value, eps)
-        weights = (-grad).clamp_min(0)
-        total = weights.sum()
-        weights = weights / total if total > 0 else weights
-        return MetaStats(meta_loss=value.item(), sample_weights=weights.detach())
+        return MetaStats(meta_loss=value.item(), sample_weights=normalised((-grad).clamp_min(0)).detach())
