@@ -14,6 +14,7 @@ reference) at 20/40/80 % symmetric noise and 40 % flips, then the per-sample can
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -72,7 +73,7 @@ def main(argv=None) -> int:
                 rs = runs[(dataset, setting, name)]
                 acc, corr, broken = (nl._stat(rs, f) for f in ("last_accuracy", "corrected", "clean_broken"))
                 shown = cell(acc) if len(rs) > 1 else f"{acc[0]:.1f}"  # one seed: no spread to show
-                row.append(shown + ("" if corr[0] != corr[0] else f" (corr. {corr[0]:.0f}, broken {broken[0]:.1f})"))
+                row.append(shown + ("" if math.isnan(corr[0]) else f" (corr. {corr[0]:.0f}, broken {broken[0]:.1f})"))
             lines.append(f"| {name} | " + " | ".join(row) + " |")
         lines.append("")
     text = "\n".join(lines)

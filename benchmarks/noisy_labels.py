@@ -81,9 +81,6 @@ METHODS: Dict[str, dict] = {
     REFERENCE: dict(labels="one-hot", strategy="none", noise="none", noise_rate=0.0),
     CLEAN_LEARNED: dict(noise="none", noise_rate=0.0),
 }
-#: stored cells renamed since they ran (same configurations): old name -> new name
-RENAMED = {"learned labels: per-sample-ensemble (default)": "learned labels: per-sample-ensemble (previous default)",
-           "learned labels: per-sample": "learned labels: per-sample (labels only, no weights)"}
 
 
 def cell_key(dataset: str, setting: str, method: str, seed: int) -> str:
@@ -125,10 +122,6 @@ def _save(path: Path, store: dict) -> None:
 def run_cells(cells: Dict[str, Config], path: Path, jobs: int) -> dict:
     """Run the cells not yet in ``path`` (or whose configuration changed); return the whole store."""
     store = json.loads(path.read_text()) if path.exists() else {"cells": {}}
-    for key in list(store["cells"]):  # cells stored under a method's former name
-        dataset, setting, method, seed = key.split(" | ")
-        if method in RENAMED:
-            store["cells"][" | ".join((dataset, setting, RENAMED[method], seed))] = store["cells"].pop(key)
     defaults = dataclasses.asdict(Config())
 
     def done(key: str, config: Config) -> bool:
