@@ -90,7 +90,8 @@ def cell_key(dataset: str, setting: str, method: str, seed: int) -> str:
 def plan(datasets: List[str], settings: List[str], methods: List[str], seeds: List[int],
          overrides: dict, small: bool = False, table: Dict[str, dict] = METHODS) -> Dict[str, Config]:
     """Every cell to run, keyed by :func:`cell_key`, with its full configuration (``small``: the smoke
-    version); ``table`` maps the method names to their Config overrides."""
+    version); ``table`` maps the method names to their Config overrides. The rows in ``CLEAN`` run
+    once, on clean labels; a setting named ``"clean"`` runs any method without noise."""
     cells: Dict[str, Config] = {}
     for dataset in datasets:
         base = DATASETS[dataset].replace(progress=False, **overrides)
@@ -98,8 +99,9 @@ def plan(datasets: List[str], settings: List[str], methods: List[str], seeds: Li
         for seed in seeds:
             for method in methods:
                 for setting in settings if method not in CLEAN else ["clean"]:
-                    noise = {} if setting == "clean" else dict(noise=SETTINGS[setting][0], noise_rate=SETTINGS[setting][1])
-                    cells[cell_key(dataset, setting, method, seed)] = base.replace(seed=seed, **noise, **table[method])
+                    noise = (dict(noise="none", noise_rate=0.0) if setting == "clean"
+                             else dict(noise=SETTINGS[setting][0], noise_rate=SETTINGS[setting][1]))
+                    cells[cell_key(dataset, setting, method, seed)] = base.replace(seed=seed, **{**noise, **table[method]})
     return cells
 
 

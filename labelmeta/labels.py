@@ -10,6 +10,7 @@ through the contract tests in ``tests/test_labels.py``.
 from __future__ import annotations
 
 import abc
+import math
 
 import torch
 import torch.nn.functional as F
@@ -163,8 +164,36 @@ class PerSample(LabelParameterization):
         return F.softmax(self.logits[indices], dim=1)
 
 
+class _RunningPredictions(LabelParameterization):
+    """A temporal ensemble of the model's predictions: an ``N x C`` buffer ``ensemble`` holding, per
+    sample, an exponential moving average of the predicted distribution, updated by :meth:`observe`
+    each time the sample is trained on. It starts uniform and, being a buffer, is a constant to the
+    meta-gradient."""
+
+    def _init_ensemble(self, momentum: float) -> None:
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
+        self.momentum = float(momentum)
+        self.register_buffer("ensemble", torch.full((self.num_samples, self.num_classes), 1.0 / self.num_classes))
+
+    def log_ensemble(self, indices: Indices) -> Tensor:
+        """``[B, C]`` log of the running predictions of ``indices`` (floored: a class the model has
+        never predicted keeps a finite log)."""
+        return self.ensemble[indices].clamp_min(1e-8).log()
+
+    @torch.no_grad()
+    def observe(self, indices: Indices, logits: Logits) -> None:
+        check_targets(indices, self.num_samples, "indices", noun="sample indices")
+        if logits.shape != (indices.numel(), self.num_classes):
+            raise ValueError(f"logits must be [B={indices.numel()}, C={self.num_classes}], "
+                             f"got {tuple(logits.shape)}")
+        probs = F.softmax(logits.to(self.ensemble.dtype), dim=1)
+        rows = self.ensemble[indices]
+        self.ensemble[indices] = self.momentum * rows + (1 - self.momentum) * probs
+
+
 @LABELS.register("per-sample-ensemble")
-class SelfEnsembled(PerSample):
+class SelfEnsembled(PerSample, _RunningPredictions):
     """Per-sample label logits plus the log of a running average of the model's own predictions.
 
     The soft target of sample ``i`` is ``softmax(z_i + weight * log e_i)``: ``z_i`` is the
@@ -187,25 +216,62 @@ class SelfEnsembled(PerSample):
         super().__init__(targets, num_classes, scale=scale)
         if weight < 0:
             raise ValueError(f"weight must be >= 0, got {weight}")
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
-        self.weight, self.momentum = float(weight), float(momentum)
-        self.register_buffer("ensemble", torch.full((self.num_samples, num_classes), 1.0 / num_classes))
+        self.weight = float(weight)
+        self._init_ensemble(momentum)
 
     def soft_targets(self, indices: Indices, targets: Targets) -> SoftTargets:
-        # the floor keeps log finite for classes the model has never predicted
-        prior = self.ensemble[indices].clamp_min(1e-8).log()
-        return F.softmax(self.logits[indices] + self.weight * prior, dim=1)
+        return F.softmax(self.logits[indices] + self.weight * self.log_ensemble(indices), dim=1)
 
-    @torch.no_grad()
-    def observe(self, indices: Indices, logits: Logits) -> None:
-        check_targets(indices, self.num_samples, "indices", noun="sample indices")
-        if logits.shape != (indices.numel(), self.num_classes):
-            raise ValueError(f"logits must be [B={indices.numel()}, C={self.num_classes}], "
-                             f"got {tuple(logits.shape)}")
-        probs = F.softmax(logits.to(self.ensemble.dtype), dim=1)
-        rows = self.ensemble[indices]
-        self.ensemble[indices] = self.momentum * rows + (1 - self.momentum) * probs
+
+@LABELS.register("ensemble-trust")
+class EnsembleTrust(_RunningPredictions):
+    """The annotation and the model's running predictions, weighed by a learned trust shared by a class.
+
+    The soft target of sample ``i`` with annotated class ``y`` is
+    ``softmax(a_y * onehot(y) + b_y * log e_i)``, where ``e_i`` is the temporal ensemble of the
+    model's predictions for the sample (see :class:`SelfEnsembled`) and ``a_y > 0`` (trust in
+    the annotation) and ``b_y >= 0`` (trust in the model) are meta-learned, one pair per
+    annotated class (or one global pair). A label leaves its annotation when the model's running
+    prediction for another class outweighs the annotated one by a factor ``exp(a_y / b_y)``;
+    every sample of the class in every batch contributes to learning that threshold (an
+    amortised corrector: two numbers per class instead of a row per sample), so it adapts to the
+    noise rate instead of being fixed by hand.
+
+    Args:
+        scale: initial ``a`` (> 0); default 4.
+        weight: initial ``b`` (> 0); default 2.
+        momentum: ensemble momentum per visit of a sample, in ``[0, 1)``; default 0.7.
+        per_class: one ``(a, b)`` per annotated class, or one global pair; default ``True``.
+
+    ``a`` and ``b`` are kept as logs (positive). ``lr_scale`` is 0.02, as for :class:`Temperature`:
+    one number reshapes the labels of a whole class.
+    """
+
+    lr_scale = 0.02
+
+    def __init__(self, targets: Targets, num_classes: int, *, scale: float = 4.0, weight: float = 2.0,
+                 momentum: float = 0.7, per_class: bool = True) -> None:
+        super().__init__(targets, num_classes)
+        if scale <= 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+        if weight <= 0:
+            raise ValueError(f"weight must be > 0, got {weight}")
+        size = num_classes if per_class else 1
+        self.log_scale = nn.Parameter(torch.full((size,), math.log(scale)))
+        self.log_weight = nn.Parameter(torch.full((size,), math.log(weight)))
+        self._init_ensemble(momentum)
+
+    def trust(self) -> tuple[Tensor, Tensor]:
+        """``(a [C or 1], b [C or 1])``: the current trust in the annotation and in the model."""
+        return self.log_scale.detach().exp(), self.log_weight.detach().exp()
+
+    def soft_targets(self, indices: Indices, targets: Targets) -> SoftTargets:
+        pick = targets if self.log_scale.numel() > 1 else torch.zeros_like(targets)
+        # bounded logs: beyond e^+-20 the label is one-hot or the ensemble's to float precision
+        a = self.log_scale[pick].clamp(-20.0, 20.0).exp().unsqueeze(1)
+        b = self.log_weight[pick].clamp(-20.0, 20.0).exp().unsqueeze(1)
+        one_hot = F.one_hot(targets, self.num_classes).to(a.dtype)
+        return F.softmax(a * one_hot + b * self.log_ensemble(indices).to(a.dtype), dim=1)
 
 
 @LABELS.register("per-class")

@@ -179,11 +179,13 @@ def test_default_candidates_smoke(tmp_path):
     out = _smoke("default_candidates.py", tmp_path)
     text = (tmp_path / "default_candidates_smoke.md").read_text()
     cells = json.loads((tmp_path / "default_candidates_smoke.json").read_text())["cells"]
-    assert len(cells) == 9 and "running 9" in out.stdout
+    # first round: 4 + 5 candidates at one noise setting; second round: 9 + 10 on clean labels
+    assert len(cells) == 28 and "running 28" in out.stdout
     sections = _sections(text)
     for key, run in cells.items():
         dataset, setting, name, _ = key.split(" | ")
-        [table] = _tables(sections[f"{dataset}, seeds [0]"])
+        round_ = "second round" if setting == "clean" else "first round"
+        [table] = _tables(sections[f"{dataset}, {round_}, seeds [0]"])
         shown = _rows(table)[name][table[0].index(setting) - 1]
         _close(shown.split(" (")[0], 100 * run["last_accuracy"])  # one seed: the number, no spread
 

@@ -147,6 +147,35 @@ def test_self_ensemble_bad_options_and_inputs():
         lab.observe(torch.tensor([0, 50]), torch.zeros(2, C))
 
 
+@pytest.mark.parametrize("per_class", [True, False])
+def test_ensemble_trust_closed_form(per_class, float64):
+    """``softmax(a_y onehot(y) + b_y log e)``: ``e`` the running predictions, ``(a, b)`` per annotated class."""
+    targets = _targets()
+    lab = make_labels("ensemble-trust", targets, C, scale=3.0, weight=1.5, momentum=0.6, per_class=per_class)
+    assert [n for n, _ in lab.named_parameters()] == ["log_scale", "log_weight"]
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():  # move the trust off its start, differently per class
+        lab.log_scale.add_(0.3 * torch.randn(lab.log_scale.shape, generator=g))
+        lab.log_weight.add_(0.3 * torch.randn(lab.log_weight.shape, generator=g))
+    idx = torch.tensor([4, 9, 31])
+    first = torch.randn(3, C, generator=g)
+    lab.observe(idx, first)
+    e = 0.6 / C + 0.4 * torch.softmax(first, 1)
+    y = targets[idx]
+    pick = y if per_class else torch.zeros_like(y)
+    a, b = lab.log_scale.detach()[pick].exp(), lab.log_weight.detach()[pick].exp()
+    expected = torch.softmax(a[:, None] * torch.nn.functional.one_hot(y, C) + b[:, None] * e.log(), 1)
+    torch.testing.assert_close(lab(idx), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(lab.trust()[0][pick], a)
+
+
+def test_ensemble_trust_bad_options():
+    for option, value, message in [("scale", 0.0, "scale must be > 0, got 0.0"), ("weight", -1.0, "weight must be > 0, got -1.0"),
+                                   ("momentum", 1.0, r"momentum must lie in \[0, 1\), got 1.0")]:
+        with pytest.raises(ValueError, match=message):
+            make_labels("ensemble-trust", _targets(), C, **{option: value})
+
+
 @pytest.mark.parametrize("name", ["temperature", "class-temperature"])
 def test_extreme_temperatures_stay_finite(name):
     lab = make_labels(name, _targets(), C)

@@ -44,13 +44,16 @@ def _meta_after_real_step(model, opt, targets, weights, batch, meta) -> float:
         return F.cross_entropy(twin(meta[0]), meta[1]).item()
 
 
+@pytest.mark.parametrize("weighting", ["proportional", "binary"])
 @pytest.mark.parametrize("product", ["forward", "reverse"])
 @pytest.mark.parametrize("model_kind", ["mlp", "bn"])
-def test_one_step_reweight_weights_closed_form(model_kind, product, float64):
+def test_one_step_reweight_weights_closed_form(model_kind, product, weighting, float64):
     """Plain SGD from ``w = 1/B``: ``dL/dw_i = -lr <grad L_meta(theta'), grad l_i(theta)>``, with
-    ``theta'`` after the ordinary step; the weights are ``max(-dL/dw, 0)``, normalised."""
+    ``theta'`` after the ordinary step; the weights are ``max(-dL/dw, 0)`` (``binary``: its
+    indicator), normalised."""
     model, opt, labels, batch, meta = _setup(model_kind, "one-hot")
-    stats = OneStepReweight(product=product).compute(MetaProblem(model, opt, labels, batch, meta))
+    strategy = OneStepReweight(product=product, weighting=weighting)
+    stats = strategy.compute(MetaProblem(model, opt, labels, batch, meta))
     x, y, _ = batch
     twin = copy.deepcopy(model)  # the step, by hand (BatchNorm's statistics move in the twin only)
     params = list(twin.parameters())
@@ -64,6 +67,8 @@ def test_one_step_reweight_weights_closed_form(model_kind, product, float64):
     grad = torch.stack([-0.3 * sum((a * b).sum() for a, b in zip(meta_grad, g)) for g in per_sample_grads])
     expected = (-grad).clamp_min(0)
     assert 0 < (expected > 0).sum() < len(x), "the case should both keep and drop samples"
+    if weighting == "binary":
+        expected = (expected > 0).double()
     assert_close(stats.sample_weights, expected / expected.sum(), 1e-10, "weights")
 
 
@@ -146,6 +151,11 @@ def test_meta_weight_net_steps_its_network_and_weights_the_batch(float64):
 def test_meta_weight_net_bad_options(options, message):
     with pytest.raises(ValueError, match=message):
         MetaWeightNet(**options)
+
+
+def test_one_step_reweight_bad_weighting():
+    with pytest.raises(ValueError, match="weighting must be 'proportional' or 'binary', got 'soft'"):
+        OneStepReweight(weighting="soft")
 
 
 def test_meta_weight_net_resumes_bit_for_bit(tmp_path):

@@ -227,10 +227,20 @@ class OneStepReweight(OneStep):
     Args:
         steps: inner steps ``k`` (>= 1); the gradients flow through the last one; default 1.
         product: how ``J u`` is computed (see :class:`OneStep`); default ``"auto"``.
+        weighting: ``"proportional"`` (Ren et al.: each helpful sample weighted by how much it
+            helps) or ``"binary"`` (every helpful sample the same weight: the sign of ``-dL/dw``
+            decides, its size, a noisy one-batch estimate, does not); default ``"proportional"``.
     """
 
     learns_weights = True
     supports_distributed = False  # its weights are normalised over the local batch
+
+    def __init__(self, *, steps: int = 1, product: Literal["auto", "forward", "reverse"] = "auto",
+                 weighting: Literal["proportional", "binary"] = "proportional") -> None:
+        super().__init__(steps=steps, product=product)
+        if weighting not in ("proportional", "binary"):
+            raise ValueError(f"weighting must be 'proportional' or 'binary', got {weighting!r}")
+        self.weighting = weighting
 
     def compute(self, problem: MetaProblem) -> MetaStats:
         x = problem.batch[0]
@@ -239,5 +249,9 @@ class OneStepReweight(OneStep):
         params = trainable(problem.labels) if problem.labels.learnable else []
         meta_loss, grads = self.hypergradient(problem, [uniform, *params], weights=uniform)
         accumulate_label_grads(problem.labels, grads[1:])
-        weights = torch.zeros_like(uniform) if grads[0] is None else normalised((-grads[0]).clamp_min(0))
+        if grads[0] is None:
+            weights = torch.zeros_like(uniform)
+        else:
+            helps = (-grads[0]).clamp_min(0)
+            weights = normalised(helps if self.weighting == "proportional" else helps.gt(0).to(helps.dtype))
         return MetaStats(meta_loss=meta_loss, sample_weights=weights.detach())
