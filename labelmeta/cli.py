@@ -44,7 +44,11 @@ def _demo(args: argparse.Namespace) -> int:
           f"{base.noise_rate:.0%}, {base.epochs} epochs ({warmup} of warm-up), seeds {args.seeds}", flush=True)
     results = compare(base, DEMO_METHODS, seeds=args.seeds)
     print(noise_summary(results) or "noise: none")
-    print(format_table(summarize(results)))
+    print(format_table(summarize(results), time_relative_to="cross-entropy"))
+    if len(args.seeds) == 1:
+        print("One seed: plain figures. `labelmeta demo --seeds 0 1 2` gives mean ± std; the noisy-label "
+              "benchmark (python benchmarks/noisy_labels.py, benchmarks/results/noisy_labels.md) compares every "
+              "method over seeds, datasets and noise settings.")
     if args.output:
         with open(args.output, "w") as f:
             json.dump({name: [dataclasses.asdict(r) for r in runs] for name, runs in results.items()}, f, indent=1)

@@ -76,24 +76,37 @@ def summarize(results: Mapping[str, List[Results]]) -> List[Row]:
     ]
 
 
-def cell(ms: tuple, digits: int = 1) -> str:
-    """``mean ± std`` with ``digits`` decimals, or an en dash for a figure a method does not have."""
+def cell(ms: tuple, digits: int = 1, spread: bool = True) -> str:
+    """``mean ± std`` with ``digits`` decimals (the mean alone without ``spread``: one seed has
+    none), or an en dash for a figure a method does not have."""
     if math.isnan(ms[0]):
         return "–"
-    return f"{ms[0]:.{digits}f} ± {ms[1]:.{digits}f}"
+    return f"{ms[0]:.{digits}f} ± {ms[1]:.{digits}f}" if spread else f"{ms[0]:.{digits}f}"
 
 
-def format_table(rows: List[Row]) -> str:
-    """A markdown table of :func:`summarize` rows (mean ± std over seeds)."""
+def format_table(rows: List[Row], time_relative_to: Optional[str] = None) -> str:
+    """A markdown table of :func:`summarize` rows: mean ± std over seeds, or plain figures for a
+    method run on one seed; with ``time_relative_to`` (a method's name), a column of each method's
+    wall time as a multiple of that one's."""
+    base = next((r.wall_time[0] for r in rows if r.method == time_relative_to), None)
+    if time_relative_to is not None and base is None:
+        raise ValueError(f"time_relative_to={time_relative_to!r} is not one of the methods {[r.method for r in rows]}")
+    relative = f" time (× {time_relative_to}) |" if base is not None else ""
     lines = [
         "| method | seeds | test acc best (%) | test acc last (%) | corrupted corrected (%) | clean broken (%) "
-        "| flagged: precision / recall (%) | wall time (s) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| flagged: precision / recall (%) | wall time (s) |" + relative,
+        "|---|---|---|---|---|---|---|---|" + ("---|" if relative else ""),
     ]
     for r in rows:
-        flags = "–" if math.isnan(r.precision[0]) and math.isnan(r.recall[0]) else f"{cell(r.precision, 0)} / {cell(r.recall, 0)}"
-        lines.append(f"| {r.method} | {r.seeds} | {cell(r.best)} | {cell(r.last)} | {cell(r.corrected)} | "
-                     f"{cell(r.clean_broken, 2)} | {flags} | {cell(r.wall_time, 0)} |")
+        spread = r.seeds > 1
+        flags = ("–" if math.isnan(r.precision[0]) and math.isnan(r.recall[0])
+                 else f"{cell(r.precision, 0, spread)} / {cell(r.recall, 0, spread)}")
+        line = (f"| {r.method} | {r.seeds} | {cell(r.best, 1, spread)} | {cell(r.last, 1, spread)} | "
+                f"{cell(r.corrected, 1, spread)} | {cell(r.clean_broken, 2, spread)} | {flags} | "
+                f"{cell(r.wall_time, 0, spread)} |")
+        if base is not None:
+            line += f" {r.wall_time[0] / base:.1f} |" if base > 0 else " – |"
+        lines.append(line)
     return "\n".join(lines)
 
 

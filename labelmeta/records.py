@@ -1,6 +1,7 @@
 """What a run measured: one :class:`EpochRecord` per epoch, and the run's :class:`Results`."""
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 from dataclasses import dataclass, field
@@ -63,10 +64,23 @@ class Results:
         return cls(**{**data, "history": [EpochRecord(**h) for h in data.get("history", [])]})
 
     def to_json(self, path: str | Path) -> None:
-        """Write the results (and the config that produced them) as JSON."""
+        """Write the results (and the config that produced them) as JSON, and the epoch records as
+        CSV beside it (``run.json`` -> ``run.csv``: one row per epoch, for a spreadsheet or pandas)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(dataclasses.asdict(self), indent=1, allow_nan=True))
+        # a JSON file named *.csv keeps its name; the records then go to *.csv.epochs.csv
+        self.to_csv(path.with_suffix(".csv") if path.suffix != ".csv" else path.with_name(path.name + ".epochs.csv"))
+
+    def to_csv(self, path: str | Path) -> None:
+        """Write the epoch records as CSV: a header of :class:`EpochRecord`'s fields, a row per epoch
+        (an empty cell where a method has no such figure)."""
+        names = [f.name for f in dataclasses.fields(EpochRecord)]
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(names)
+            for record in self.history:
+                writer.writerow(["" if getattr(record, n) is None else getattr(record, n) for n in names])
 
 
 class ResultsNotWritten(OSError):

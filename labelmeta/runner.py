@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -180,7 +181,37 @@ def _label_quality(learner: Learner, splits: Splits, last_weight: torch.Tensor):
 
 
 def _progress(total: int, config: Config, initial: int = 0):
+    """A tqdm bar on a terminal; elsewhere (a log file, CI) one plain line per epoch, since a bar's
+    carriage-return redraws pile up into one unreadable line there."""
     from tqdm.auto import tqdm
 
     desc = f"{config.labels}/{config.strategy if config.strategy != 'none' else 'plain'} seed {config.seed}"
+    if config.progress and not _is_terminal(sys.stderr):
+        return _EpochLines(total, initial, desc)
     return tqdm(total=total, initial=initial, desc=desc, disable=not config.progress, leave=False, dynamic_ncols=True)
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        return False
+
+
+class _EpochLines:
+    """The progress bar's interface (``update``, ``set_postfix``, ``close``), printing one line per
+    epoch to stderr: steps done, the test accuracy, time so far."""
+
+    def __init__(self, total: int, initial: int, desc: str) -> None:
+        self.total, self.n, self.desc, self.start = total, initial, desc, time.perf_counter()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+    def set_postfix(self, refresh: bool = False, **values: str) -> None:
+        shown = ", ".join(f"{k} {v}" for k, v in values.items())
+        print(f"{self.desc}: step {self.n}/{self.total} ({100 * self.n / max(self.total, 1):.0f}%), {shown}, "
+              f"{time.perf_counter() - self.start:.0f} s", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass

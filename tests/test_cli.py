@@ -1,6 +1,7 @@
 """The demo, the CLI and the benchmark run end to end on tiny configurations."""
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -18,11 +19,34 @@ DEMO_TINY = ["--num-samples", "1000", "--epochs", "2"]
 TINY = ["--data-num-samples", "1000", "--epochs", "2"]
 
 
-def test_demo_prints_its_table(capsys):
-    assert main(["demo", *DEMO_TINY, "--no-progress"]) == 0
+def test_demo_prints_its_table(capsys, tmp_path):
+    """One seed: plain figures (no spread to show), each method's time relative to cross-entropy's,
+    and where mean ± std comes from; the figures are those of the runs (--output)."""
+    out_json = tmp_path / "demo.json"
+    assert main(["demo", *DEMO_TINY, "--no-progress", "--output", str(out_json)]) == 0
     out = capsys.readouterr().out
-    assert "| cross-entropy | 1 |" in out and "| learned labels + weights (default) | 1 |" in out
-    assert "effective" in out
+    assert "effective" in out and "--seeds 0 1 2" in out and "noisy_labels.py" in out
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in out.splitlines() if line.startswith("| ") and "---" not in line}
+    header = rows.pop("method")
+    assert header[-1] == "time (× cross-entropy)"
+    runs = json.loads(out_json.read_text())
+    assert set(rows) == set(runs) == {"cross-entropy", "learned labels + weights (default)"}
+    for name, cells in rows.items():
+        assert not any("±" in c for c in cells), cells
+        [run] = runs[name]
+        assert float(cells[header.index("test acc last (%)")]) == pytest.approx(100 * run["last_accuracy"], abs=0.051)
+        ratio = run["wall_time"] / runs["cross-entropy"][0]["wall_time"]
+        assert float(cells[-1]) == pytest.approx(ratio, abs=0.051)
+
+
+def test_table_with_several_seeds_shows_the_spread():
+    from labelmeta.compare import Row, format_table
+
+    row = Row("m", 3, (90.0, 1.0), (89.0, 0.5), (50.0, 2.0), (0.1, 0.01), (10.0, 1.0))
+    assert "| m | 3 | 90.0 ± 1.0 | 89.0 ± 0.5 | 50.0 ± 2.0 | 0.10 ± 0.01 | – | 10 ± 1 |" in format_table([row])
+    with pytest.raises(ValueError, match="time_relative_to='ce' is not one of the methods \\['m'\\]"):
+        format_table([row], time_relative_to="ce")
 
 
 def test_train_writes_json(tmp_path, capsys):
@@ -35,6 +59,23 @@ def test_train_writes_json(tmp_path, capsys):
     assert results["history"][1]["meta_loss"] is not None
     assert 0.0 <= results["last_accuracy"] <= 1.0
     assert json.loads(capsys.readouterr().out)["last_accuracy"] == results["last_accuracy"]
+    # the epoch records as CSV beside the JSON, the same numbers
+    with open(tmp_path / "run.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for row, record in zip(rows, results["history"]):
+        assert float(row["test_accuracy"]) == record["test_accuracy"]
+        assert row["meta_loss"] == ("" if record["meta_loss"] is None else repr(record["meta_loss"]))
+
+
+def test_results_named_csv_keep_their_json(tmp_path):
+    """An output path ending in .csv holds the JSON; the records go beside it, neither overwrites the other."""
+    from labelmeta.records import EpochRecord, Results
+
+    r = Results.from_history({}, [EpochRecord(1, 0.5, None, 1.0, 0.9, 0.01)])
+    r.to_json(tmp_path / "run.csv")
+    assert json.loads((tmp_path / "run.csv").read_text())["last_accuracy"] == 0.9
+    assert (tmp_path / "run.csv.epochs.csv").read_text().splitlines()[1].startswith("1,0.5,,1.0,0.9,0.01,")
 
 
 @pytest.mark.parametrize("flag, value, message", [

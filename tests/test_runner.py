@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from labelmeta import Config
+from labelmeta import Config, fit
 from labelmeta.build import build_learner, splits_for
 
 TINY = Config(dataset_options=dict(num_samples=1000), meta_per_class=5, meta_batch_size=20, epochs=1, progress=False)
@@ -57,7 +57,6 @@ def test_label_learning_rate_schedule(label_schedule, final):
 
 
 def test_bad_label_schedule_is_named():
-    from labelmeta import fit
 
     with pytest.raises(ValueError, match="label_schedule must be one of 'cosine', 'constant', got 'step'"):
         fit(TINY.replace(label_schedule="step"))
@@ -89,7 +88,6 @@ def test_loss_and_label_optimizer_options_reach_their_factories():
 
 
 def test_reweighting_run_reports_its_flags():
-    from labelmeta import fit
 
     r = fit(TINY.replace(labels="one-hot", strategy="reweight", epochs=2, warmup_epochs=1))
     assert r.history[0].detect_precision is not None and r.history[0].detect_recall is not None
@@ -102,7 +100,6 @@ def test_reweighting_run_reports_its_flags():
                                              ("head-only", {}), ("finite-difference", {}),
                                              ("unrolled", dict(meta_every=3))])
 def test_every_strategy_runs_in_the_runner(strategy, extra):
-    from labelmeta import fit
 
     config = TINY.replace(strategy=strategy, epochs=2, warmup_epochs=1, label_lr=0.5, **extra)
     r = fit(config)
@@ -138,3 +135,13 @@ def test_expected_calibration_error_closed_form():
 def test_label_step_length_is_scaled_per_parameterisation(labels, lr):
     learner = build_learner(TINY.replace(labels=labels, label_lr=0.5), splits_for(TINY))
     assert learner.label_optimizer.param_groups[0]["lr"] == pytest.approx(lr)
+
+
+def test_progress_off_a_terminal_is_one_line_per_epoch(capsys):
+    """Under pytest stderr is not a terminal (as in a log file or CI): no bar redraws, a line per epoch."""
+    fit(TINY.replace(epochs=2, warmup_epochs=1, progress=True))
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if ": step " in line]
+    assert "\r" not in err and len(lines) == 2, err
+    total = int(lines[0].split("/")[2].split(" ")[0])
+    assert lines[1].split(": step ")[1].startswith(f"{total}/{total} (100%), acc 0.")
