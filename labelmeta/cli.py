@@ -76,6 +76,14 @@ def _print_summary(r: Results) -> None:
     print(json.dumps(summary, indent=1), flush=True)
 
 
+def _plot(args: argparse.Namespace) -> int:
+    from .plots import plot_runs
+
+    for path in plot_runs(args.runs, args.out, args.names):
+        print(path)
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
     kinds = [(c.registry.kind, c) for c in COMPONENTS]
     if args.name is None:
@@ -221,6 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="start from a named configuration (flags still override it)")
     add_config_arguments(train)
     train.set_defaults(run=_train)
+
+    plot = sub.add_parser("plot", help="figures of one or several runs (the JSON of train --output): curves.png, "
+                          "and the learned label matrix of per-class labels when the run kept a checkpoint",
+                          allow_abbrev=False)
+    plot.add_argument("runs", nargs="+", metavar="RUN.json")
+    plot.add_argument("--out", default="plots", help="folder for the PNG files (default: plots)")
+    plot.add_argument("--names", nargs="+", default=None, help="a legend name per run (default: the file names)")
+    plot.set_defaults(run=_plot)
 
     lst = sub.add_parser("list", help="the registered components; with NAME, that component's options",
                          allow_abbrev=False)

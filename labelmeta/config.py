@@ -94,6 +94,8 @@ class Config:
     persistent_workers: bool = False           #: keep the workers alive between epochs (needs workers > 0)
     output: Optional[str] = field(default=None, metadata=_RESUMABLE)   #: write results as JSON here
     progress: bool = field(default=True, metadata=_RESUMABLE)          #: show a tqdm progress bar
+    #: TensorBoard event files (and epochs.csv) here: ``pip install 'labelmeta[tensorboard]'``
+    log_dir: Optional[str] = field(default=None, metadata=_RESUMABLE)
     #: checkpoint file, written at the end of every epoch
     checkpoint: Optional[str] = field(default=None, metadata=_RESUMABLE)
     checkpoint_every: int = field(default=0, metadata=_RESUMABLE)      #: also every N training steps (0: epoch ends only)
@@ -167,6 +169,10 @@ def check_config(config: Config) -> None:
     for name in ("output", "checkpoint"):
         if getattr(config, name):
             check_writable(getattr(config, name), name)
+    if config.log_dir:
+        if Path(config.log_dir).is_file():
+            raise NotADirectoryError(f"log_dir {config.log_dir!r} is a file; give a folder")
+        check_writable(Path(config.log_dir) / "epochs.csv", "log_dir")
 
 
 def check_device(device: str) -> None:

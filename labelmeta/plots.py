@@ -1,9 +1,14 @@
-"""Plots of learned labels (matplotlib, imported lazily)."""
+"""Plots of runs and of learned labels (matplotlib, imported lazily): ``labelmeta plot``."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, List, Mapping, Optional, Sequence
 
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from .records import Results
 
 
 def _pyplot():
@@ -43,3 +48,103 @@ def plot_label_matrix(matrix: Tensor, class_names: Optional[Sequence[str]] = Non
     ax.set_yticklabels(names, fontsize=7)
     ax.set(xlabel="class", ylabel="annotated class", title=title)
     return ax
+
+
+#: the curves of a run, one axis each: (title, y label, [(EpochRecord field, line style)], scale)
+_CURVES = [
+    ("test accuracy", "accuracy (%)", [("test_accuracy", "-")], 100.0),
+    ("training loss (solid) and meta loss (dashed)", "loss", [("train_loss", "-"), ("meta_loss", "--")], 1.0),
+    ("corrupted labels corrected", "% of the corrupted", [("corrected", "-")], 100.0),
+    ("clean labels broken", "% of the clean", [("clean_broken", "-")], 100.0),
+]
+
+
+def load_run(path: str | Path) -> "Results":
+    """A run's :class:`~labelmeta.records.Results` from the JSON ``labelmeta train --output`` wrote;
+    ``ValueError`` naming the file if it is not one."""
+    from .records import Results
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        return Results.from_dict(data)
+    except FileNotFoundError:
+        raise ValueError(f"{str(path)!r} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError) as err:
+        raise ValueError(f"{str(path)!r} is not the JSON of a labelmeta run ({type(err).__name__}: {err})") from None
+
+
+def plot_curves(runs: Mapping[str, "Results"]):
+    """Test accuracy, training and meta loss, corrupted labels corrected and clean labels broken
+    over epochs, one line per run (``name -> Results``); axes a run has no figure for (a run
+    without learned labels corrects nothing) show the runs that have. Returns the figure."""
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    colours = plt.get_cmap("tab10").colors
+    for ax, (title, ylabel, fields, scale) in zip(axes.flat, _CURVES):
+        shown = False
+        for i, (name, run) in enumerate(runs.items()):
+            for field, style in fields:
+                points = [(h.epoch, getattr(h, field) * scale) for h in run.history if getattr(h, field) is not None]
+                if points:
+                    ax.plot(*zip(*points), style, color=colours[i % len(colours)], marker=".",
+                            label=name if style == "-" else None)
+                    shown = True
+        ax.set(title=title, xlabel="epoch", ylabel=ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if shown:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no run has this figure", ha="center", va="center", transform=ax.transAxes, color="0.5")
+    return fig
+
+
+def label_matrix_from_checkpoint(path: str | Path, run: "Results") -> Optional[Tensor]:
+    """The learned ``[C, C]`` label matrix of ``run`` from its checkpoint (a parameterisation with a
+    ``similarity()``, e.g. ``per-class``), or ``None`` for parameterisations without one.
+    ``ValueError`` if the checkpoint was written by another run."""
+    from . import checkpoint
+    from .config import Config
+    from .labels import LABELS, make_labels
+
+    config = Config(**run.config)
+    if not hasattr(LABELS.get(config.labels), "similarity"):
+        return None
+    state = checkpoint.load(path, config)["learner"]["labels"]
+    labels = make_labels(config.labels, state["targets"], state["logits"].shape[1], **config.label_options)
+    labels.load_state_dict(state)
+    return labels.similarity().detach()
+
+
+def plot_runs(paths: Sequence[str | Path], out: str | Path, names: Optional[Sequence[str]] = None) -> List[Path]:
+    """``labelmeta plot``: write ``curves.png`` for the runs' JSON files under ``out``, and
+    ``NAME_label_matrix.png`` for each run whose checkpoint (its config's ``checkpoint``) holds a
+    label matrix. Returns the files written."""
+    names = list(names) if names is not None else [Path(p).stem for p in paths]
+    if len(names) != len(paths):
+        raise ValueError(f"{len(names)} names for {len(paths)} runs")
+    if len(set(names)) != len(names):
+        raise ValueError(f"two runs have the same name ({names}): pass --names")
+    runs = {name: load_run(path) for name, path in zip(names, paths)}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "curves.png"]
+    _save(plot_curves(runs), written[0])
+    for name, run in runs.items():
+        ckpt = run.config.get("checkpoint")
+        if ckpt and Path(ckpt).exists():
+            matrix = label_matrix_from_checkpoint(ckpt, run)
+            if matrix is not None:
+                ax = plot_label_matrix(matrix, title=f"{name}: learned label of each annotated class")
+                written.append(out / f"{name}_label_matrix.png")
+                _save(ax.figure, written[-1])
+    return written
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)

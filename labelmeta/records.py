@@ -73,14 +73,19 @@ class Results:
         self.to_csv(path.with_suffix(".csv") if path.suffix != ".csv" else path.with_name(path.name + ".epochs.csv"))
 
     def to_csv(self, path: str | Path) -> None:
-        """Write the epoch records as CSV: a header of :class:`EpochRecord`'s fields, a row per epoch
-        (an empty cell where a method has no such figure)."""
-        names = [f.name for f in dataclasses.fields(EpochRecord)]
-        with open(path, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(names)
-            for record in self.history:
-                writer.writerow(["" if getattr(record, n) is None else getattr(record, n) for n in names])
+        """Write the epoch records as CSV (see :func:`write_csv`)."""
+        write_csv(self.history, path)
+
+
+def write_csv(records: List[EpochRecord], path: str | Path) -> None:
+    """Epoch records as CSV: a header of :class:`EpochRecord`'s fields, a row per epoch (an empty
+    cell where a method has no such figure)."""
+    names = [f.name for f in dataclasses.fields(EpochRecord)]
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(names)
+        for record in records:
+            writer.writerow(["" if getattr(record, n) is None else getattr(record, n) for n in names])
 
 
 class ResultsNotWritten(OSError):

@@ -13,7 +13,7 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 import torch
 
-from . import accel, checkpoint
+from . import accel, checkpoint, eventlog
 from .build import build_learner, splits_for
 from .checkpoint import RunState
 from .config import Config, check_config
@@ -52,6 +52,8 @@ def fit_learner(config: Config, splits: Optional[Splits] = None, labels: Optiona
     logging); it must not change the learner if the run is to stay reproducible.
     """
     check_config(config)
+    if config.log_dir:  # before any data or training: a missing extra is a set-up error
+        eventlog.check_available()
     start = time.perf_counter()
     if splits is None:
         splits = splits_for(config)
@@ -103,6 +105,9 @@ def fit_learner(config: Config, splits: Optional[Splits] = None, labels: Optiona
                             state_elapsed + time.perf_counter() - start)
 
     state_elapsed = state.elapsed
+    events = (eventlog.EventLog(config.log_dir, purge_step=learner.num_steps if learner.num_steps else None)
+              if config.log_dir and main_process else None)
+    learned = learner.strategy is not None and learner.labels.learnable and learner.strategy.learns_labels
     progress = _progress(total_steps, config.replace(progress=config.progress and main_process),
                          initial=state.epoch * steps_per_epoch + state.step_in_epoch)
     for epoch in range(state.epoch, config.epochs):
@@ -129,6 +134,8 @@ def fit_learner(config: Config, splits: Optional[Splits] = None, labels: Optiona
             if stats.meta_loss is not None:
                 state.meta_losses.append(stats.meta_loss)
             state.step_in_epoch += 1
+            if events is not None:
+                events.step(learner.num_steps, stats.loss, stats.meta_loss, stats.sample_weights, learner.labels)
             progress.update(1)
             if config.checkpoint_every and learner.num_steps % config.checkpoint_every == 0:
                 save()
@@ -142,11 +149,15 @@ def fit_learner(config: Config, splits: Optional[Splits] = None, labels: Optiona
         state.history.append(record)
         state.epoch, state.step_in_epoch, state.losses, state.meta_losses = epoch + 1, 0, [], []
         state.train_order = train_loader.generator.get_state()  # the next epoch's order starts here
+        if events is not None:
+            events.epoch(learner.num_steps, record, learner.labels, learned)
         if on_epoch is not None:
             on_epoch(learner, splits, record)
         save()
         progress.set_postfix(acc=f"{record.test_accuracy:.3f}", refresh=False)
     progress.close()
+    if events is not None:
+        events.close()
     results = Results.from_history(dataclasses.asdict(config), state.history,
                                    nominal_noise=splits.labels.nominal_rate,
                                    effective_noise=splits.labels.effective_rate,

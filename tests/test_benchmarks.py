@@ -67,11 +67,15 @@ def _close(text: str, value: float) -> None:
 
 
 def _shows(text: str, values: Iterable[Optional[float]], scale: float = 100.0) -> None:
-    """``text`` is ``mean ± std`` (population) of the finite ``values`` times ``scale``, or an en dash
-    when none is finite; recomputed here with ``statistics``."""
+    """``text`` is ``mean ± std`` (population) of the finite ``values`` times ``scale`` (the value
+    alone when there is one), or an en dash when none is finite; recomputed here with ``statistics``."""
     vals = [v * scale for v in values if v is not None and not math.isnan(v)]
     if not vals:
         assert text == "–", (text, vals)
+        return
+    if " ± " not in text:  # one seed in a table that shows no spread for it: the figure alone
+        assert len(vals) == 1, (text, vals)
+        _close(text, vals[0])
         return
     mean, _, std = text.partition(" ± ")
     _close(mean, statistics.fmean(vals))
