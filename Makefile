@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv benchmark clean
+.PHONY: demo test venv benchmark notebooks clean
 
 $(STAMP): setup.py setup.cfg
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+notebooks: $(STAMP)
+	$(PY) notebooks/execute.py
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/noisy_recipe.py

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Mapping, Optional, Sequence
 
+import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
@@ -121,8 +122,8 @@ def label_matrix_from_checkpoint(path: str | Path, run: "Results") -> Optional[T
 
 def plot_runs(paths: Sequence[str | Path], out: str | Path, names: Optional[Sequence[str]] = None) -> List[Path]:
     """``labelmeta plot``: write ``curves.png`` for the runs' JSON files under ``out``, and
-    ``NAME_label_matrix.png`` for each run whose checkpoint (its config's ``checkpoint``) holds a
-    label matrix. Returns the files written."""
+    ``NAME_label_matrix.png`` for each run with a learned label matrix (``per-class``: stored in its
+    results, or for older results read from its checkpoint). Returns the files written."""
     names = list(names) if names is not None else [Path(p).stem for p in paths]
     if len(names) != len(paths):
         raise ValueError(f"{len(names)} names for {len(paths)} runs")
@@ -135,12 +136,15 @@ def plot_runs(paths: Sequence[str | Path], out: str | Path, names: Optional[Sequ
     _save(plot_curves(runs), written[0])
     for name, run in runs.items():
         ckpt = run.config.get("checkpoint")
-        if ckpt and Path(ckpt).exists():
+        matrix = None
+        if run.label_matrix is not None:
+            matrix = torch.tensor(run.label_matrix)
+        elif ckpt and Path(ckpt).exists():
             matrix = label_matrix_from_checkpoint(ckpt, run)
-            if matrix is not None:
-                ax = plot_label_matrix(matrix, title=f"{name}: learned label of each annotated class")
-                written.append(out / f"{name}_label_matrix.png")
-                _save(ax.figure, written[-1])
+        if matrix is not None:
+            ax = plot_label_matrix(matrix, title=f"{name}: learned label of each annotated class")
+            written.append(out / f"{name}_label_matrix.png")
+            _save(ax.figure, written[-1])
     return written
 
 

@@ -43,6 +43,9 @@ class Results:
     nominal_noise: float = 0.0
     effective_noise: float = 0.0
     wall_time: float = 0.0
+    #: the learned ``C x C`` label matrix at the end, for parameterisations that have one
+    #: (``similarity()``: ``per-class``); ``None`` for the others
+    label_matrix: Optional[List[List[float]]] = None
 
     @classmethod
     def from_history(cls, config: Dict[str, Any], history: List[EpochRecord], **fields: Any) -> "Results":

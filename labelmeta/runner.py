@@ -161,7 +161,8 @@ def fit_learner(config: Config, splits: Optional[Splits] = None, labels: Optiona
     results = Results.from_history(dataclasses.asdict(config), state.history,
                                    nominal_noise=splits.labels.nominal_rate,
                                    effective_noise=splits.labels.effective_rate,
-                                   wall_time=state_elapsed + time.perf_counter() - start)
+                                   wall_time=state_elapsed + time.perf_counter() - start,
+                                   label_matrix=_label_matrix(learner.labels))
     if config.output and main_process:
         try:
             results.to_json(config.output)
@@ -185,6 +186,12 @@ def _warn_idle_speed_settings(config: Config, splits: Splits) -> None:
                       "in the workers are restored only at epoch ends, and not with persistent_workers", stacklevel=4)
 
 
+def _label_matrix(labels: LabelParameterization):
+    """The learned ``C x C`` label matrix as nested lists, for a parameterisation that has one."""
+    similarity = getattr(labels, "similarity", None)
+    return None if similarity is None else similarity().detach().double().cpu().tolist()
+
+
 def _label_quality(learner: Learner, splits: Splits, last_weight: torch.Tensor):
     """The label-quality fields of an epoch's record (none for a method without such figures)."""
     return label_quality(learner.labels, splits.labels, last_weight if learner.strategy is not None
@@ -194,12 +201,16 @@ def _label_quality(learner: Learner, splits: Splits, last_weight: torch.Tensor):
 def _progress(total: int, config: Config, initial: int = 0):
     """A tqdm bar on a terminal; elsewhere (a log file, CI) one plain line per epoch, since a bar's
     carriage-return redraws pile up into one unreadable line there."""
+    if not config.progress:  # tqdm.auto is not imported: in a notebook without ipywidgets it warns on import
+        from tqdm import tqdm as silent
+
+        return silent(total=total, initial=initial, disable=True)
+    desc = f"{config.labels}/{config.strategy if config.strategy != 'none' else 'plain'} seed {config.seed}"
+    if not _is_terminal(sys.stderr):
+        return _EpochLines(total, initial, desc)
     from tqdm.auto import tqdm
 
-    desc = f"{config.labels}/{config.strategy if config.strategy != 'none' else 'plain'} seed {config.seed}"
-    if config.progress and not _is_terminal(sys.stderr):
-        return _EpochLines(total, initial, desc)
-    return tqdm(total=total, initial=initial, desc=desc, disable=not config.progress, leave=False, dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True)
 
 
 def _is_terminal(stream) -> bool:

@@ -6,6 +6,7 @@ import csv
 import sys
 
 import pytest
+import torch
 
 from labelmeta import Config, fit
 from labelmeta.build import splits_for
@@ -75,3 +76,22 @@ def test_log_dir_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "f").write_text("")
     with pytest.raises(NotADirectoryError, match="log_dir .* is a file; give a folder"):
         fit(TINY.replace(log_dir=str(tmp_path / "f")))
+
+
+def test_a_resumed_log_drops_what_the_interrupted_run_wrote_after_its_checkpoint(tmp_path):
+    """An interrupted run logged steps 1-10, its checkpoint is at step 5: the resumed run's log (purge_step
+    6) replaces steps 6-10 with its own, so the curve has no doubled stretch."""
+    from labelmeta.eventlog import EventLog
+    from labelmeta.labels import make_labels
+
+    labels = make_labels("one-hot", torch.tensor([0, 1]), 2)
+    first = EventLog(tmp_path)
+    for step in range(1, 11):
+        first.step(step, float(step), None, None, labels)
+    first.close()
+    resumed = EventLog(tmp_path, purge_step=6)
+    for step in range(6, 9):
+        resumed.step(step, 100.0 + step, None, None, labels)
+    resumed.close()
+    events = _events(tmp_path).Scalars("train/loss")
+    assert [(e.step, e.value) for e in events] == [(s, float(s)) for s in range(1, 6)] + [(s, 100.0 + s) for s in range(6, 9)]

@@ -44,6 +44,31 @@ def test_rows_without_gradient_stay_and_normalisation(float64):
             torch.testing.assert_close(norms.pow(2).mean().sqrt(), torch.tensor(0.5))
 
 
+@pytest.mark.parametrize("normalize", ["batch", "row"])
+@pytest.mark.parametrize("shape", [(3, 4), (4,)])
+def test_subnormal_gradients_take_the_step_of_any_other_scale(normalize, shape):
+    """float32 hypergradients of saturated labels can be subnormal (their squares underflow to 0):
+    the normalised step is scale-free, so it must equal the step of the same gradient times 2^100
+    (exact in binary floating point), not NaN."""
+    g = torch.Generator().manual_seed(1)
+    if len(shape) == 2:  # saturated rows (softmax one-hot to float32), a gradient on the saturated entry only
+        start = torch.randn(shape, generator=g) + 90 * torch.eye(*shape)
+        tiny = torch.eye(*shape) * torch.randn(shape[0], 1, generator=g).sign() * 4e-45
+    else:  # a temperature-like vector
+        start = torch.randn(shape, generator=g)
+        tiny = torch.randn(shape, generator=g) * 1e-43
+    assert (tiny.pow(2) == 0).all() and (tiny != 0).any()  # subnormal: the squares underflow
+    steps = []
+    for grad in (tiny, tiny * 2.0 ** 100):
+        p = torch.nn.Parameter(start.clone())
+        p.grad = grad.clone()
+        MirrorDescent([p], lr=0.5, normalize=normalize).step()
+        steps.append(p.detach() - start)
+    assert torch.isfinite(steps[0]).all()
+    torch.testing.assert_close(steps[0], steps[1], rtol=1e-5, atol=1e-6)
+    assert steps[1].abs().max() > 0.1  # a real step, not a vanished one
+
+
 def test_bad_options_and_registry():
     p = [torch.nn.Parameter(torch.zeros(2, 2))]
     with pytest.raises(ValueError, match="lr must be > 0, got -1"):

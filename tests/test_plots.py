@@ -30,9 +30,18 @@ def test_plot_writes_curves_and_the_label_matrix(tmp_path, capsys):
     for path in written:
         image = matplotlib.image.imread(path)
         assert image.ndim == 3 and min(image.shape[:2]) > 300 and image.std() > 0  # a drawn figure
+    # the matrix the figure shows is the trained learner's: stored in the results, and in the checkpoint
     run = load_run(tmp_path / "per_class.json")
-    torch.testing.assert_close(label_matrix_from_checkpoint(per_class.checkpoint, run), learner.labels.similarity(),
-                               rtol=0, atol=0)
+    trained = learner.labels.similarity().detach()
+    torch.testing.assert_close(torch.tensor(run.label_matrix, dtype=trained.dtype), trained, rtol=0, atol=0)
+    torch.testing.assert_close(label_matrix_from_checkpoint(per_class.checkpoint, run), trained, rtol=0, atol=0)
+    assert load_run(tmp_path / "plain.json").label_matrix is None  # one-hot labels have none
+    # results written before the matrix was stored: it is read from the run's checkpoint
+    data = json.loads((tmp_path / "per_class.json").read_text())
+    del data["label_matrix"]
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    assert main(["plot", str(tmp_path / "old.json"), "--out", str(tmp_path / "old")]) == 0
+    assert (tmp_path / "old" / "old_label_matrix.png").exists()
 
 
 def test_plot_bad_input_is_a_clear_error(tmp_path, capsys):
