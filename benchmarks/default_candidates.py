@@ -92,7 +92,7 @@ def main(argv=None) -> int:
             for setting in settings:
                 rs = runs[(dataset, setting, name)]
                 acc, corr, broken = (nl._stat(rs, f) for f in ("last_accuracy", "corrected", "clean_broken"))
-                shown = cell(acc) if len(rs) > 1 else f"{acc[0]:.1f}"  # one seed: no spread to show
+                shown = cell(acc, spread=len(rs) > 1)  # one seed: no spread to show
                 row.append(shown + ("" if math.isnan(corr[0]) else f" (corr. {corr[0]:.0f}, broken {broken[0]:.1f})"))
             lines.append(f"| {name} | " + " | ".join(row) + " |")
         lines.append("")

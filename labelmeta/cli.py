@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=_train)
 
     plot = sub.add_parser("plot", help="figures of one or several runs (the JSON of train --output): curves.png, "
-                          "and the learned label matrix of per-class labels when the run kept a checkpoint",
+                          "and the learned label matrix of a run of per-class labels",
                           allow_abbrev=False)
     plot.add_argument("runs", nargs="+", metavar="RUN.json")
     plot.add_argument("--out", default="plots", help="folder for the PNG files (default: plots)")
