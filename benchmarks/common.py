@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from labelmeta import make_model
 from labelmeta.compare import mean_std
+from labelmeta.plots import save_figure  # noqa: F401  (the scripts take it from here)
 
 #: model name -> (input shape, classes)
 SHAPES: Dict[str, Tuple[Tuple[int, ...], int]] = {"cnn1d-bn": ((40,), 10), "mlp": ((40,), 10),
@@ -99,16 +100,6 @@ def peak_cuda_bytes(step: Callable[[], None], device: str) -> int:
     step()
     sync(device)
     return torch.cuda.max_memory_allocated(device) - before
-
-
-def save_figure(fig, path: Path, dpi: int = 120) -> None:
-    """Lay out, write and close a matplotlib figure (its folder is created)."""
-    import matplotlib.pyplot as plt
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
 
 
 def cost_row(method: str, runs, ce_seconds: float) -> dict:

@@ -78,8 +78,9 @@ class Learner:
         self.strategy = strategy
         self.label_optimizer = label_optimizer
         self.loss: TrainingLoss = make_loss(loss) if isinstance(loss, str) else loss
-        learns_labels = strategy is not None and labels.learnable and strategy.learns_labels
-        self.meta_enabled = learns_labels or (strategy is not None and strategy.learns_weights)
+        #: whether the meta step gives the label parameters gradients (learnable labels, and a strategy that learns them)
+        self.learns_labels = strategy is not None and labels.learnable and strategy.learns_labels
+        self.meta_enabled = self.learns_labels or (strategy is not None and strategy.learns_weights)
         if strategy is not None and not self.meta_enabled:
             warnings.warn(f"{type(labels).__name__} labels are fixed: the {type(strategy).__name__} strategy has "
                           "nothing to learn and no meta step will run (use learnable labels, or strategy=None)",
@@ -93,7 +94,7 @@ class Learner:
             if all(float(group["lr"]) == 0 for group in optimizer.param_groups):
                 warnings.warn("the model's learning rate is 0: the unrolled step does not move the model, so the "
                               "meta gradient is 0 and the labels never change", stacklevel=2)
-        if learns_labels and label_optimizer is None:
+        if self.learns_labels and label_optimizer is None:
             raise ValueError(
                 f"a label_optimizer over labels.parameters() is required to learn "
                 f"{type(labels).__name__} labels with {type(strategy).__name__}"

@@ -133,7 +133,7 @@ def plot_runs(paths: Sequence[str | Path], out: str | Path, names: Optional[Sequ
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "curves.png"]
-    _save(plot_curves(runs), written[0])
+    save_figure(plot_curves(runs), written[0])
     for name, run in runs.items():
         ckpt = run.config.get("checkpoint")
         matrix = None
@@ -144,11 +144,14 @@ def plot_runs(paths: Sequence[str | Path], out: str | Path, names: Optional[Sequ
         if matrix is not None:
             ax = plot_label_matrix(matrix, title=f"{name}: learned label of each annotated class")
             written.append(out / f"{name}_label_matrix.png")
-            _save(ax.figure, written[-1])
+            save_figure(ax.figure, written[-1])
     return written
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: str | Path, dpi: int = 120) -> None:
+    """Lay out, write and close a matplotlib figure (its folder is created): the look of every
+    figure labelmeta and its benchmarks write."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=dpi)
     _pyplot().close(fig)

@@ -107,7 +107,6 @@ def fit_learner(config: Config, splits: Optional[Splits] = None, labels: Optiona
     state_elapsed = state.elapsed
     events = (eventlog.EventLog(config.log_dir, purge_step=learner.num_steps if learner.num_steps else None)
               if config.log_dir and main_process else None)
-    learned = learner.strategy is not None and learner.labels.learnable and learner.strategy.learns_labels
     progress = _progress(total_steps, config.replace(progress=config.progress and main_process),
                          initial=state.epoch * steps_per_epoch + state.step_in_epoch)
     for epoch in range(state.epoch, config.epochs):
@@ -150,7 +149,7 @@ def fit_learner(config: Config, splits: Optional[Splits] = None, labels: Optiona
         state.epoch, state.step_in_epoch, state.losses, state.meta_losses = epoch + 1, 0, [], []
         state.train_order = train_loader.generator.get_state()  # the next epoch's order starts here
         if events is not None:
-            events.epoch(learner.num_steps, record, learner.labels, learned)
+            events.epoch(learner.num_steps, record, learner.labels, learner.learns_labels)
         if on_epoch is not None:
             on_epoch(learner, splits, record)
         save()
