@@ -56,6 +56,7 @@ def build_learner(config: Config, splits: Splits, labels: Optional[LabelParamete
         raise ValueError(f"labels were built for {labels.num_samples} samples of {labels.num_classes} classes, "
                          f"the training set has {len(splits.labels.noisy)} of {splits.num_classes}")
     labels = labels.to(config.device)
+    labels.set_epochs(config.epochs)
     loss = make_loss(config.loss, **options(config, "loss"))
     strategy = None if config.strategy == "none" else make_strategy(config.strategy, **options(config, "strategy"))
     label_opt = None

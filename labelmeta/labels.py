@@ -98,6 +98,11 @@ class LabelParameterization(nn.Module, abc.ABC):
         training loss was computed from. The default does nothing.
         """
 
+    def set_epochs(self, epochs: int) -> None:
+        """Optional hook: the run's length in epochs, told before training (by
+        :func:`~labelmeta.build.build_learner`), for labels whose schedule depends on it. The default
+        does nothing."""
+
     @torch.no_grad()
     def table(self, batch_size: int = 65536) -> Tensor:
         """The full ``[N, C]`` soft-label table (detached), for the stored annotations."""
@@ -272,6 +277,132 @@ class EnsembleTrust(_RunningPredictions):
         b = self.log_weight[pick].clamp(-20.0, 20.0).exp().unsqueeze(1)
         one_hot = F.one_hot(targets, self.num_classes).to(a.dtype)
         return F.softmax(a * one_hot + b * self.log_ensemble(indices).to(a.dtype), dim=1)
+
+
+class _EpochCounter(LabelParameterization):
+    """Labels that change at epoch ends: counts the samples :meth:`observe` has seen (a buffer, so
+    it is checkpointed), and calls :meth:`end_epoch` each time that count reaches a multiple of
+    ``N``. The runner trains on every sample once per epoch, so those are its epoch ends."""
+
+    def _init_counter(self) -> None:
+        self.register_buffer("observed", torch.zeros((), dtype=torch.long))
+
+    @property
+    def epoch(self) -> int:
+        """The 0-based epoch the next :meth:`observe` belongs to."""
+        return int(self.observed) // self.num_samples
+
+    def _check_observation(self, indices: Indices, logits: Logits) -> None:
+        check_targets(indices, self.num_samples, "indices", noun="sample indices")
+        if logits.shape != (indices.numel(), self.num_classes):
+            raise ValueError(f"logits must be [B={indices.numel()}, C={self.num_classes}], "
+                             f"got {tuple(logits.shape)}")
+
+    @torch.no_grad()
+    def observe(self, indices: Indices, logits: Logits) -> None:
+        self._check_observation(indices, logits)
+        self.record(indices, logits)
+        before = self.epoch
+        self.observed += indices.numel()
+        if self.epoch > before:
+            self.end_epoch()
+
+    @abc.abstractmethod
+    def record(self, indices: Indices, logits: Logits) -> None:
+        """What the labels keep of a training batch's ``[B, C]`` logits."""
+
+    def end_epoch(self) -> None:
+        """Called once an epoch's samples have all been observed. The default does nothing."""
+
+
+@LABELS.register("online-smoothing")
+class OnlineSmoothing(_EpochCounter):
+    """Online label smoothing (Zhang et al., 2021): per-class soft labels from the model's own correct
+    predictions of the previous epoch.
+
+    The target of a sample annotated ``y`` is ``(1 - alpha) * onehot(y) + alpha * S[y]``, where row
+    ``S[y]`` is the mean predicted distribution over the training samples of class ``y`` that the
+    model classified correctly during the previous epoch (the paper's loss
+    ``(1 - alpha) CE(onehot) + alpha CE(S[y])`` is this target's cross-entropy). ``S`` starts as
+    the identity (the first epoch trains on one-hot labels); a class without a correct prediction
+    in an epoch keeps its previous row. Not meta-learned: a clean-label baseline.
+
+    Args:
+        alpha: weight of the online soft label, in ``[0, 1]``; default 0.5 (the paper's).
+    """
+
+    learnable = False
+
+    def __init__(self, targets: Targets, num_classes: int, *, alpha: float = 0.5) -> None:
+        super().__init__(targets, num_classes)
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+        self.alpha = float(alpha)
+        self.register_buffer("soft", torch.eye(num_classes))
+        self.register_buffer("sums", torch.zeros(num_classes, num_classes))
+        self._init_counter()
+
+    def soft_targets(self, indices: Indices, targets: Targets) -> SoftTargets:
+        one_hot = F.one_hot(targets, self.num_classes).to(self.soft.dtype)
+        return (1 - self.alpha) * one_hot + self.alpha * self.soft[targets]
+
+    def record(self, indices: Indices, logits: Logits) -> None:
+        probs = F.softmax(logits.to(self.sums.dtype), dim=1)
+        targets = self.targets[indices]
+        right = probs.argmax(1) == targets
+        self.sums.index_add_(0, targets[right], probs[right])
+
+    def end_epoch(self) -> None:
+        totals = self.sums.sum(1, keepdim=True)
+        seen = totals.squeeze(1) > 0
+        self.soft[seen] = self.sums[seen] / totals[seen]
+        self.sums.zero_()
+
+
+@LABELS.register("ps-kd")
+class ProgressiveSelfDistillation(_EpochCounter):
+    """Progressive self-knowledge distillation, PS-KD (Kim et al., 2021): targets mixed with the model's
+    own predictions of the previous epoch, with a weight that grows over training.
+
+    The target of sample ``i`` annotated ``y`` in epoch ``t`` (0-based) of ``E`` is
+    ``(1 - alpha_t) * onehot(y) + alpha_t * p_i``, with ``alpha_t = alpha * t / E`` and ``p_i`` the
+    model's predicted distribution for sample ``i`` when it was last trained on (the previous
+    epoch: each sample is trained on once per epoch, and the target is read before this epoch's
+    prediction replaces it). The run's ``E`` comes from :meth:`set_epochs`. Not meta-learned: a
+    clean-label baseline.
+
+    Args:
+        alpha: the final weight ``alpha_T`` of the model's predictions, in ``[0, 1]``; default 0.8 (the
+            paper's for CIFAR-100).
+    """
+
+    learnable = False
+
+    def __init__(self, targets: Targets, num_classes: int, *, alpha: float = 0.8) -> None:
+        super().__init__(targets, num_classes)
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+        self.alpha = float(alpha)
+        self.epochs = 0  # set by set_epochs; 0 (not told) trains on one-hot labels, as epoch 0 does
+        self.register_buffer("predictions", F.one_hot(self.targets, num_classes).to(torch.get_default_dtype()))
+        self._init_counter()
+
+    def set_epochs(self, epochs: int) -> None:
+        if epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        self.epochs = int(epochs)
+
+    def weight(self) -> float:
+        """``alpha_t`` of the current epoch."""
+        return self.alpha * min(self.epoch, self.epochs) / self.epochs if self.epochs else 0.0
+
+    def soft_targets(self, indices: Indices, targets: Targets) -> SoftTargets:
+        one_hot = F.one_hot(targets, self.num_classes).to(self.predictions.dtype)
+        w = self.weight()
+        return (1 - w) * one_hot + w * self.predictions[indices]
+
+    def record(self, indices: Indices, logits: Logits) -> None:
+        self.predictions[indices] = F.softmax(logits.to(self.predictions.dtype), dim=1)
 
 
 @LABELS.register("per-class")

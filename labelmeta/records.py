@@ -24,6 +24,9 @@ class EpochRecord:
     clean_broken: Optional[float] = None  #: clean annotations whose learned hard label left them
     detect_precision: Optional[float] = None  #: of the method's "corrupted" flags, see ``noise_detection``
     detect_recall: Optional[float] = None
+    #: accuracy on the training samples against their annotations (eval mode, as the training loader
+    #: serves them), measured at the last epoch only: with ``test_accuracy``, the run's train-test gap
+    train_accuracy: Optional[float] = None
 
 
 @dataclass
@@ -36,6 +39,8 @@ class Results:
     last_accuracy: float = float("nan")
     best_epoch: int = -1
     ece: float = float("nan")  #: expected calibration error on the test set, last epoch
+    #: accuracy on the training samples against their annotations, last epoch (see ``EpochRecord``)
+    train_accuracy: float = float("nan")
     corrected: float = float("nan")
     clean_broken: float = float("nan")
     detect_precision: float = float("nan")
@@ -56,6 +61,7 @@ class Results:
         nan = float("nan")
         return cls(config=config, history=history, best_accuracy=accs[best], last_accuracy=accs[-1],
                    best_epoch=best + 1, ece=last.test_ece,
+                   train_accuracy=nan if last.train_accuracy is None else last.train_accuracy,
                    corrected=nan if last.corrected is None else last.corrected,
                    clean_broken=nan if last.clean_broken is None else last.clean_broken,
                    detect_precision=nan if last.detect_precision is None else last.detect_precision,

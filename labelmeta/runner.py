@@ -141,9 +141,14 @@ def fit_learner(config: Config, splits: Optional[Splits] = None, labels: Optiona
         seconds = time.perf_counter() - epoch_start
         with accel.autocast(device, config.amp):
             test = evaluate(learner.model, test_loader, device)
+            # the train-test gap, once: a pass over the training set every epoch would cost as much as
+            # a tenth of an epoch's training on a large set
+            train_accuracy = (evaluate(learner.model, loader(splits.train, 1000, shuffle=False, **workers), device)
+                              ["accuracy"] if epoch + 1 == config.epochs else None)
         record = EpochRecord(epoch=epoch + 1, train_loss=float(np.mean(state.losses)),
                              meta_loss=float(np.mean(state.meta_losses)) if state.meta_losses else None,
                              seconds=seconds, test_accuracy=test["accuracy"], test_ece=test["ece"],
+                             train_accuracy=train_accuracy,
                              **_label_quality(learner, splits, state.last_weight))
         state.history.append(record)
         state.epoch, state.step_in_epoch, state.losses, state.meta_losses = epoch + 1, 0, [], []

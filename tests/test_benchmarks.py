@@ -312,39 +312,61 @@ def test_strategies_smoke(tmp_path):
     assert (tmp_path / "strategies_smoke.png").stat().st_size > 0
 
 
+#: the candidate regimes the smoke test runs (the fast ones; one of the earlier settings among them)
+SMOKE_REGIMES = ["digits, MLP (current)", "digits-twins, MLP", "digits-twins, MLP, no weight decay, 80 epochs"]
+
+
 def test_clean_labels_smoke(tmp_path):
-    _smoke("clean_labels.py", tmp_path, "--datasets", "digits")
-    data = json.loads((tmp_path / "clean_labels_smoke.json").read_text())["digits"]
+    _smoke("clean_labels.py", tmp_path, "--regimes", *SMOKE_REGIMES)
+    data = json.loads((tmp_path / "clean_labels_smoke.json").read_text())
     text = (tmp_path / "clean_labels_smoke.md").read_text()
-    stats, runs = data["stats"], data["runs"]
-    assert list(stats) == list(runs)
-    means = {name: statistics.fmean(100 * r["last_accuracy"] for r in rs) for name, rs in runs.items()}
-    [table] = _tables(_sections(text)["digits"])
-    shown = _rows(table)
-    [marked] = [name for name in shown if name.endswith(" (best smoothing)")]
-    best_ls = marked.removesuffix(" (best smoothing)")
-    assert list(shown) == [marked if name == best_ls else name for name in runs]
-    smoothing = [n for n in runs if n.startswith("label smoothing")]
-    assert means[best_ls] == max(means[n] for n in smoothing)
-    for name, rs in runs.items():
-        for run in rs:
-            _last_and_best_are_the_history(run)
-        last, best, ece, wall = shown[marked if name == best_ls else name]
-        _shows(last, [r["last_accuracy"] for r in rs])
-        _shows(best, [r["best_accuracy"] for r in rs])
-        _shows(ece, [r["ece"] for r in rs])
-        _shows(wall, [r["wall_time"] for r in rs], 1.0)
-        assert math.isclose(stats[name]["last"][0], means[name], rel_tol=1e-9)
-    found = re.search(r"Best learned labels \(last epoch\): (.+), ([\d.]+) %: ([+-][\d.]+) points over one-hot "
-                      r"\(target \+1\), ([+-][\d.]+) over the best label smoothing \((.+); target \+0\.5\)\.", text)
-    assert found is not None
-    name, top, over_one_hot, over_ls, ls_name = found.groups()
-    learned = [n for n in runs if n.startswith("learned")]
-    assert name in learned and means[name] == max(means[n] for n in learned) and ls_name == best_ls
-    _close(top, means[name])
-    _close(over_one_hot, means[name] - means["one-hot"])
-    _close(over_ls, means[name] - means[best_ls])
-    assert (tmp_path / "clean_labels_smoke.png").stat().st_size > 0
+    cells = data["cells"]
+    runs: Dict[tuple, list] = {}
+    for key, run in cells.items():
+        regime, method, _ = key.split(" | ")
+        runs.setdefault((regime, method), []).append(run)
+        _last_and_best_are_the_history(run)
+        assert run["train_accuracy"] == run["history"][-1]["train_accuracy"] is not None
+    mean = {k: statistics.fmean(100 * r["last_accuracy"] for r in rs) for k, rs in runs.items()}
+    baselines = [m for (r, m) in runs if r == SMOKE_REGIMES[0] and not m.startswith(("learned", "one-hot, matched"))]
+    assert baselines[0] == "one-hot" and {"online label smoothing (α 0.5)", "PS-KD (α 0.8)"} <= set(baselines)
+    # the rule, recomputed from the stored one-hot and baseline runs of every candidate
+    gap = {r: statistics.fmean(100 * (x["train_accuracy"] - x["last_accuracy"]) for x in runs[r, "one-hot"])
+           for r in SMOKE_REGIMES}
+    gain = {r: max(mean[r, m] for m in baselines[1:]) - mean[r, "one-hot"] for r in SMOKE_REGIMES}
+    eligible = sorted((r for r in SMOKE_REGIMES if gain[r] >= 0.5), key=lambda r: -gap[r])[:2]
+    rest = sorted((r for r in SMOKE_REGIMES if r not in eligible), key=lambda r: -gain[r])
+    chosen = (eligible + rest)[:2]
+    assert data["choice"]["chosen"] == chosen
+    stage1 = _rows(_tables(_sections(text)["Stage 1: the candidate regimes (baselines only, before any learned label ran)"])[0])
+    for regime in SMOKE_REGIMES:
+        _close(stage1[regime][2], gap[regime])
+        _close(stage1[regime][4], gain[regime])
+        assert (stage1[regime][5] == "**yes**") == (regime in chosen)
+    # learned labels ran only where they are reported: the chosen regimes and the earlier setting
+    reported = chosen + [r for r in ["digits, MLP (current)"] if r not in chosen]
+    assert {r for (r, m) in runs if m.startswith("learned")} == set(reported)
+    for regime in reported:
+        tag = " (chosen)" if regime in chosen else " (earlier setting)"
+        shown = _rows(_tables(_sections(text)[regime + tag])[0])
+        for (r, method), rs in runs.items():
+            if r != regime:
+                continue
+            name = method
+            if method == "one-hot, matched wall time":
+                [epochs] = {x["config"]["epochs"] for x in rs}
+                name = f"{method} ({epochs} epochs)"
+            last, best, train, ece, wall = shown[name]
+            _shows(last, [x["last_accuracy"] for x in rs])
+            _shows(train, [x["train_accuracy"] for x in rs])
+            _shows(ece, [x["ece"] for x in rs])
+            _shows(wall, [x["wall_time"] for x in rs], 1.0)
+            held_out = [x["config"]["meta_per_class"] for x in rs]
+            assert all(h > 0 for h in held_out) == method.endswith("held-out meta split")
+    trace = data["evolution"]
+    assert trace["regime"] == max(chosen, key=gap.get) and len(trace["annotated"]) == len(trace["epoch"]) == 2
+    for name in ("clean_labels_smoke.png", "clean_labels_smoke_evolution.png"):
+        assert (tmp_path / name).stat().st_size > 0
 
 
 def test_class_semantics_smoke(tmp_path):
@@ -379,43 +401,42 @@ def test_class_semantics_smoke(tmp_path):
 
 def test_distillation_smoke(tmp_path):
     _smoke("distillation.py", tmp_path)
-    data = json.loads((tmp_path / "distillation_smoke.json").read_text())
+    data = json.loads((tmp_path / "distillation_smoke.json").read_text())["jobs"]
     text = (tmp_path / "distillation_smoke.md").read_text()
-    alone = data["student alone (cross-entropy)"]
-    temperatures = (1.0, 2.0)  # --smoke: the first two of the sweep
+    grid = [(t, a) for t in (1.0, 2.0) for a in (0.9, 1.0)]  # --smoke: two temperatures, two alphas
+    teachers = {key.split(" | ")[0] for key in data if not key.startswith("student alone")}
+    assert teachers == {"one-hot", "label smoothing 0.1", "learned per-class"}
 
-    def student(name, t):
-        return data["students"][f"{name} | T={t:g}"]
+    def students(name, t, a):
+        return [data[f"{name} | seed 0"]["students"][f"T={t:g} alpha={a:g}"]]
 
-    for name in data["teachers"]:
-        for t in temperatures:
-            for run in student(name, t):  # each student of this row was trained at its row's temperature
-                assert (run["config"]["loss_options"].get("temperature", 4.0), run["config"]["loss"],
-                        run["config"]["model"]) == (t, "distillation", "mlp")
-        last = {t: statistics.fmean(r["last_accuracy"] for r in student(name, t)) for t in temperatures}
-        assert last[data["best_temperature"][name]] == max(last.values())
-    best_table, every_table = _tables(text)
-
-    def check(cells, name, t):
-        teacher, last, best, ece = cells
-        _shows(teacher, [r["last_accuracy"] for r in data["teachers"][name]])
-        _shows(last, [r["last_accuracy"] for r in student(name, t)])
-        _shows(best, [r["best_accuracy"] for r in student(name, t)])
-        _shows(ece, [r["ece"] for r in student(name, t)])
-
-    best_rows = _rows(best_table)
-    assert len(best_rows) == len(data["teachers"]) + 1
-    for name, t in data["best_temperature"].items():
-        check(best_rows[f"{name}, T = {t:g}"], name, t)
-    teacher, last, best, ece = best_rows["student alone (cross-entropy)"]
-    assert teacher == "–" and alone[0]["config"]["loss"] == "ce"
-    _shows(last, [r["last_accuracy"] for r in alone])
-    _shows(best, [r["best_accuracy"] for r in alone])
-    every_rows = _rows(every_table)
-    assert len(every_rows) == len(data["students"])
-    for name in data["teachers"]:
-        for t in temperatures:
-            check(every_rows[f"{name}, T = {t:g}"], name, t)
+    best = {}
+    for name in teachers:
+        for t, a in grid:  # each student trained as its key says, by distillation, as the MLP
+            [run] = students(name, t, a)
+            assert (run["config"]["loss_options"], run["config"]["loss"], run["config"]["model"]) == \
+                (dict(temperature=t, alpha=a), "distillation", "mlp")
+        best[name] = max(grid, key=lambda g: students(name, *g)[0]["last_accuracy"])
+    best_table, every_table, grid_table = _tables(text)
+    rows = _rows(every_table)
+    for name in teachers:
+        teacher_acc, teacher_ece, t, a, last, best_acc, ece = rows[name]
+        assert (float(t), float(a)) == best[name]
+        _shows(teacher_acc, [data[f"{name} | seed 0"]["teacher"]["last_accuracy"]])
+        _shows(last, [r["last_accuracy"] for r in students(name, *best[name])])
+        _shows(ece, [r["ece"] for r in students(name, *best[name])])
+    family = _rows(best_table)
+    assert set(family) <= teachers | {"student alone (cross-entropy)"} and len(family) == 4
+    learned = students("learned per-class", *best["learned per-class"])[0]["last_accuracy"]
+    others = [students(n, *best[n])[0]["last_accuracy"] for n in ("one-hot", "label smoothing 0.1")]
+    verdict = "met" if all(learned >= o for o in others) else "missed"
+    assert f"each at its own best T and α: **{verdict}**" in text
+    cells = _rows(grid_table)
+    for name in teachers:
+        for t in (1.0, 2.0):
+            for a, shown in zip((0.9, 1.0), cells[f"{name}, T = {t:g}"]):
+                _shows(shown, [r["last_accuracy"] for r in students(name, t, a)])
+    assert (tmp_path / "distillation_smoke.png").stat().st_size > 0
 
 
 def test_label_signal_smoke(tmp_path):

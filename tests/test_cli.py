@@ -215,3 +215,34 @@ def test_cifar_training_set_is_augmented(tmp_path):
     names = [type(t).__name__ for t in s.train.dataset.dataset.transform.transforms]
     assert names[:2] == ["RandomCrop", "RandomHorizontalFlip"]
     assert "RandomCrop" not in [type(t).__name__ for t in s.meta.dataset.dataset.transform.transforms]
+
+
+def test_cifar100_preset_end_to_end_on_a_tiny_on_disk_cifar100(tmp_path, capsys):
+    """The CIFAR-100 recipe's data path on torchvision's real CIFAR-100 format: per-class labels (100 x 100)
+    meta-learned on a held-out split of every class that is not trained on (the MLP, for speed)."""
+    import numpy as np
+
+    from labelmeta.data.files import write_cifar100
+    from labelmeta.config import PRESETS
+
+    preset = PRESETS["cifar100"]
+    assert (preset.labels, preset.meta_source, preset.meta_per_class) == ("per-class", "clean", 25)
+    rng = np.random.default_rng(0)
+    labels = [c for c in range(100) for _ in range(3)]  # 3 images a class: 1 held out, 2 trained on
+    write_cifar100(tmp_path / "data", rng.integers(0, 256, (300, 3072), dtype=np.uint8), labels,
+                   rng.integers(0, 256, (10, 3072), dtype=np.uint8), list(range(10)))
+    out, ckpt = tmp_path / "run.json", tmp_path / "run.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the workers-and-checkpoint notice (tested above)
+        assert main(["train", "--preset", "cifar100", "--data-root", str(tmp_path / "data"), "--device", "cpu",
+                     "--model", "mlp", "--meta-per-class", "1", "--epochs", "1", "--batch-size", "50",
+                     "--meta-batch-size", "50", "--warmup-epochs", "0", "--workers", "0", "--no-pin-memory",
+                     "--no-channels-last", "--no-progress", "--output", str(out), "--checkpoint", str(ckpt)]) == 0
+    capsys.readouterr()
+    config = json.loads(out.read_text())["config"]
+    assert (config["dataset"], config["labels"], config["meta_source"], config["strategy"]) == \
+        ("cifar100", "per-class", "clean", "one-step")
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)["learner"]
+    assert saved["num_steps"] == 4  # 200 trained images (the 100 held out are not trained on), batches of 50
+    assert saved["labels"]["logits"].shape == (100, 100)
+    assert (saved["labels"]["logits"] - 4.0 * torch.eye(100)).abs().max() > 1e-3

@@ -57,6 +57,8 @@ def test_contract_state_dict_round_trip(name, labels):
 def test_learnable_flags():
     assert not make_labels("one-hot", _targets(), C).learnable
     assert not make_labels("smoothing", _targets(), C).learnable
+    for name in ("online-smoothing", "ps-kd"):
+        assert not make_labels(name, _targets(), C).learnable
     for name in ("per-sample", "per-sample-ensemble", "per-class", "temperature", "class-temperature"):
         lab = make_labels(name, _targets(), C)
         assert lab.learnable and len(list(lab.parameters())) == 1
@@ -185,3 +187,91 @@ def test_extreme_temperatures_stay_finite(name):
         out = lab(torch.arange(N))
         assert torch.isfinite(out).all()
         torch.testing.assert_close(out.sum(1), torch.ones(N))
+
+
+def _epoch_of_logits(lab, logits, batch=16):
+    """Show ``lab`` one epoch: every sample once, in batches, with ``logits [N, C]``."""
+    for idx in torch.arange(N).split(batch):
+        lab.observe(idx, logits[idx])
+
+
+def test_online_smoothing_closed_form(float64):
+    """``(1 - alpha) onehot(y) + alpha S[y]``: ``S[y]`` the mean predicted distribution of the previous
+    epoch's correctly classified samples of class ``y``; a class with none keeps its row."""
+    targets = _targets()
+    lab = make_labels("online-smoothing", targets, C, alpha=0.3)
+    eye = torch.eye(C, dtype=torch.float64)
+    torch.testing.assert_close(lab(torch.arange(N)), eye[targets])  # epoch 0: one-hot
+    g = torch.Generator().manual_seed(7)
+    logits = 2 * torch.randn(N, C, generator=g, dtype=torch.float64)
+    logits[targets == 0, 0] = -10.0  # class 0 is never predicted right: its row stays the identity's
+    probs = torch.softmax(logits, 1)
+    right = probs.argmax(1) == targets
+    for idx in torch.arange(N).split(16)[:-1]:
+        lab.observe(idx, logits[idx])
+    torch.testing.assert_close(lab(torch.arange(N)), eye[targets])  # mid-epoch: unchanged
+    lab.observe(torch.arange(N).split(16)[-1], logits[torch.arange(N).split(16)[-1]])
+    soft = eye.clone()
+    for c in range(C):
+        mine = right & (targets == c)
+        if mine.any():
+            soft[c] = probs[mine].mean(0)
+    assert torch.equal(soft[0], eye[0])
+    assert lab.epoch == 1
+    torch.testing.assert_close(lab(torch.arange(N)), 0.7 * eye[targets] + 0.3 * soft[targets], rtol=1e-12, atol=1e-12)
+    # the next epoch replaces S by its own correct predictions, not a running mean of both
+    _epoch_of_logits(lab, 5 * eye[targets])
+    expected = torch.softmax(5 * eye, 1)
+    torch.testing.assert_close(lab(torch.arange(N)), 0.7 * eye[targets] + 0.3 * expected[targets],
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_ps_kd_closed_form(float64):
+    """``(1 - alpha t / E) onehot(y) + (alpha t / E) p_i``, ``p_i`` the sample's prediction when last trained on."""
+    targets = _targets()
+    lab = make_labels("ps-kd", targets, C, alpha=0.6)
+    lab.set_epochs(4)
+    eye = torch.eye(C, dtype=torch.float64)
+    g = torch.Generator().manual_seed(8)
+    first, second = (torch.randn(N, C, generator=g, dtype=torch.float64) for _ in range(2))
+    torch.testing.assert_close(lab(torch.arange(N)), eye[targets])  # epoch 0: alpha_0 = 0
+    _epoch_of_logits(lab, first)
+    w = 0.6 * 1 / 4
+    torch.testing.assert_close(lab(torch.arange(N)), (1 - w) * eye[targets] + w * torch.softmax(first, 1),
+                               rtol=1e-12, atol=1e-12)
+    # within epoch 1: a sample already trained on this epoch has its new prediction, the others the old
+    lab.observe(torch.arange(10), second[:10])
+    expected = (1 - w) * eye[targets] + w * torch.softmax(torch.cat([second[:10], first[10:]]), 1)
+    torch.testing.assert_close(lab(torch.arange(N)), expected, rtol=1e-12, atol=1e-12)
+    for idx in torch.arange(10, N).split(16):
+        lab.observe(idx, second[idx])
+    assert lab.epoch == 2 and lab.weight() == pytest.approx(0.6 * 2 / 4)
+    # without set_epochs (a parameterisation built outside a run) it stays one-hot
+    bare = make_labels("ps-kd", targets, C)
+    _epoch_of_logits(bare, first)
+    torch.testing.assert_close(bare(torch.arange(N)), eye[targets])
+
+
+@pytest.mark.parametrize("name", ["online-smoothing", "ps-kd"])
+def test_self_distillation_bad_options_and_inputs(name):
+    with pytest.raises(ValueError, match=r"alpha must lie in \[0, 1\], got 1.5"):
+        make_labels(name, _targets(), C, alpha=1.5)
+    lab = make_labels(name, _targets(), C)
+    with pytest.raises(ValueError, match=r"logits must be \[B=2, C=7\], got \(2, 5\)"):
+        lab.observe(torch.tensor([0, 1]), torch.zeros(2, 5))
+    with pytest.raises(ValueError, match=r"sample indices \[50\] outside \[0, 50\)"):
+        lab.observe(torch.tensor([0, 50]), torch.zeros(2, C))
+    assert not lab.learnable
+
+
+def test_ps_kd_is_told_the_run_length():
+    """The runner tells the labels its epochs (the PS-KD ramp), and refuses a non-positive length."""
+    from labelmeta import Config
+    from labelmeta.build import build_learner, splits_for
+
+    config = Config(labels="ps-kd", strategy="none", epochs=7, dataset="digits", model="mlp", meta_per_class=0,
+                    meta_source="train")
+    learner = build_learner(config, splits_for(config))
+    assert learner.labels.epochs == 7
+    with pytest.raises(ValueError, match="epochs must be >= 1, got 0"):
+        learner.labels.set_epochs(0)
