@@ -280,11 +280,18 @@ class EnsembleTrust(_RunningPredictions):
 
 
 class _EpochCounter(LabelParameterization):
-    """Labels that change at epoch ends: counts the samples :meth:`observe` has seen (a buffer, so
+    """Fixed labels that mix the annotation with the model's own predictions with a weight ``alpha`` in
+    ``[0, 1]``, and change at epoch ends: counts the samples :meth:`observe` has seen (a buffer, so
     it is checkpointed), and calls :meth:`end_epoch` each time that count reaches a multiple of
     ``N``. The runner trains on every sample once per epoch, so those are its epoch ends."""
 
-    def _init_counter(self) -> None:
+    learnable = False
+
+    def __init__(self, targets: Targets, num_classes: int, alpha: float) -> None:
+        super().__init__(targets, num_classes)
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+        self.alpha = float(alpha)
         self.register_buffer("observed", torch.zeros((), dtype=torch.long))
 
     @property
@@ -331,16 +338,10 @@ class OnlineSmoothing(_EpochCounter):
         alpha: weight of the online soft label, in ``[0, 1]``; default 0.5 (the paper's).
     """
 
-    learnable = False
-
     def __init__(self, targets: Targets, num_classes: int, *, alpha: float = 0.5) -> None:
-        super().__init__(targets, num_classes)
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-        self.alpha = float(alpha)
+        super().__init__(targets, num_classes, alpha)
         self.register_buffer("soft", torch.eye(num_classes))
         self.register_buffer("sums", torch.zeros(num_classes, num_classes))
-        self._init_counter()
 
     def soft_targets(self, indices: Indices, targets: Targets) -> SoftTargets:
         one_hot = F.one_hot(targets, self.num_classes).to(self.soft.dtype)
@@ -376,16 +377,10 @@ class ProgressiveSelfDistillation(_EpochCounter):
             paper's for CIFAR-100).
     """
 
-    learnable = False
-
     def __init__(self, targets: Targets, num_classes: int, *, alpha: float = 0.8) -> None:
-        super().__init__(targets, num_classes)
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-        self.alpha = float(alpha)
+        super().__init__(targets, num_classes, alpha)
         self.epochs = 0  # set by set_epochs; 0 (not told) trains on one-hot labels, as epoch 0 does
         self.register_buffer("predictions", F.one_hot(self.targets, num_classes).to(torch.get_default_dtype()))
-        self._init_counter()
 
     def set_epochs(self, epochs: int) -> None:
         if epochs < 1:
