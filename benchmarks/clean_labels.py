@@ -211,7 +211,7 @@ def main(argv=None) -> int:
     nl._save(path, store)
 
     command = "python benchmarks/clean_labels.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    lines = report(store, seeds, chosen, figures, reported, epochs, best_learned, top, command.strip())
+    lines = report(store, seeds, chosen, figures, reported, epochs, best_learned, top, command.strip(), args.jobs)
     plot(store, seeds, reported, out / f"{stem}.png")
     plot_evolution(store["evolution"], out / f"{stem}_evolution.png")
     text = "\n".join(lines) + "\n"
@@ -229,9 +229,9 @@ HEADER = ["| method | test acc last (%) | test acc best (%) | train acc last (%)
           "|---|---|---|---|---|---|"]
 
 
-def report(store, seeds, chosen, figures, reported, epochs, best_learned, top, command) -> List[str]:
+def report(store, seeds, chosen, figures, reported, epochs, best_learned, top, command, jobs) -> List[str]:
     lines = ["# Learned labels on clean data", "",
-             f"Command: `{command}`; seeds {seeds}; CPU, one torch thread per run, two runs at a time. Mean ± std "
+             f"Command: `{command}`; seeds {seeds}; CPU, one torch thread per run, {jobs} at a time. Mean ± std "
              "over seeds. *Train acc*: accuracy on the training samples at the last epoch (eval mode); the "
              "train-test gap is train acc minus test acc last. ECE: expected calibration error on the test set. "
              "Learned labels use the exact one-step hypergradient at every training step after 2 warm-up epochs.",
