@@ -98,6 +98,13 @@ class LabelParameterization(nn.Module, abc.ABC):
         training loss was computed from. The default does nothing.
         """
 
+    def _check_observation(self, indices: Indices, logits: Logits) -> None:
+        """``ValueError`` unless ``observe``'s arguments are sample indices and their ``[B, C]`` logits."""
+        check_targets(indices, self.num_samples, "indices", noun="sample indices")
+        if logits.shape != (indices.numel(), self.num_classes):
+            raise ValueError(f"logits must be [B={indices.numel()}, C={self.num_classes}], "
+                             f"got {tuple(logits.shape)}")
+
     def set_epochs(self, epochs: int) -> None:
         """Optional hook: the run's length in epochs, told before training (by
         :func:`~labelmeta.build.build_learner`), for labels whose schedule depends on it. The default
@@ -188,10 +195,7 @@ class _RunningPredictions(LabelParameterization):
 
     @torch.no_grad()
     def observe(self, indices: Indices, logits: Logits) -> None:
-        check_targets(indices, self.num_samples, "indices", noun="sample indices")
-        if logits.shape != (indices.numel(), self.num_classes):
-            raise ValueError(f"logits must be [B={indices.numel()}, C={self.num_classes}], "
-                             f"got {tuple(logits.shape)}")
+        self._check_observation(indices, logits)
         probs = F.softmax(logits.to(self.ensemble.dtype), dim=1)
         rows = self.ensemble[indices]
         self.ensemble[indices] = self.momentum * rows + (1 - self.momentum) * probs
@@ -298,12 +302,6 @@ class _EpochCounter(LabelParameterization):
     def epoch(self) -> int:
         """The 0-based epoch the next :meth:`observe` belongs to."""
         return int(self.observed) // self.num_samples
-
-    def _check_observation(self, indices: Indices, logits: Logits) -> None:
-        check_targets(indices, self.num_samples, "indices", noun="sample indices")
-        if logits.shape != (indices.numel(), self.num_classes):
-            raise ValueError(f"logits must be [B={indices.numel()}, C={self.num_classes}], "
-                             f"got {tuple(logits.shape)}")
 
     @torch.no_grad()
     def observe(self, indices: Indices, logits: Logits) -> None:
