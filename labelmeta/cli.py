@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import json
 import sys
+import traceback
 import typing
 import warnings
 from pathlib import Path
@@ -24,6 +25,7 @@ import torch
 from .compare import compare, format_table, noise_summary, summarize
 from .config import COMPONENTS, PRESETS, Component, Config
 from .distributed import shutdown
+from .eventlog import MissingExtra
 from .records import Results, ResultsNotWritten
 from .runner import fit
 
@@ -193,17 +195,53 @@ def config_from_args(args: argparse.Namespace, base: Optional[Config] = None) ->
 
 
 def import_components(target: str) -> None:
-    """Import a module by name, or a ``.py`` file by path, so that its components register themselves."""
+    """Import a module by name, or a ``.py`` file by path, so that its components register themselves.
+
+    Whatever the import raises (a ``SyntaxError``, any exception the code raises as it runs) is
+    passed on; :func:`import_error` says it in one line.
+    """
     path = Path(target)
     if target.endswith(".py"):
         if not path.is_file():
-            raise FileNotFoundError(f"--import {target!r}: no such file")
+            raise FileNotFoundError(f"no such file: {target!r}")
         spec = importlib.util.spec_from_file_location(f"labelmeta_user_{path.stem}", path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[spec.name]  # as a failed import does: no half-made module is left behind
+            raise
     else:
         importlib.import_module(target)
+
+
+def import_error(target: str, err: BaseException) -> str:
+    """``err``, raised by :func:`import_components` for ``target``, in one line: its type, its message
+    and where it was raised: ``(FILE, line N)``, the last line of ``target``'s own file in the
+    traceback, else the last line outside labelmeta and the import machinery (a ``SyntaxError``
+    carries its own place); no place if the error is the import machinery's (no such module)."""
+    if isinstance(err, SyntaxError):  # raised by the compiler: the place is the error's, not a frame's
+        return f"{type(err).__name__}: {err.msg} ({err.filename}, line {err.lineno})"
+    skip = (Path(__file__).resolve().parent, Path(importlib.__file__).resolve().parent)  # labelmeta, importlib
+    frames = [f for f in traceback.extract_tb(err.__traceback__)  # "<frozen importlib...>": the import system
+              if not f.filename.startswith("<") and not any(d in Path(f.filename).resolve().parents for d in skip)]
+    own = _source_file(target)
+    in_own = [f for f in frames if own is not None and Path(f.filename).resolve() == own]
+    where = (in_own or frames)[-1:]
+    place = f" ({where[0].filename}, line {where[0].lineno})" if where else ""
+    return f"{type(err).__name__}: {err}{place}"
+
+
+def _source_file(target: str) -> Optional[Path]:
+    """The file ``--import target`` runs: the ``.py`` path, or the module's source (``None`` if unknown)."""
+    if target.endswith(".py"):
+        return Path(target).resolve()
+    try:
+        spec = importlib.util.find_spec(target)
+    except Exception:  # a parent package that fails to import, a malformed name: no file to prefer
+        return None
+    return Path(spec.origin).resolve() if spec is not None and spec.origin else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -258,12 +296,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     early = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     early.add_argument("--import", dest="imports", action="append", default=[])
     known, _ = early.parse_known_args(argv)
-    try:
-        for target in known.imports:
+    for target in known.imports:
+        try:
             import_components(target)
-    except (ImportError, OSError, ValueError) as err:
-        print(f"labelmeta: error: cannot import {target!r}: {err}", file=sys.stderr)
-        return 2
+        except Exception as err:  # the user's code ran: whatever it raised, the import failed
+            print(f"labelmeta: error: cannot import {target!r}: {import_error(target, err)}", file=sys.stderr)
+            return 2
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -278,7 +316,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     warnings.showwarning = show_ours
     try:
         return args.run(args)
-    except (ValueError, OSError, FloatingPointError) as err:
+    except (ValueError, OSError, FloatingPointError, MissingExtra) as err:
         print(f"labelmeta: error: {err}", file=sys.stderr)
         return 2
     finally:

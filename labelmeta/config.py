@@ -14,6 +14,7 @@ import dataclasses
 import os
 import tempfile
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Literal, Optional, Tuple
@@ -24,7 +25,9 @@ from .data import DATASETS
 from .labels import LABELS
 from .losses import LOSSES
 from .models import MODELS
+from .noise import check_rate
 from .optim import LABEL_OPTIMIZERS
+from .options import check_range
 from .registry import Registry
 from .strategies import STRATEGIES
 
@@ -62,7 +65,7 @@ class Config:
     model_options: Dict[str, Any] = _options()
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"                 #: SGD (with momentum), Adam or AdamW
     lr: float = 0.05
-    momentum: float = 0.9                                              #: SGD's momentum
+    momentum: float = 0.9                                              #: SGD's momentum, in [0, 1)
     weight_decay: float = 5e-4
     schedule: Literal["cosine", "constant"] = "cosine"                 #: the model's learning-rate schedule
     epochs: int = 40
@@ -144,7 +147,8 @@ def component_options(config: Config, component: Component) -> Dict[str, Any]:
 
 
 def check_config(config: Config) -> None:
-    """Every check that can be made before any data is loaded; ``ValueError``/``OSError`` naming the value."""
+    """Every check that can be made before any data is loaded; ``ValueError``/``OSError`` naming the value,
+    then a ``UserWarning`` for each setting the run would ignore (:func:`warn_ignored_settings`)."""
     hints = typing.get_type_hints(Config)
     for f in dataclasses.fields(Config):
         if typing.get_origin(hints[f.name]) is Literal and getattr(config, f.name) not in typing.get_args(hints[f.name]):
@@ -163,9 +167,17 @@ def check_config(config: Config) -> None:
         raise ValueError(f"warmup_epochs must be >= 0, got {config.warmup_epochs}")
     if config.checkpoint_every < 0:
         raise ValueError(f"checkpoint_every must be >= 0, got {config.checkpoint_every}")
+    # lr == 0 is legal (a meta strategy then warns, in the Learner); below 0 the optimisers ascend
+    for name in ("lr", "weight_decay", "label_lr"):
+        check_range(name, getattr(config, name), 0.0)
+    check_range("momentum", config.momentum, 0.0, 1.0)
+    check_rate(config.noise_rate)  # add_noise's own check, before any data is loaded
+    if config.noise == "matrix" and not config.noise_matrix:
+        raise ValueError("noise 'matrix' needs a transition matrix (noise_matrix: a .npy, .csv or .json file)")
     if config.resume and not config.checkpoint:
         raise ValueError("resume=True needs checkpoint, the file to resume from")
     check_device(config.device)
+    check_distinct_files(config)
     for name in ("output", "checkpoint"):
         if getattr(config, name):
             check_writable(getattr(config, name), name)
@@ -173,6 +185,47 @@ def check_config(config: Config) -> None:
         if Path(config.log_dir).is_file():
             raise NotADirectoryError(f"log_dir {config.log_dir!r} is a file; give a folder")
         check_writable(Path(config.log_dir) / "epochs.csv", "log_dir")
+    warn_ignored_settings(config)
+
+
+def check_distinct_files(config: Config) -> None:
+    """``ValueError`` naming both if two of the files a run writes (``output``, ``checkpoint``,
+    ``log_dir``'s ``epochs.csv``) are one file: the later write would replace the earlier one's
+    contents. Paths are compared resolved, so ``./a.json`` and ``a.json`` (or a link) are one."""
+    files = {"output": config.output, "checkpoint": config.checkpoint,
+             "log_dir's epochs.csv": str(Path(config.log_dir) / "epochs.csv") if config.log_dir else None}
+    seen: Dict[Path, str] = {}
+    for name, path in files.items():
+        if not path:
+            continue
+        resolved = Path(path).resolve()
+        if resolved in seen:
+            first = seen[resolved]
+            raise ValueError(f"{first} {files[first]!r} and {name} {path!r} are the same file {str(resolved)!r}: "
+                             "one would overwrite the other; give them different paths")
+        seen[resolved] = name
+
+
+def warn_ignored_settings(config: Config) -> None:
+    """A ``UserWarning`` for each setting the run will ignore, so that a run that differs from what
+    was asked for says so before it trains (the run itself is legal)."""
+    ignored = []
+    if config.noise_matrix and config.noise != "matrix":
+        ignored.append(f"noise_matrix={config.noise_matrix!r} is ignored: noise is {config.noise!r}, not 'matrix'")
+    if config.noise == "none" and config.noise_rate != 0:
+        ignored.append(f"noise_rate={config.noise_rate} is ignored: noise is 'none', no annotation is corrupted "
+                       "(set noise_rate=0)")
+    if config.meta_source == "train":  # build.splits_for holds out nothing: every sample is trained on
+        if config.meta_per_class > 0:
+            ignored.append(f"meta_per_class={config.meta_per_class} is ignored with meta_source='train': no clean "
+                           "samples are held out, and the meta batches are drawn from the training set with its "
+                           "annotated (possibly noisy) labels (set meta_per_class=0)")
+        if config.meta_in_train:
+            ignored.append("meta_in_train=True is ignored with meta_source='train': no samples are held out, so "
+                           "every training sample is trained on already")
+    for message in ignored:
+        # stacklevel: this function, check_config, fit_learner, fit -> the caller of fit
+        warnings.warn(message, stacklevel=5)
 
 
 def check_device(device: str) -> None:

@@ -16,17 +16,24 @@ from .labels import LabelParameterization
 from .records import EpochRecord, write_csv
 
 
+class MissingExtra(ImportError):
+    """An optional extra a setting needs is not installed: a set-up error, which the command line
+    reports in one line (an ``ImportError`` for code that catches that)."""
+
+
 def _summary_writer():
+    # imported at each call, not once at module level: whether TensorBoard is there is asked anew
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as err:
-        raise ImportError("log_dir needs TensorBoard, which is not installed: pip install 'labelmeta[tensorboard]' "
-                          f"(or pip install tensorboard) [{err}]") from None
+        raise MissingExtra("log_dir needs TensorBoard, which is not installed: pip install 'labelmeta[tensorboard]' "
+                           f"(or pip install tensorboard) [{err}]") from None
     return SummaryWriter
 
 
 def check_available() -> None:
-    """``ImportError`` with the install command if TensorBoard is missing (call before training)."""
+    """:class:`MissingExtra` (an ``ImportError``) with the install command if TensorBoard is missing
+    (call before training)."""
     _summary_writer()
 
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .options import check_range
 from .registry import Registry
 from .typing import Indices, Logits, SoftTargets, Targets
 
@@ -148,9 +149,7 @@ class LabelSmoothing(LabelParameterization):
 
     def __init__(self, targets: Targets, num_classes: int, *, smoothing: float = 0.1) -> None:
         super().__init__(targets, num_classes)
-        if not 0.0 <= smoothing < 1.0:
-            raise ValueError(f"smoothing must lie in [0, 1), got {smoothing}")
-        self.smoothing = smoothing
+        self.smoothing = check_range("smoothing", smoothing, 0.0, 1.0)
 
     def soft_targets(self, indices: Indices, targets: Targets) -> SoftTargets:
         one_hot = F.one_hot(targets, self.num_classes).to(torch.get_default_dtype())
@@ -162,7 +161,7 @@ class PerSample(LabelParameterization):
     """An ``N x C`` table of label logits, one row per training sample (corrects noisy labels).
 
     Args:
-        scale: initial logit of the annotated class (others 0); default 4, i.e. the annotated
+        scale: initial logit of the annotated class (> 0; others 0); default 4, i.e. the annotated
             class starts with probability ``e^4 / (e^4 + C - 1)`` (0.86 for ten classes).
 
     The row of a sample ignores the ``targets`` argument: the row *is* that sample's label.
@@ -170,6 +169,7 @@ class PerSample(LabelParameterization):
 
     def __init__(self, targets: Targets, num_classes: int, *, scale: float = 4.0) -> None:
         super().__init__(targets, num_classes)
+        scale = check_range("scale", scale, 0.0, low_open=True)  # <= 0: the annotation is no prior (or a repellent)
         self.logits = nn.Parameter(_scaled_one_hot(self.targets, num_classes, scale))
 
     def soft_targets(self, indices: Indices, targets: Targets) -> SoftTargets:
@@ -183,9 +183,7 @@ class _RunningPredictions(LabelParameterization):
     meta-gradient."""
 
     def _init_ensemble(self, momentum: float) -> None:
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
-        self.momentum = float(momentum)
+        self.momentum = check_range("momentum", momentum, 0.0, 1.0)
         self.register_buffer("ensemble", torch.full((self.num_samples, self.num_classes), 1.0 / self.num_classes))
 
     def log_ensemble(self, indices: Indices) -> Tensor:
@@ -215,7 +213,7 @@ class SelfEnsembled(PerSample, _RunningPredictions):
     constant and reaches only ``z``.
 
     Args:
-        scale: initial logit of the annotated class (see :class:`PerSample`); default 4.
+        scale: initial logit of the annotated class (> 0, see :class:`PerSample`); default 4.
         weight: ``weight`` of the ensemble's log-probabilities (>= 0); default 2.
         momentum: ensemble momentum per visit of a sample, in ``[0, 1)``; default 0.7.
     """
@@ -223,9 +221,7 @@ class SelfEnsembled(PerSample, _RunningPredictions):
     def __init__(self, targets: Targets, num_classes: int, *, scale: float = 4.0, weight: float = 2.0,
                  momentum: float = 0.7) -> None:
         super().__init__(targets, num_classes, scale=scale)
-        if weight < 0:
-            raise ValueError(f"weight must be >= 0, got {weight}")
-        self.weight = float(weight)
+        self.weight = check_range("weight", weight, 0.0)
         self._init_ensemble(momentum)
 
     def soft_targets(self, indices: Indices, targets: Targets) -> SoftTargets:
@@ -261,10 +257,8 @@ class EnsembleTrust(_RunningPredictions):
     def __init__(self, targets: Targets, num_classes: int, *, scale: float = 4.0, weight: float = 2.0,
                  momentum: float = 0.7, per_class: bool = True) -> None:
         super().__init__(targets, num_classes)
-        if scale <= 0:
-            raise ValueError(f"scale must be > 0, got {scale}")
-        if weight <= 0:
-            raise ValueError(f"weight must be > 0, got {weight}")
+        scale = check_range("scale", scale, 0.0, low_open=True)  # kept as logs
+        weight = check_range("weight", weight, 0.0, low_open=True)
         size = num_classes if per_class else 1
         self.log_scale = nn.Parameter(torch.full((size,), math.log(scale)))
         self.log_weight = nn.Parameter(torch.full((size,), math.log(weight)))
@@ -293,9 +287,7 @@ class _EpochCounter(LabelParameterization):
 
     def __init__(self, targets: Targets, num_classes: int, alpha: float) -> None:
         super().__init__(targets, num_classes)
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-        self.alpha = float(alpha)
+        self.alpha = check_range("alpha", alpha, 0.0, 1.0, high_open=False)
         self.register_buffer("observed", torch.zeros((), dtype=torch.long))
 
     @property
@@ -403,11 +395,12 @@ class PerClass(LabelParameterization):
     """A ``C x C`` table of label logits, one row per annotated class (learns class similarity).
 
     Args:
-        scale: initial diagonal logit; default 4.
+        scale: initial diagonal logit (> 0); default 4.
     """
 
     def __init__(self, targets: Targets, num_classes: int, *, scale: float = 4.0) -> None:
         super().__init__(targets, num_classes)
+        scale = check_range("scale", scale, 0.0, low_open=True)
         self.logits = nn.Parameter(scale * torch.eye(num_classes))
 
     def soft_targets(self, indices: Indices, targets: Targets) -> SoftTargets:
@@ -424,7 +417,7 @@ class Temperature(LabelParameterization):
     """Learnable temperature softening the scaled one-hot logits: ``softmax(scale * onehot / T)``.
 
     Args:
-        scale: logit of the annotated class before tempering; default 4.
+        scale: logit of the annotated class before tempering (> 0); default 4.
         per_class: one temperature per annotated class instead of a single global one.
         init_temperature: starting ``T`` (> 0); default 1.
 
@@ -447,9 +440,8 @@ class Temperature(LabelParameterization):
         init_temperature: float = 1.0,
     ) -> None:
         super().__init__(targets, num_classes)
-        if init_temperature <= 0:
-            raise ValueError(f"init_temperature must be > 0, got {init_temperature}")
-        self.scale = scale
+        self.scale = check_range("scale", scale, 0.0, low_open=True)
+        init_temperature = check_range("init_temperature", init_temperature, 0.0, low_open=True)  # kept as a log
         size = num_classes if per_class else 1
         self.log_temperature = nn.Parameter(torch.full((size,), float(init_temperature)).log())
 
@@ -467,7 +459,7 @@ class ClassTemperature(Temperature):
     """:class:`Temperature` with one learnable temperature per annotated class.
 
     Args:
-        scale: logit of the annotated class before tempering; default 4.
+        scale: logit of the annotated class before tempering (> 0); default 4.
         init_temperature: starting ``T`` (> 0); default 1.
     """
 

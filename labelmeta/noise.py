@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from .labels import check_targets
+from .options import check_range
 
 #: The standard CIFAR-10 class-flip map: truck→automobile, bird→airplane, deer→horse, cat↔dog.
 CIFAR10_FLIPS: Dict[int, int] = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
@@ -44,22 +45,22 @@ class NoisyLabels:
         return self.corrupted.float().mean().item() if self.true.numel() else 0.0
 
 
-def _check_rate(rate: float) -> None:
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"noise rate must lie in [0, 1), got {rate}")
+def check_rate(rate: float) -> None:
+    """``ValueError`` unless ``rate`` is a noise rate in ``[0, 1)``."""
+    check_range("noise rate", rate, 0.0, 1.0)
 
 
 def symmetric_matrix(num_classes: int, rate: float) -> Tensor:
     """With probability ``rate`` the label is redrawn uniformly from *all* classes (so the
     effective rate is ``rate * (C - 1) / C``)."""
-    _check_rate(rate)
+    check_rate(rate)
     return (1 - rate) * torch.eye(num_classes, dtype=torch.float64) + rate / num_classes
 
 
 def flip_matrix(num_classes: int, rate: float, flips: Optional[Dict[int, int]] = None) -> Tensor:
     """With probability ``rate`` class ``i`` is annotated ``flips[i]`` (classes absent from
     ``flips`` stay clean). Default map: ``i → (i + 1) mod C``, a fixed permutation."""
-    _check_rate(rate)
+    check_rate(rate)
     if flips is None:
         flips = {i: (i + 1) % num_classes for i in range(num_classes)}
     matrix = torch.eye(num_classes, dtype=torch.float64)
@@ -71,36 +72,61 @@ def flip_matrix(num_classes: int, rate: float, flips: Optional[Dict[int, int]] =
     return matrix
 
 
-def check_matrix(matrix: Tensor, num_classes: int) -> Tensor:
-    """``matrix`` as float64 if it is a ``C x C`` row-stochastic matrix, else ``ValueError``."""
+def check_matrix(matrix: Tensor, num_classes: int, what: str = "transition matrix") -> Tensor:
+    """``matrix`` as float64 if it is a ``C x C`` row-stochastic matrix, else ``ValueError`` naming
+    ``what`` (e.g. the file it came from) and the offending rows."""
     matrix = torch.as_tensor(matrix, dtype=torch.float64)
     if matrix.shape != (num_classes, num_classes):
-        raise ValueError(f"transition matrix must be {num_classes} x {num_classes}, got {tuple(matrix.shape)}")
+        raise ValueError(f"{what} must be {num_classes} x {num_classes}, got {tuple(matrix.shape)}")
+    return _check_rows(matrix, what)
+
+
+def _check_rows(matrix: Tensor, what: str) -> Tensor:
+    """``matrix`` (2-D, float64) if every row is a probability distribution: finite, non-negative
+    entries summing to one; else ``ValueError`` naming ``what`` and the rows."""
+    def refuse(rows: Tensor, problem: str) -> None:
+        bad = rows.nonzero().squeeze(1)
+        if bad.numel():
+            raise ValueError(f"{what} rows {bad.tolist()} {problem}")
+
+    # non-finite first: a NaN row's sum is NaN too, and torch.multinomial would fail on it mid-set-up
+    refuse(~matrix.isfinite().all(1), "hold non-finite entries (nan or inf)")
+    refuse((matrix < 0).any(1), "hold negative entries")
     sums = matrix.sum(1)
-    bad = ((matrix < 0).any(1) | ((sums - 1).abs() > 1e-6)).nonzero().squeeze(1)
-    if bad.numel():
-        raise ValueError(f"transition matrix rows {bad.tolist()} are not probability distributions "
-                         f"(row sums {sums[bad].tolist()})")
+    off = (sums - 1).abs() > 1e-6
+    refuse(off, f"are not probability distributions (row sums {sums[off].tolist()})")
     return matrix
 
 
 def load_matrix(path: str) -> Tensor:
-    """Read a transition matrix from ``.npy``, ``.csv`` (comma-separated) or ``.json`` (nested list)."""
+    """Read a transition matrix from ``.npy``, ``.csv`` (comma-separated) or ``.json`` (nested list).
+
+    Checked as it is read, before any data is loaded: a square table whose rows are probability
+    distributions, else ``ValueError`` naming ``path`` (and the rows); whether it has a row per
+    class is :func:`check_matrix`'s, once the dataset is known. A missing file is ``OSError``.
+    """
     import json
 
     import numpy as np
 
     suffix = str(path).rsplit(".", 1)[-1].lower()
-    if suffix == "npy":
-        array = np.load(path)
-    elif suffix == "csv":
-        array = np.loadtxt(path, delimiter=",", ndmin=2)
-    elif suffix == "json":
-        with open(path) as f:
-            array = np.asarray(json.load(f), dtype=np.float64)
-    else:
+    if suffix not in ("npy", "csv", "json"):
         raise ValueError(f"transition matrix file must be .npy, .csv or .json, got {path!r}")
-    return torch.as_tensor(array, dtype=torch.float64)
+    what = f"transition matrix {str(path)!r}"
+    try:
+        if suffix == "npy":
+            array = np.load(path)
+        elif suffix == "csv":
+            array = np.loadtxt(path, delimiter=",", ndmin=2)
+        else:
+            with open(path) as f:
+                array = np.asarray(json.load(f), dtype=np.float64)
+        matrix = torch.as_tensor(array, dtype=torch.float64)
+    except (ValueError, TypeError) as err:  # unparsable text, a ragged, pickled or text table: say which file
+        raise ValueError(f"cannot read {what}: {err}") from None
+    if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"{what} must be a square C x C table, got shape {tuple(matrix.shape)}")
+    return _check_rows(matrix, what)
 
 
 def apply_transition(targets: Tensor, matrix: Tensor, generator: torch.Generator, rate: float = float("nan")) -> NoisyLabels:
@@ -132,7 +158,7 @@ def add_noise(
         nominal = float(1 - matrix.diagonal()[targets].mean()) if targets.numel() else 0.0
         return apply_transition(targets, matrix, torch.Generator().manual_seed(seed), nominal)
     if kind == "none" or rate == 0:
-        _check_rate(rate)
+        check_rate(rate)
         if kind not in NOISE_KINDS:
             raise ValueError(f"unknown noise kind {kind!r}; available: {', '.join(NOISE_KINDS)}")
         return NoisyLabels(noisy=targets.clone(), true=targets.clone(), nominal_rate=0.0)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections.abc
 import inspect
+import math
 import re
 import typing
 from dataclasses import dataclass
@@ -169,3 +170,22 @@ def _docstring_args(doc: str) -> Dict[str, str]:
 
 
 __all__ = ["Option", "Schema"]
+
+
+def check_range(name: str, value: float, low: float, high: float = math.inf, *,
+                low_open: bool = False, high_open: bool = True) -> float:
+    """``value`` as a float if it lies between ``low`` and ``high``, else ``ValueError`` naming ``name``
+    and ``value``. The interval is ``[low, high)`` by default (``low_open``/``high_open`` change its
+    ends); NaN lies in none, and neither does an infinite value (an unbounded end is always open).
+
+    The one check of a numeric setting's domain: component options, ``Config`` fields, the noise rate.
+    """
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    if above and below and math.isfinite(value):
+        return float(value)
+    if math.isinf(high):  # a half-line reads better as a bound
+        finite = "finite and " if math.isinf(value) else ""
+        raise ValueError(f"{name} must be {finite}{'>' if low_open else '>='} {low:g}, got {value}")
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    raise ValueError(f"{name} must lie in {interval}, got {value}")

@@ -2,15 +2,21 @@
 from __future__ import annotations
 
 import json
+import re
+import sys
 
 import pytest
 import torch
 
 from helpers import C, make_data, make_model
-from labelmeta import Config, Learner, fit, make_label_optimizer, make_labels
+from labelmeta import LABELS, Config, Learner, fit, make_label_optimizer, make_labels
 from labelmeta.cli import main
+from labelmeta.config import check_config
 
 TINY = Config(dataset_options=dict(num_samples=1000), meta_per_class=5, meta_batch_size=20, epochs=1, warmup_epochs=0, progress=False)
+#: TINY as command-line flags
+TINY_FLAGS = ["--data-num-samples", "1000", "--meta-per-class", "5", "--meta-batch-size", "20", "--epochs", "1",
+              "--warmup-epochs", "0", "--no-progress"]
 
 
 def _learner(labels_name="per-sample", optimizer=None):
@@ -111,6 +117,12 @@ def logits_of_the_wrong_shape_observed():
     make_labels("per-sample-ensemble", torch.tensor([0, 1, 2]), 3).observe(torch.tensor([0, 1]), torch.zeros(2, 4))
 
 
+def non_finite_transition_matrix():
+    from labelmeta.noise import add_noise
+
+    add_noise(torch.arange(3), 3, "matrix", matrix=torch.tensor([[1.0, 0, 0], [float("nan"), 1.0, 0], [0, 0, 1.0]]))
+
+
 API_CASES = [
     (wrong_batch_shapes, ValueError, r"batch has 3 inputs, 6 targets and 6 indices"),
     (batch_without_indices, ValueError, r"batch must be \(inputs, targets, indices\), got tuple of length 2"),
@@ -134,6 +146,7 @@ API_CASES = [
     (mistyped_strategy_option, ValueError, r"strategy 'truncated' option 'steps' takes int, got '4'"),
     (dataset_option_it_does_not_take, ValueError, r"dataset 'digits' has no option 'num_samples'; "
                                                   r"its options: data_seed, test_fraction"),
+    (non_finite_transition_matrix, ValueError, r"^transition matrix rows \[1\] hold non-finite entries \(nan or inf\)$"),
 ]
 
 
@@ -166,6 +179,9 @@ CLI_CASES = [
     (["--resume"], "resume=True needs checkpoint"),
     (["--meta-per-class", "0"], "meta_source='clean' needs a held-out meta split"),
     (["--noise-matrix", "missing.npy", "--noise", "matrix"], "No such file"),
+    (["--momentum", "1"], "momentum must lie in [0, 1), got 1.0"),
+    (["--lr", "-0.1"], "lr must be >= 0, got -0.1"),
+    (["--labels", "per-class", "--label-scale", "0"], "scale must be > 0, got 0.0"),
 ]
 
 
@@ -227,6 +243,13 @@ SILENT_NO_OPS = [
     (dict(labels="smoothing", strategy="functional"), "LabelSmoothing labels are fixed: the Functional strategy"),
     (dict(strategy="reweight"), "MetaReweight strategy learns sample weights, not labels: the parameters of the "
                                 "PerSample labels stay"),
+    # ignored settings: the run differs from what was asked for
+    (dict(noise_matrix="T.npy"), r"^noise_matrix='T.npy' is ignored: noise is 'symmetric', not 'matrix'$"),
+    (dict(noise="none"), r"^noise_rate=0.4 is ignored: noise is 'none', no annotation is corrupted \(set noise_rate=0\)$"),
+    (dict(meta_source="train"), r"^meta_per_class=5 is ignored with meta_source='train': no clean samples are held out, "
+                                r"and the meta batches are drawn from the training set with its annotated"),
+    (dict(meta_source="train", meta_per_class=0, meta_in_train=True),
+     r"^meta_in_train=True is ignored with meta_source='train': no samples are held out"),
 ]
 
 
@@ -251,3 +274,96 @@ def test_cli_unreadable_checkpoint(tmp_path, capsys):
     assert main(["train", "--data-num-samples", "1000", "--epochs", "1", "--warmup-epochs", "0", "--no-progress",
                  "--checkpoint", str(bad), "--resume"]) == 2
     assert "is corrupt or not a torch file" in capsys.readouterr().err
+
+
+CONFIG_CASES = [
+    (dict(momentum=1.0), r"^momentum must lie in \[0, 1\), got 1.0$"),
+    (dict(momentum=-0.1), r"^momentum must lie in \[0, 1\), got -0.1$"),
+    (dict(lr=-0.1), r"^lr must be >= 0, got -0.1$"),
+    (dict(lr=float("nan")), r"^lr must be >= 0, got nan$"),
+    (dict(weight_decay=-1e-4), r"^weight_decay must be >= 0, got -0.0001$"),
+    (dict(label_lr=-0.5), r"^label_lr must be >= 0, got -0.5$"),
+    (dict(label_lr=float("inf")), r"^label_lr must be finite and >= 0, got inf$"),
+    (dict(noise_rate=1.2), r"^noise rate must lie in \[0, 1\), got 1.2$"),  # before any data is loaded
+]
+
+
+@pytest.mark.parametrize("changes, message", CONFIG_CASES, ids=[str(c[0]) for c in CONFIG_CASES])
+def test_config_values_out_of_their_domain_are_refused_by_check_config(changes, message):
+    with pytest.raises(ValueError, match=message):
+        check_config(TINY.replace(**changes))
+
+
+SCALED = [name for name in LABELS.names() if "scale" in LABELS.schema(name).options]
+
+
+@pytest.mark.parametrize("name", SCALED)
+@pytest.mark.parametrize("value, message", [(0.0, "must be > 0, got 0.0"), (-1.0, "must be > 0, got -1.0"),
+                                            (float("nan"), "must be > 0, got nan"),
+                                            (float("inf"), "must be finite and > 0, got inf")])
+def test_every_label_scale_must_be_finite_and_positive(name, value, message):
+    assert {"per-sample", "per-sample-ensemble", "ensemble-trust", "per-class", "temperature"} <= set(SCALED)
+    with pytest.raises(ValueError, match=f"^scale {re.escape(message)}$"):
+        make_labels(name, torch.tensor([0, 1, 2]), 3, scale=value)
+
+
+@pytest.mark.parametrize("name, option, value, message", [
+    ("per-sample-ensemble", "weight", float("nan"), "weight must be >= 0, got nan"),
+    ("per-sample-ensemble", "weight", float("inf"), "weight must be finite and >= 0, got inf"),
+    ("ensemble-trust", "weight", float("inf"), "weight must be finite and > 0, got inf"),
+    ("temperature", "init_temperature", float("inf"), "init_temperature must be finite and > 0, got inf"),
+    ("class-temperature", "init_temperature", float("nan"), "init_temperature must be > 0, got nan"),
+])
+def test_label_options_out_of_their_domain(name, option, value, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        make_labels(name, torch.tensor([0, 1, 2]), 3, **{option: value})
+
+
+def test_two_outputs_in_one_file_are_refused_before_training(tmp_path, monkeypatch):
+    """Two spellings of one path are one file: the checkpoint and the results (or the epochs' CSV)
+    would overwrite each other, and the run would keep only one."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"^output './run.json' and checkpoint 'run.json' are the same file "
+                                         f"{re.escape(repr(str(tmp_path.resolve() / 'run.json')))}: one would "
+                                         r"overwrite the other; give them different paths$"):
+        fit(TINY.replace(output="./run.json", checkpoint="run.json"))
+    with pytest.raises(ValueError, match=r"^output 'logs/../logs/epochs.csv' and log_dir's epochs.csv "
+                                         r"'logs/epochs.csv' are the same file"):
+        fit(TINY.replace(output="logs/../logs/epochs.csv", log_dir="logs"))
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+@pytest.mark.parametrize("table, problem", [
+    ("1,0,0\nnan,1,0\n0,0,inf\n", r"rows \[1, 2\] hold non-finite entries \(nan or inf\)"),
+    ("1,0,0\n0,1,0\n-0.5,0.5,1\n", r"rows \[2\] hold negative entries"),
+    ("1,0,0\n0.5,1,0\n0,0,0.9\n", r"rows \[1, 2\] are not probability distributions \(row sums \[1.5, 0.9\]\)"),
+])
+def test_cli_bad_transition_matrix_file_is_refused_before_the_data(tmp_path, capsys, table, problem):
+    """The file is checked as it is read: the data (CIFAR-10 files that are not there) are never reached."""
+    path = tmp_path / "T.csv"
+    path.write_text(table)
+    assert main(["train", "--epochs", "1", "--no-progress", "--dataset", "cifar10", "--data-root",
+                 str(tmp_path / "no-data"), "--noise", "matrix", "--noise-matrix", str(path)]) == 2
+    assert re.fullmatch(f"labelmeta: error: transition matrix {re.escape(repr(str(path)))} {problem}\n",
+                        capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("source, error", [
+    ("import math\n\ndef broken(:\n    pass\n", r"SyntaxError: .+"),
+    ("import math\n\nraise RuntimeError('no GPU here')\n", r"RuntimeError: no GPU here"),
+], ids=["syntax error", "raises at import"])
+def test_cli_import_of_a_broken_file_is_a_one_line_error(tmp_path, capsys, source, error):
+    path = tmp_path / "plugin.py"
+    path.write_text(source)
+    assert main(["--import", str(path), "list"]) == 2
+    file = re.escape(str(path))
+    assert re.fullmatch(f"labelmeta: error: cannot import '{file}': {error} \\({file}, line 3\\)\n",
+                        capsys.readouterr().err)
+    assert "labelmeta_user_plugin" not in sys.modules  # no half-made module left behind
+
+
+def test_cli_log_dir_without_tensorboard_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails, as when not installed
+    assert main(["train", *TINY_FLAGS, "--log-dir", str(tmp_path / "logs")]) == 2
+    assert re.fullmatch(r"labelmeta: error: log_dir needs TensorBoard, which is not installed: "
+                        r"pip install 'labelmeta\[tensorboard\]' .*\n", capsys.readouterr().err)

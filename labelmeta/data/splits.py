@@ -10,7 +10,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
 from ..labels import check_targets
-from ..noise import NoisyLabels, add_noise, load_matrix
+from ..noise import NoisyLabels, add_noise, check_matrix, load_matrix
 from .loading import Indexed, IndexedTensorDataset
 from .sources import DATASETS, stratified_mask
 
@@ -54,7 +54,8 @@ def make_splits(
         meta_per_class: clean samples per class held out of the training set for the meta loss
             (0: none, the meta batches then come from the training data).
         noise, noise_rate, noise_matrix: see :func:`labelmeta.noise.add_noise` (``noise_matrix`` may be a
-            tensor or a ``.npy`` / ``.csv`` / ``.json`` file, read here); asymmetric noise
+            tensor or a ``.npy`` / ``.csv`` / ``.json`` file, read and checked here before the dataset
+            is loaded, and only for ``noise="matrix"``: other noise ignores it); asymmetric noise
             uses the dataset's class-flip map (CIFAR-10's standard one, Patrini et al.'s for MNIST),
             else the fixed permutation ``i → i + 1 mod C``.
         seed: seeds the meta split and the noise draw.
@@ -66,10 +67,13 @@ def make_splits(
     """
     if meta_per_class < 0:
         raise ValueError(f"meta_per_class must be >= 0, got {meta_per_class}")
-    if isinstance(noise_matrix, (str, Path)):
-        noise_matrix = load_matrix(str(noise_matrix))
+    matrix_file = str(noise_matrix) if isinstance(noise_matrix, (str, Path)) else None
+    if matrix_file is not None:  # read and checked before the dataset is built, which may take long
+        noise_matrix = load_matrix(matrix_file) if noise == "matrix" else None  # other noise ignores it
     raw = DATASETS.build(dataset, data_root, options=dataset_options)
     check_targets(raw.train_targets, raw.num_classes, "dataset targets")
+    if matrix_file is not None and noise_matrix is not None:  # its size, naming the file, now that C is known
+        noise_matrix = check_matrix(noise_matrix, raw.num_classes, f"transition matrix {matrix_file!r}")
     if len(raw.train_targets) != len(raw.train):
         raise ValueError(f"dataset has {len(raw.train)} samples but {len(raw.train_targets)} targets")
     meta_mask = stratified_mask(raw.train_targets, raw.num_classes, seed, per_class=meta_per_class) \
