@@ -12,6 +12,7 @@ from .accel import autocast
 from .distributed import Distributed
 from .labels import LabelParameterization, check_targets
 from .losses import TrainingLoss, check_finite, make_loss
+from .probe import attempt, explain, head, misfit
 from .profiling import phase
 from .strategies import MetaProblem, MetaStats, Strategy, make_strategy
 from .typing import Batch
@@ -57,6 +58,11 @@ class Learner:
     (:meth:`~labelmeta.labels.LabelParameterization.observe`). For a strategy that
     :attr:`~labelmeta.strategies.Strategy.shares_forward` (``one-step``), the model step's forward
     runs first and is handed to the strategy, so the two share it (in one process).
+
+    The strategy differentiates on kernels that have every derivative it needs (:mod:`labelmeta.kernels`:
+    the math kernel for attention), the model step runs on the default, fast ones. Before the first
+    meta step, :meth:`probe` checks on copies and a few samples that the strategy can differentiate
+    the model (:func:`labelmeta.runner.fit` calls it before training).
     """
 
     def __init__(
@@ -91,6 +97,7 @@ class Learner:
                           stacklevel=2)
         if self.meta_enabled:
             strategy.check(optimizer)
+            strategy.check_model(model)
             if all(float(group["lr"]) == 0 for group in optimizer.param_groups):
                 warnings.warn("the model's learning rate is 0: the unrolled step does not move the model, so the "
                               "meta gradient is 0 and the labels never change", stacklevel=2)
@@ -102,6 +109,9 @@ class Learner:
         self.num_steps = 0
         self.amp = amp
         self.distributed = distributed
+        #: whether the model step's forward is handed to the strategy (the probe may find it cannot be)
+        self.share_forward = strategy is not None and strategy.shares_forward and distributed is None
+        self.probed = False
         self._train_model = model
         if distributed is not None:
             if strategy is not None and not strategy.supports_distributed:
@@ -145,7 +155,9 @@ class Learner:
             if meta_batch is not None and self.meta_enabled:
                 assert self.strategy is not None
                 self._check_batch(meta_batch, "meta_batch")  # before the forward touches BatchNorm's statistics
-                if self.strategy.shares_forward and self.distributed is None:
+                if not self.probed:
+                    self.probe(batch, meta_batch)
+                if self.share_forward:
                     with phase("labelmeta: model forward (shared)"):
                         logits = self._train_model(batch[0])  # the model step's forward, lent to the meta step first
                 meta = self._meta_step(batch, meta_batch, scale, logits)
@@ -154,6 +166,38 @@ class Learner:
                 loss = self._model_step(batch, scale, weights, logits)
         self.num_steps += 1
         return StepStats(loss / scale, meta.meta_loss if meta else None, weights)
+
+    def probe(self, batch: Batch, meta_batch: Batch) -> None:
+        """Check, on copies and the first few samples of each batch, that the strategy can differentiate
+        the model; ``ValueError`` naming the module and the strategies that can, or the batch that does not fit.
+
+        Where a strategy has several ways to the same gradient (:meth:`~labelmeta.strategies.Strategy.variants`)
+        or could share the model step's forward, the first combination that works is kept: e.g. a model
+        whose fast attention kernel has no double backward gets the inner gradient from a forward of its
+        own, on the math kernel. "Works" means it runs, and the derivatives the strategy takes of the model
+        (:meth:`~labelmeta.strategies.Strategy.derivatives`) agree with central differences in float64
+        (:mod:`labelmeta.probe`): a backward that cannot itself be differentiated drops its part of the
+        hypergradient without an error. Runs once, by itself before the first meta step; nothing the run
+        owns changes (random state included). A learner without a meta step has nothing to probe.
+        """
+        self.probed = True
+        if not self.meta_enabled:
+            return
+        assert self.strategy is not None
+        self._check_batch(batch, "batch")
+        self._check_batch(meta_batch, "meta_batch")
+        batch, meta_batch = head(batch), head(meta_batch)
+        parts = (self.model, self.optimizer, self.labels)
+        first: Optional[str] = None
+        for strategy in self.strategy.variants(self.model):
+            for share in ((True, False) if self.share_forward else (False,)):
+                reason = attempt(*parts, strategy, self.loss, batch, meta_batch, share, self.amp)
+                if reason is None:
+                    self.strategy, self.share_forward = strategy, share
+                    return
+                first = first or reason
+        assert first is not None
+        raise explain(first, *parts, self.strategy, self.loss, batch, meta_batch, self.amp)
 
     def _meta_step(self, batch: Batch, meta_batch: Batch, scale: float, logits: Optional[Tensor]) -> MetaStats:
         """The strategy's label gradient, then the label optimiser's step (``meta_batch`` checked)."""
@@ -172,6 +216,11 @@ class Learner:
             raise FloatingPointError(f"{err} at step {self.num_steps}: meta_batch of {len(meta_batch[2])} samples with "
                                      f"indices {_indices(meta_batch)}{_inputs_note(meta_batch)}; "
                                      f"training {_describe(batch)}") from None
+        except RuntimeError as err:  # e.g. a later meta batch of another shape: say which batch it was
+            wrong = misfit(self.model, problem.meta_batch, "meta_batch")
+            if wrong is None:
+                raise
+            raise wrong from err
         if self.distributed is not None:  # per-class rows from every process, per-sample rows from one
             self.distributed.sum_([p.grad for p in self.labels.parameters()])
         if self.label_optimizer is not None:

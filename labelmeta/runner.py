@@ -22,6 +22,7 @@ from .distributed import from_environment
 from .labels import LabelParameterization
 from .learner import Learner
 from .metrics import evaluate, label_quality
+from .probe import PROBE_SAMPLES
 from .records import EpochRecord, Results, ResultsNotWritten
 from .schedule import MetaSchedule, lr_scheduler
 
@@ -88,6 +89,10 @@ def fit_learner(config: Config, splits: Optional[Splits] = None, labels: Optiona
     def to_device(batch):
         return accel.to_device(batch, device, non_blocking=pinned, channels_last=config.channels_last)
 
+    if learner.meta_enabled:  # can the strategy differentiate the model? Known now, not after the warm-up
+        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+            first = [to_device(next(iter(loader(data, PROBE_SAMPLES, shuffle=False)))) for data in (splits.train, meta_set)]
+        learner.probe(*first)
     steps_per_epoch = len(train_loader)
     schedule = MetaSchedule(steps_per_epoch=steps_per_epoch, epochs=config.epochs, warmup_epochs=config.warmup_epochs,
                             every=config.meta_every, label_schedule=config.label_schedule)

@@ -38,7 +38,8 @@ def test_amp_runs_the_model_in_bf16():
     targets, batch, meta = make_data()
     model = make_model("bn")
     seen = set()
-    model.register_forward_hook(lambda module, args, out: seen.add(out.dtype))
+    # the learner's model only: the probe's copies (float64 among them) carry the hook too
+    model.register_forward_hook(lambda module, args, out: seen.add(out.dtype) if module is model else None)
     labels = make_learnable_labels("per-sample", targets)
     learner = Learner(model, torch.optim.SGD(model.parameters(), lr=0.1), labels, OneStep(),
                       make_label_optimizer("mirror", labels.parameters(), 0.5), amp=True)

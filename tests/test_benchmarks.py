@@ -548,3 +548,16 @@ def test_cifar_epoch_smoke(tmp_path):
         _close(per_second, data["images"] / r["seconds"])
         _close(ratio, r["seconds"] / plain)
         assert memory == "–"  # measured on a GPU only
+
+
+def test_layer_support_smoke(tmp_path):
+    _smoke("layer_support.py", tmp_path)
+    data = json.loads((tmp_path / "layer_support_smoke.json").read_text())
+    [table] = _tables(_sections((tmp_path / "layer_support_smoke.md").read_text())["sgd"])
+    shown = _rows(table)
+    assert list(shown) == list(data["sgd"]) == ["LayerNorm", "TransformerEncoderLayer"]
+    for layer, cells in data["sgd"].items():
+        assert len(shown[layer]) == len(cells)
+        for text, cell in zip(shown[layer], cells.values()):
+            assert text.startswith("✓ ") and cell["error"] <= 1e-7
+            assert text.split()[1] == f"{cell['error']:.0e}"

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, FrozenSet, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..kernels import on_differentiable_kernels
 from ..labels import LabelParameterization
-from ..losses import TrainingLoss, check_finite, soft_cross_entropy
+from ..losses import LOSSES, TrainingLoss, check_finite, make_loss, soft_cross_entropy
 from ..registry import Registry
 from ..typing import Batch
 from ..update_rules import rule_for
@@ -43,7 +44,8 @@ class MetaProblem:
         labels: the label parameterisation whose parameters get the gradient.
         batch: the training batch ``(x, y, indices)`` the inner steps train on.
         meta_batch: the batch the meta loss scores with its hard labels.
-        loss: the training loss (the same the real step uses).
+        loss: the training loss (the same the real step uses): a callable
+            ``loss(logits, soft_targets, weights, targets)`` or a :data:`~labelmeta.losses.LOSSES` name.
         inner_scale: factor on the inner loss: this process's share of the global training batch
             (1 in one process; see :mod:`labelmeta.distributed`).
         meta_scale: factor on the meta loss: this process's share of the global meta batch mean.
@@ -58,11 +60,18 @@ class MetaProblem:
     labels: LabelParameterization
     batch: Batch
     meta_batch: Batch
-    loss: TrainingLoss = soft_cross_entropy
+    loss: Union[TrainingLoss, str] = soft_cross_entropy
     inner_scale: float = 1.0
     meta_scale: float = 1.0
     group: Optional["Distributed"] = None
     logits: Optional[Tensor] = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.loss, str):
+            self.loss = make_loss(self.loss)  # an unknown name lists the registered ones
+        elif not callable(self.loss):
+            raise TypeError(f"MetaProblem.loss must be a training loss name ({', '.join(LOSSES.names())}) or a "
+                            f"callable loss(logits, soft_targets, weights, targets), got {self.loss!r}")
 
     def inner_loss(self, logits: Tensor, soft_targets: Tensor, weights: Optional[Tensor] = None) -> Tensor:
         """The training loss of ``logits`` on the training batch against ``soft_targets``, scaled."""
@@ -96,6 +105,16 @@ class MetaStats:
     sample_weights: Optional[Tensor] = None
 
 
+def _checking(compute):
+    """``compute`` that first checks the problem's optimiser with the strategy's :meth:`Strategy.check`."""
+    def checked(self: "Strategy", problem: MetaProblem, *args: Any, **kwargs: Any) -> MetaStats:
+        self.check(problem.optimizer)
+        return compute(self, problem, *args, **kwargs)
+
+    checked.__doc__, checked.__name__, checked.__qualname__ = compute.__doc__, compute.__name__, compute.__qualname__
+    return checked
+
+
 def normalised(weights: Tensor) -> Tensor:
     """``weights [B]`` scaled to sum to one, or as they are (all zero) when they sum to zero: a
     weighted batch then takes the step length of a plain batch mean, and a batch no sample helps is skipped."""
@@ -120,7 +139,9 @@ class Strategy(abc.ABC):
 
     Options are keyword-only constructor arguments with a type and a default (see
     :mod:`labelmeta.options`); the learner tells a strategy nothing else, everything a step needs
-    arrives in the problem. When meta steps happen (warm-up, every ``m`` steps) is the run's
+    arrives in the problem. ``compute`` (and ``meta_loss``) of every subclass run on kernels
+    that have the derivatives a hypergradient needs (:mod:`labelmeta.kernels`), and ``compute``
+    checks the optimiser first, however the strategy is called. When meta steps happen (warm-up, every ``m`` steps) is the run's
     schedule, not the strategy's (:class:`labelmeta.schedule.MetaSchedule`).
     """
 
@@ -134,6 +155,17 @@ class Strategy(abc.ABC):
     #: first and hands it over, so the two share one forward (in one process)
     shares_forward: bool = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every strategy differentiates on kernels that have the derivatives it needs, however it is
+        # called (by a Learner, or directly as in the tutorials): ``compute`` and ``meta_loss``, where
+        # a subclass defines them, run under labelmeta.kernels.differentiable_kernels (the math
+        # attention kernel), and ``compute`` first checks the optimiser, as the Learner does once.
+        super().__init_subclass__(**kwargs)
+        for name in ("compute", "meta_loss"):
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "__isabstractmethod__", False):
+                setattr(cls, name, on_differentiable_kernels(_checking(method) if name == "compute" else method))
+
     def check(self, optimizer: torch.optim.Optimizer) -> None:
         """Raise ``ValueError`` if this strategy cannot differentiate through ``optimizer``.
 
@@ -141,6 +173,29 @@ class Strategy(abc.ABC):
         :func:`labelmeta.update_rules.rule_for` reproduces exactly.
         """
         rule_for(optimizer)
+
+    def check_model(self, model: nn.Module) -> None:
+        """Raise ``ValueError`` if this strategy's options cannot serve ``model`` (e.g. a product
+        that would draw other dropout masks); the learner calls it when it is built. Accepts any model by default.
+
+        Whether the model's operations have the derivatives the strategy needs is another question,
+        answered by running it: :meth:`labelmeta.learner.Learner.probe`.
+        """
+
+    def derivatives(self, model: nn.Module) -> FrozenSet[str]:
+        """Which derivatives of ``model`` beyond the gradient the strategy takes, so that the probe
+        (:meth:`labelmeta.learner.Learner.probe`) checks them numerically before training:
+        ``"double backward"`` (the inner gradient differentiated in the training loss's gradient:
+        every second-order unroll), ``"hessian"`` (also in the weights: two or more differentiated
+        steps), ``"forward mode"`` (a forward-mode product). Default: the first two.
+        """
+        return frozenset({"double backward", "hessian"})
+
+    def variants(self, model: nn.Module) -> List["Strategy"]:
+        """Ways of computing this strategy's gradient for ``model``, preferred first (``[self]`` by
+        default): :meth:`labelmeta.learner.Learner.probe` keeps the first that can differentiate the model.
+        A variant computes the same numbers, differently (``one-step``'s ``product="auto"``)."""
+        return [self]
 
     @abc.abstractmethod
     def compute(self, problem: MetaProblem) -> MetaStats:
@@ -185,6 +240,13 @@ class KStepStrategy(MetaLossStrategy):
 
     def __init__(self, *, steps: int = 1) -> None:
         self.steps = inner_steps(steps)
+
+    #: differentiate through the last ``through`` inner steps only (``None``: all of them)
+    through: Optional[int] = None
+
+    def derivatives(self, model: nn.Module) -> FrozenSet[str]:
+        differentiated = self.steps if self.through is None else self.through
+        return frozenset({"double backward", "hessian"} if differentiated > 1 else {"double backward"})
 
 
 def inner_steps(steps: int) -> int:

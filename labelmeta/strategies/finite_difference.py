@@ -1,10 +1,10 @@
 """A first-order approximation of the last inner step's hypergradient, by a central difference."""
 from __future__ import annotations
 
-from typing import List
+from typing import FrozenSet, List
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..losses import check_finite
 from ..update_rules import sgd_gain
@@ -51,6 +51,9 @@ class FiniteDifference(ApproximateStrategy):
             raise ValueError(f"finite-difference needs SGD (its step is linear in the gradient), got "
                              f"{type(optimizer).__name__}; use 'unrolled', 'functional' or 'truncated'")
         super().check(optimizer)
+
+    def derivatives(self, model: nn.Module) -> FrozenSet[str]:
+        return frozenset()  # gradients and forward passes only: what plain training takes
 
     def compute(self, problem: MetaProblem) -> MetaStats:
         x = problem.batch[0]

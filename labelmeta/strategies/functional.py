@@ -9,7 +9,7 @@ same update rules (:mod:`labelmeta.update_rules`, ``torch.optim``'s arithmetic) 
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import FrozenSet, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -31,8 +31,6 @@ class Functional(KStepStrategy):
         steps: inner steps ``k`` (>= 1); default 1.
     """
 
-    #: differentiate through the last ``through`` inner steps only (``None``: all of them)
-    through: Optional[int] = None
     #: the machinery that steps the functional copy (a subclass can instrument it)
     unroll_class = FunctionalUnroll
 
@@ -104,6 +102,9 @@ class HeadOnly(Functional):
     def __init__(self, *, steps: int = 1, head: Optional[str] = None) -> None:
         super().__init__(steps=steps)
         self.head = head
+
+    def derivatives(self, model: nn.Module) -> FrozenSet[str]:
+        return frozenset()  # of the head only, and the head is usually linear: the probe's run suffices
 
     def meta_loss(self, problem: MetaProblem, weights: Optional[Tensor] = None) -> Tensor:
         _, head = find_head(problem.model, self.head)

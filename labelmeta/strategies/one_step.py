@@ -22,14 +22,16 @@ unroll's own forward: the learner hands over the logits of the model step's forw
 """
 from __future__ import annotations
 
+import copy
 import functools
 import warnings
-from typing import List, Literal, Optional, Sequence
+from typing import FrozenSet, List, Literal, Optional, Sequence
 
 import torch
 import torch.autograd.forward_ad as fwad
 from torch import Tensor, nn
 
+from ..kernels import on_differentiable_kernels
 from ..losses import check_finite
 from ..profiling import phase
 from ..update_rules import sgd, sgd_gain
@@ -69,7 +71,7 @@ class OneStep(Strategy):
             raise ValueError(f"product must be 'auto', 'forward' or 'reverse', got {product!r}")
         self.steps, self.product = inner_steps(steps), product
 
-    def product_for(self, model: nn.Module) -> str:
+    def product_for(self, model: nn.Module, in_training: bool = False) -> str:
         """``"forward"`` or ``"reverse"``: the ``product`` option, or under ``"auto"`` forward-mode for
         models with batch normalisation (whose double backward costs more than its forward-mode
         product) and reverse-mode for the rest (``benchmarks/overhead.py`` measures both).
@@ -79,7 +81,7 @@ class OneStep(Strategy):
         network (``ValueError`` if ``"forward"`` is asked for). Dropout written as a function call
         (``F.dropout``) cannot be seen here: use ``product="reverse"`` with such a model.
         """
-        random = [name for name, m in model.named_modules() if isinstance(m, _DROPOUT) and m.training and m.p > 0]
+        random = _random_layers(model, in_training)
         if random:
             if self.product == "forward":
                 raise ValueError(f"one-step's forward-mode product runs the model again, which would draw other dropout "
@@ -88,6 +90,23 @@ class OneStep(Strategy):
         if self.product != "auto":
             return self.product
         return "forward" if any(isinstance(m, _NORMS) for m in model.modules()) else "reverse"
+
+    def check_model(self, model: nn.Module) -> None:
+        self.product_for(model, in_training=True)  # refuses the forward-mode product for a model with dropout
+
+    def derivatives(self, model: nn.Module) -> FrozenSet[str]:
+        # the differentiated step is the last one; the ones before it take gradients only
+        return frozenset({"forward mode" if self.product_for(model) == "forward" else "double backward"})
+
+    def variants(self, model: nn.Module) -> List[Strategy]:
+        """Under ``product="auto"``, the product :meth:`product_for` picks, then the other one (unless
+        the model has dropout): both give the same gradient, and a model may have the derivatives of one only."""
+        chosen = self.product_for(model)
+        if self.product != "auto" or (chosen == "reverse" and _random_layers(model)):
+            return [self]
+        other = copy.copy(self)  # shares what the strategy learns (meta-weight-net's network)
+        other.product = "forward" if chosen == "reverse" else "reverse"
+        return [self, other]
 
     @property
     def shares_forward(self) -> bool:  # type: ignore[override]
@@ -99,6 +118,7 @@ class OneStep(Strategy):
         accumulate_label_grads(problem.labels, grads)
         return MetaStats(meta_loss=meta_loss)
 
+    @on_differentiable_kernels
     def hypergradient(self, problem: MetaProblem, inputs: Sequence[Tensor],
                       weights: Optional[Tensor] = None) -> tuple[float, List[Optional[Tensor]]]:
         """The meta loss and its gradient with respect to ``inputs`` (label parameters, and/or
@@ -197,6 +217,13 @@ class OneStep(Strategy):
         with fwad.dual_level():
             duals = [fwad.make_dual(p.detach(), d) for p, d in zip(fast, direction)]
             return fwad.unpack_dual(unroll(duals, x)).tangent
+
+
+def _random_layers(model: nn.Module, in_training: bool = False) -> List[str]:
+    """The names of ``model``'s active dropout layers (``in_training``: those that will be active
+    once the learner puts the model in training mode)."""
+    return [name for name, m in model.named_modules()
+            if isinstance(m, _DROPOUT) and (m.training or in_training) and m.p > 0]
 
 
 @functools.lru_cache(maxsize=None)
