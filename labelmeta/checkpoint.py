@@ -83,10 +83,7 @@ def save(path: str | Path, config, learner, schedulers, meta_stream, state: RunS
     checkpoint = {
         "format": FORMAT,
         "config": dataclasses.asdict(config),
-        "learner": {"model": learner.model.state_dict(), "optimizer": learner.optimizer.state_dict(),
-                    "labels": learner.labels.state_dict(), "label_optimizer": _state_dict(learner.label_optimizer),
-                    "num_steps": learner.num_steps,
-                    "strategy": learner.strategy.state_dict() if learner.strategy is not None else {}},
+        "learner": learner.state_dict(),
         "schedulers": [_state_dict(s) for s in schedulers],
         "meta_stream": meta_stream.state_dict(),
         "rng": _rng_state(),
@@ -127,15 +124,7 @@ def load(path: str | Path, config) -> Dict[str, Any]:
 
 def restore(checkpoint: Dict[str, Any], learner, schedulers, meta_stream) -> RunState:
     """Put the learner, schedules, meta stream and random states back; return the run's state."""
-    parts = checkpoint["learner"]
-    learner.model.load_state_dict(parts["model"])
-    learner.optimizer.load_state_dict(parts["optimizer"])
-    learner.labels.load_state_dict(parts["labels"])
-    if learner.label_optimizer is not None and parts["label_optimizer"] is not None:
-        learner.label_optimizer.load_state_dict(parts["label_optimizer"])
-    learner.num_steps = parts["num_steps"]
-    if learner.strategy is not None:
-        learner.strategy.load_state_dict(parts.get("strategy", {}))  # written by every version that has such strategies
+    learner.load_state_dict(checkpoint["learner"])
     for scheduler, saved in zip(schedulers, checkpoint["schedulers"]):
         if scheduler is not None:
             scheduler.load_state_dict(saved)

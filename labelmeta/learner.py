@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Any, Dict, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -121,6 +121,28 @@ class Learner:
 
             # the real step goes through DDP (gradient averaging); the unroll uses the local module
             self._train_model = DistributedDataParallel(model)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Everything the next :meth:`step` depends on that the learner owns: the model, its optimiser,
+        the labels (parameters and buffers), the label optimiser, the step count and what the strategy
+        learns itself (:meth:`~labelmeta.strategies.Strategy.state_dict`). Random states and the data
+        order belong to the run (:mod:`labelmeta.checkpoint`)."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "labels": self.labels.state_dict(),
+                "label_optimizer": None if self.label_optimizer is None else self.label_optimizer.state_dict(),
+                "num_steps": self.num_steps,
+                "strategy": self.strategy.state_dict() if self.strategy is not None else {}}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (into a learner built the same way)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.labels.load_state_dict(state["labels"])
+        if self.label_optimizer is not None and state["label_optimizer"] is not None:
+            self.label_optimizer.load_state_dict(state["label_optimizer"])
+        self.num_steps = state["num_steps"]
+        if self.strategy is not None:
+            self.strategy.load_state_dict(state.get("strategy", {}))
 
     def _check_batch(self, batch: Batch, what: str) -> None:
         """Raise ``ValueError`` naming ``what`` (``batch`` or ``meta_batch``) unless it is well formed."""
