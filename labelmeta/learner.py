@@ -14,7 +14,7 @@ from .labels import LabelParameterization, check_targets
 from .losses import TrainingLoss, check_finite, make_loss
 from .probe import attempt, explain, head, misfit
 from .profiling import phase
-from .strategies import MetaProblem, MetaStats, Strategy, make_strategy
+from .strategies import DEFAULT_STRATEGY, Backend, MetaProblem, MetaStats, Strategy, as_strategy
 from .typing import Batch
 
 
@@ -37,8 +37,10 @@ class Learner:
             (``torch.optim`` SGD, Adam or AdamW with any of their arithmetic options; see
             :mod:`labelmeta.update_rules`). Checked here, before any training.
         labels: a :class:`~labelmeta.labels.LabelParameterization`.
-        strategy: a :class:`~labelmeta.strategies.Strategy`, a registered name, or ``None`` to
-            train on the labels as they are (no meta-learning).
+        strategy: a :class:`~labelmeta.strategies.Strategy` (a backend and a target), a backend
+            alone (it learns the labels), a registered name (:data:`~labelmeta.strategies.STRATEGIES`:
+            a preset, a backend, or ``"BACKEND:TARGET"``), or ``None`` to train on the labels as
+            they are (no meta-learning). Default: the default recipe, ``"one-step-reweight"``.
         label_optimizer: optimiser over ``labels.parameters()``; required when a strategy is
             given and the labels are learnable.
         loss: the training loss, a :data:`~labelmeta.losses.LOSSES` name or a callable
@@ -70,14 +72,13 @@ class Learner:
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
         labels: LabelParameterization,
-        strategy: Union[Strategy, str, None] = "unrolled",
+        strategy: Union[Strategy, Backend, str, None] = DEFAULT_STRATEGY,
         label_optimizer: Optional[torch.optim.Optimizer] = None,
         loss: Union[TrainingLoss, str] = "ce",
         distributed: Optional[Distributed] = None,
         amp: bool = False,
     ) -> None:
-        if isinstance(strategy, str):
-            strategy = make_strategy(strategy)
+        strategy = None if strategy is None else as_strategy(strategy)
         self.model = model
         self.optimizer = optimizer
         self.labels = labels
@@ -88,11 +89,11 @@ class Learner:
         self.learns_labels = strategy is not None and labels.learnable and strategy.learns_labels
         self.meta_enabled = self.learns_labels or (strategy is not None and strategy.learns_weights)
         if strategy is not None and not self.meta_enabled:
-            warnings.warn(f"{type(labels).__name__} labels are fixed: the {type(strategy).__name__} strategy has "
+            warnings.warn(f"{type(labels).__name__} labels are fixed: the {strategy.name!r} strategy has "
                           "nothing to learn and no meta step will run (use learnable labels, or strategy=None)",
                           stacklevel=2)
         if strategy is not None and labels.learnable and not strategy.learns_labels:
-            warnings.warn(f"the {type(strategy).__name__} strategy learns sample weights, not labels: the parameters "
+            warnings.warn(f"the {strategy.name!r} strategy learns sample weights, not labels: the parameters "
                           f"of the {type(labels).__name__} labels stay as they are (use one-hot labels with it)",
                           stacklevel=2)
         if self.meta_enabled:
@@ -104,7 +105,7 @@ class Learner:
         if self.learns_labels and label_optimizer is None:
             raise ValueError(
                 f"a label_optimizer over labels.parameters() is required to learn "
-                f"{type(labels).__name__} labels with {type(strategy).__name__}"
+                f"{type(labels).__name__} labels with the {strategy.name!r} strategy"
             )
         self.num_steps = 0
         self.amp = amp
@@ -115,7 +116,7 @@ class Learner:
         self._train_model = model
         if distributed is not None:
             if strategy is not None and not strategy.supports_distributed:
-                raise ValueError(f"{type(strategy).__name__} does not run in several processes yet; use one-step, "
+                raise ValueError(f"the {strategy.name!r} strategy does not run in several processes yet; use one-step, "
                                  "unrolled, functional, truncated or head-only")
             from torch.nn.parallel import DistributedDataParallel
 

@@ -126,6 +126,21 @@ class Schema:
                 raise TypeError(f"{what}: option {p.name!r} needs a type annotation and a default")
             self.options[p.name] = Option(p.name, hints[p.name], p.default, helps.get(p.name, ""))
 
+    @classmethod
+    def union(cls, what: str, *schemas: "Schema") -> "Schema":
+        """One schema holding the options of ``schemas`` (e.g. a strategy's: its backend's and its
+        target's); ``TypeError`` if two declare one name differently."""
+        merged = cls.__new__(cls)
+        merged.what, merged.options = what, {}
+        for schema in schemas:
+            for name, option in schema.options.items():
+                seen = merged.options.get(name)
+                if seen is not None and (seen.type, seen.default) != (option.type, option.default):
+                    raise TypeError(f"{what}: option {name!r} is declared twice, differently "
+                                    f"({seen.type_name} = {seen.default!r}, {option.type_name} = {option.default!r})")
+                merged.options.setdefault(name, option)
+        return merged
+
     def names(self) -> List[str]:
         """The declared option names."""
         return list(self.options)

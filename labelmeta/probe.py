@@ -35,7 +35,7 @@ from .accel import autocast
 from .kernels import differentiable_kernels
 from .labels import LabelParameterization
 from .losses import TrainingLoss
-from .strategies import STRATEGIES, MetaProblem, Strategy
+from .strategies import BACKENDS, STRATEGIES, TARGETS, MetaProblem, Strategy
 from .typing import Batch
 
 #: samples of each batch the probe runs on (two or more: batch normalisation needs two per channel)
@@ -100,7 +100,7 @@ def explain(reason: str, model: nn.Module, optimizer: torch.optim.Optimizer, lab
              if attempt(model, optimizer, labels, STRATEGIES.build(other), loss, batch, meta_batch, False, amp) is None]
     advice = (f"strategies that can: {', '.join(repr(w) for w in works)}" if works
               else "no registered strategy can; give that module's operation the derivative")
-    return ValueError(f"the {_registered_name(strategy)!r} strategy cannot differentiate this model: {where}; {advice}")
+    return ValueError(f"the {strategy.name!r} strategy cannot differentiate this model: {where}; {advice}")
 
 
 def misfit(model: nn.Module, batch: Batch, what: str) -> Optional[ValueError]:
@@ -332,16 +332,13 @@ class _own_random_state:
         self.fork.__exit__(*exc)
 
 
-def _registered_name(strategy: Strategy) -> str:
-    return next((n for n in STRATEGIES.names() if STRATEGIES.get(n) is type(strategy)), type(strategy).__name__)
-
-
 def _alternatives(strategy: Strategy) -> List[str]:
-    """Registered strategies that learn what ``strategy`` learns (labels, weights), other than it."""
-    own = type(strategy)
-    return [n for n in STRATEGIES.names()
-            if STRATEGIES.get(n) is not own and STRATEGIES.get(n).learns_weights == strategy.learns_weights
-            and STRATEGIES.get(n).learns_labels == strategy.learns_labels]
+    """The strategies with ``strategy``'s target on each of the other registered backends."""
+    target = next((n for n in TARGETS.names() if TARGETS.get(n) is type(strategy.target)), None)
+    if target is None:  # a target nobody registered: no name to build it by
+        return []
+    others = [b for b in BACKENDS.names() if BACKENDS.get(b) is not type(strategy.backend)]
+    return [b if target == "labels" else f"{b}:{target}" for b in others]
 
 
 def _first_line(error: BaseException) -> str:

@@ -1,10 +1,13 @@
-"""One file that extends labelmeta with a label parameterisation, a strategy and a dataset.
+"""One file that extends labelmeta with a label parameterisation, a hypergradient backend, a meta
+target and a dataset.
 
 Nothing else is edited: each component registers itself and declares its options as keyword-only
-arguments, and the command line and ``fit`` pick them up::
+arguments, and the command line and ``fit`` pick them up; the backend runs with every target and
+the target with every backend (``--strategy BACKEND:TARGET``)::
 
     labelmeta --import tests/extension_example.py train --dataset example-blobs --data-num-samples 400 \\
         --model mlp --labels example-floor --label-floor 0.1 --strategy example-damped --strategy-damping 0.5
+    labelmeta --import tests/extension_example.py train ... --strategy one-step:example-capped --strategy-cap 2
 
 ``tests/test_extending.py`` runs exactly that, and the same run through ``fit``.
 """
@@ -18,7 +21,7 @@ from torch import Tensor, nn
 
 from labelmeta.data import DATASETS, IndexedTensorDataset, RawData
 from labelmeta.labels import LABELS, LabelParameterization
-from labelmeta.strategies import STRATEGIES, Functional, MetaLossStrategy, MetaProblem
+from labelmeta.strategies import BACKENDS, TARGETS, Functional, MetaProblem, MetaStats, UnrollBackend, Weights
 
 
 @LABELS.register("example-floor")
@@ -40,8 +43,8 @@ class FloorLabels(LabelParameterization):
         return (1 - self.floor) * F.softmax(self.logits[indices], dim=1) + self.floor / self.num_classes
 
 
-@STRATEGIES.register("example-damped")
-class Damped(MetaLossStrategy):
+@BACKENDS.register("example-damped")
+class Damped(UnrollBackend):
     """The exact one-step hypergradient, multiplied by ``damping``.
 
     Args:
@@ -56,6 +59,26 @@ class Damped(MetaLossStrategy):
 
     def meta_loss(self, problem: MetaProblem, weights: Optional[Tensor] = None) -> Tensor:
         return self.damping * self.exact.meta_loss(problem, weights)
+
+
+@TARGETS.register("example-capped")
+class Capped(Weights):
+    """Learning to reweight with no sample weighing more than ``cap`` times an average one (what the
+    cap removes is not given to the others: the model step is shortened instead).
+
+    Args:
+        cap: the largest weight relative to ``1 / B`` (>= 1); default 2.
+    """
+
+    def __init__(self, *, cap: float = 2.0) -> None:
+        super().__init__(at="zero")
+        if cap < 1:
+            raise ValueError(f"cap must be >= 1, got {cap}")
+        self.cap = cap
+
+    def update(self, problem, meta, meta_loss, grads) -> MetaStats:
+        stats = super().update(problem, meta, meta_loss, grads)
+        return MetaStats(meta_loss, stats.sample_weights.clamp_max(self.cap / len(stats.sample_weights)))
 
 
 @DATASETS.register("example-blobs")

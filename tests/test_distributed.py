@@ -19,9 +19,22 @@ def _run(args, tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
 
 
-@pytest.mark.parametrize("labels, strategy", [("per-class", "functional"), ("per-class", "unrolled"),
-                                              ("per-sample-ensemble", "functional"),
-                                              ("per-sample-ensemble", "one-step")])
+def _distributed_pairs():
+    """Every backend:target pair that declares it runs in several processes, each with a label kind
+    (per-class labels, whose gradient every process adds to, and per-sample ones, in turn)."""
+    from labelmeta.strategies import BACKENDS, TARGETS, make_strategy
+
+    pairs = [f"{b}:{t}" for b in BACKENDS.names() for t in TARGETS.names()
+             if make_strategy(f"{b}:{t}").supports_distributed]
+    return [("per-class" if i % 2 == 0 else "per-sample-ensemble", pair) for i, pair in enumerate(pairs)]
+
+
+def test_the_distributed_pairs_are_the_label_learning_ones():
+    assert [pair for _, pair in _distributed_pairs()] == [
+        "functional:labels", "head-only:labels", "one-step:labels", "truncated:labels", "unrolled:labels"]
+
+
+@pytest.mark.parametrize("labels, strategy", _distributed_pairs())
 def test_two_processes_match_one(labels, strategy, tmp_path):
     _run([str(SCRIPT), str(tmp_path / "one.pt"), labels, strategy], tmp_path)
     _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT),

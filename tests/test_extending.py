@@ -1,6 +1,7 @@
 """Extending is one file: ``tests/extension_example.py`` registers a label parameterisation, a
-strategy and a dataset, each with an option, and they run from the command line and from ``fit``
-without any other module knowing them."""
+hypergradient backend, a meta target and a dataset, each with an option, and they run from the
+command line and from ``fit`` without any other module knowing them; the backend with every
+registered target, the target with every registered backend."""
 from __future__ import annotations
 
 import json
@@ -11,13 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from labelmeta import Config, DATASETS, LABELS, STRATEGIES
+from labelmeta import Config, DATASETS, LABELS
+from labelmeta.strategies import BACKENDS, STRATEGIES, TARGETS
 from labelmeta.cli import import_components
 from labelmeta.runner import fit_learner
 
 EXAMPLE = Path(__file__).with_name("extension_example.py")
 ROOT = Path(__file__).parent.parent
-NAMES = [(LABELS, "example-floor"), (STRATEGIES, "example-damped"), (DATASETS, "example-blobs")]
+NAMES = [(LABELS, "example-floor"), (BACKENDS, "example-damped"), (TARGETS, "example-capped"),
+         (DATASETS, "example-blobs")]
 FLAGS = ["--dataset", "example-blobs", "--data-num-samples", "400", "--model", "mlp", "--labels", "example-floor",
          "--label-floor", "0.1", "--strategy", "example-damped", "--strategy-damping", "0.5",
          "--label-optimizer", "sgd", "--label-lr", "50", "--noise-rate", "0.3", "--meta-per-class", "10",
@@ -68,6 +71,39 @@ def test_the_components_run_from_the_command_line_as_they_do_in_fit(registered, 
     assert "--label-floor" in listing.stdout
     bad = subprocess.run([*cli, "train", *FLAGS, "--label-flor", "0.2"], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "unrecognized arguments: --label-flor" in bad.stderr
+
+
+def _pairs():
+    """Every strategy the example's backend or target is half of (known once the example is imported)."""
+    import_components(str(EXAMPLE))
+    try:
+        return ([f"example-damped:{t}" for t in TARGETS.names() if t != "example-capped"]
+                + [f"{b}:example-capped" for b in BACKENDS.names()])
+    finally:
+        for registry, name in NAMES:
+            registry.unregister(name)
+
+
+@pytest.mark.parametrize("strategy", _pairs())
+def test_the_backend_and_the_target_run_with_every_counterpart(registered, strategy):
+    """Through ``fit``, one meta epoch each on the example data (with one-hot labels where the target learns weights)."""
+    labels = {} if STRATEGIES.build(strategy).learns_labels else dict(labels="one-hot", label_options={})
+    learner, results = fit_learner(config().replace(strategy=strategy, strategy_options={}, epochs=1, warmup_epochs=0,
+                                                    dataset_options=dict(num_samples=120), meta_per_class=5,
+                                                    meta_batch_size=20, **labels))
+    assert learner.strategy.name == strategy
+    assert results.history[0].meta_loss is not None and results.history[0].meta_loss > 0
+
+
+def test_the_target_caps_the_weights(registered):
+    """``example-capped``: the weights of learning to reweight, none above ``cap / B``."""
+    from labelmeta.strategies import MetaParameters
+
+    target = TARGETS.build("example-capped", options=dict(cap=1.5))
+    grads = [-torch.tensor([8.0, 1.0, 1.0, 0.0, -3.0, 1.0])]  # one sample helps far more than the others
+    weights = target.update(None, MetaParameters([torch.zeros(6)]), 0.0, grads).sample_weights
+    uncapped = torch.tensor([8.0, 1.0, 1.0, 0.0, 0.0, 1.0]) / 11  # learning to reweight's
+    assert torch.allclose(weights, uncapped.clamp_max(1.5 / 6))
 
 
 def test_a_name_registers_once(registered):

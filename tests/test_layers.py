@@ -227,7 +227,7 @@ def test_strategies_outside_a_learner_check_their_optimizer_as_the_learner_does(
     for make in (lambda p: torch.optim.RMSprop(p), lambda p: torch.optim.Adam(p)):
         model = nn.Sequential(nn.Linear(D, 7), nn.Tanh(), nn.Linear(7, C))
         opt = make(model.parameters())
-        labels = _labels("per-sample" if STRATEGIES.get(name).learns_labels else "one-hot", targets)
+        labels = _labels("per-sample" if STRATEGIES.build(name).learns_labels else "one-hot", targets)
         try:
             STRATEGIES.build(name).check(opt)
         except ValueError as err:

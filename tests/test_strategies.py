@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from helpers import C, D, assert_close, make_data, make_learnable_labels, make_model
 from labelmeta import LABELS, Learner, make_label_optimizer, make_labels
-from labelmeta.strategies import (STRATEGIES, FiniteDifference, Functional, HeadOnly, MetaProblem, Truncated, Unrolled,
+from labelmeta.strategies import (BACKENDS, STRATEGIES, TARGETS, FiniteDifference, Functional, HeadOnly, MetaProblem, Truncated, Unrolled,
                                   find_head, make_strategy)
 
 LEARNABLE = [n for n in LABELS.names() if LABELS.get(n)(torch.zeros(2, dtype=torch.long), 2).learnable]
@@ -174,7 +174,7 @@ def test_the_learner_takes_a_meta_step_exactly_when_given_a_meta_batch():
 def test_registry_and_bad_options():
     assert {"one-step", "unrolled", "functional", "truncated", "head-only", "finite-difference",
             "reweight", "one-step-reweight", "meta-weight-net"} <= set(STRATEGIES.names())
-    assert isinstance(make_strategy("truncated", steps=4, through=2), Truncated)
+    assert isinstance(make_strategy("truncated", steps=4, through=2).backend, Truncated)
     with pytest.raises(ValueError, match=r"through must be an integer in \[1, steps=2\], got 3"):
         Truncated(steps=2, through=3)
     with pytest.raises(ValueError, match="steps must be a positive integer, got 0"):
@@ -219,3 +219,37 @@ def test_every_exact_strategy_takes_adamw_and_maximize():
             Learner(model, opt, labels, name, make_label_optimizer("mirror", labels.parameters(), 0.5)).step(batch, meta)
 
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Every backend with every target, against the independent oracle.
+
+#: options that make each backend exact for the test's problem (head-only: the model's backbone is
+#: frozen, see below; finite-difference: a radius whose second-order error is below the tolerance)
+PAIR_OPTIONS = {"finite-difference": dict(scale=1e-4), "truncated": dict(steps=2, through=2)}
+
+
+@pytest.mark.parametrize("target", TARGETS.names())
+@pytest.mark.parametrize("backend", BACKENDS.names())
+def test_every_backend_with_every_target_against_real_optimizer_steps(backend, target, float64):
+    """The hypergradient of each pair with respect to each meta parameter its target names (label
+    parameters, the inner loss's per-sample weights, a weight network's parameters) against central
+    differences of the meta loss after real ``torch.optim`` steps (:mod:`labelmeta.gradcheck`)."""
+    from labelmeta.gradcheck import strategy_relative_error
+
+    targets, batch, meta = make_data()
+    model = make_model("bn").double()
+    if backend == "head-only":  # exact for a model whose backbone does not train
+        for p in list(model.parameters())[:-2]:
+            p.requires_grad_(False)
+    batch, meta = (batch[0].double(), *batch[1:]), (meta[0].double(), *meta[1:])
+    labels = make_learnable_labels("per-sample", targets).double()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.3, momentum=0.9, weight_decay=0.01)
+    F.cross_entropy(model(batch[0]), batch[1]).backward()
+    opt.step()  # momentum to carry
+    strategy = make_strategy(f"{backend}:{target}", **PAIR_OPTIONS.get(backend, {}))
+    if target == "weight-net":
+        strategy.target.net.double()
+    steps = strategy.backend.steps
+    error = strategy_relative_error(strategy, model, opt, labels, batch, meta, steps=steps)
+    assert error <= (1e-5 if backend == "finite-difference" else 1e-7), error

@@ -1,37 +1,27 @@
-"""What a strategy receives (:class:`MetaProblem`), what it returns (:class:`MetaStats`), its two families.
+"""What a meta step is about (:class:`MetaProblem`), what it measured (:class:`MetaStats`), and the
+small helpers every backend and target shares.
 
-A strategy turns one meta problem into gradients on the label parameters. Two families:
-
-- :class:`MetaLossStrategy` writes the meta loss as a differentiable function of the label
-  parameters (an unroll); its ``compute`` back-propagates it. ``unrolled`` and ``functional`` are
-  exact; ``truncated`` and ``head-only`` are exact for a reduced problem (fewer differentiated
-  steps, a frozen backbone).
-- :class:`ApproximateStrategy` estimates the label gradient itself, in its own ``compute``
-  (``finite-difference``).
-
-Either way the gradients go into ``.grad`` through :func:`accumulate_label_grads`.
+A strategy is a pair (:mod:`labelmeta.strategies.strategy`): a *backend* says how the gradient of the
+meta loss is obtained (:mod:`.backend`: an unroll through ``higher`` or ``torch.func``, a
+Jacobian-vector product, finite differences) and a *target* says what receives it and how the model
+step uses it (:mod:`.targets`: label parameters, per-sample weights, a weight network). Both read the
+same :class:`MetaProblem`.
 """
 from __future__ import annotations
 
-import abc
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, FrozenSet, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..kernels import on_differentiable_kernels
 from ..labels import LabelParameterization
-from ..losses import LOSSES, TrainingLoss, check_finite, make_loss, soft_cross_entropy
-from ..registry import Registry
+from ..losses import LOSSES, TrainingLoss, make_loss, soft_cross_entropy
 from ..typing import Batch
-from ..update_rules import rule_for
 
 if TYPE_CHECKING:  # annotations only: strategies never import the process-group module
     from ..distributed import Distributed
-
-STRATEGIES: Registry["Strategy"] = Registry("strategy")
 
 
 @dataclass
@@ -105,16 +95,6 @@ class MetaStats:
     sample_weights: Optional[Tensor] = None
 
 
-def _checking(compute):
-    """``compute`` that first checks the problem's optimiser with the strategy's :meth:`Strategy.check`."""
-    def checked(self: "Strategy", problem: MetaProblem, *args: Any, **kwargs: Any) -> MetaStats:
-        self.check(problem.optimizer)
-        return compute(self, problem, *args, **kwargs)
-
-    checked.__doc__, checked.__name__, checked.__qualname__ = compute.__doc__, compute.__name__, compute.__qualname__
-    return checked
-
-
 def normalised(weights: Tensor) -> Tensor:
     """``weights [B]`` scaled to sum to one, or as they are (all zero) when they sum to zero: a
     weighted batch then takes the step length of a plain batch mean, and a batch no sample helps is skipped."""
@@ -134,128 +114,8 @@ def trainable(labels: LabelParameterization) -> List[Tensor]:
     return [p for p in labels.parameters() if p.requires_grad]
 
 
-class Strategy(abc.ABC):
-    """Base class: fill the label parameters' ``.grad`` for one :class:`MetaProblem`.
-
-    Options are keyword-only constructor arguments with a type and a default (see
-    :mod:`labelmeta.options`); the learner tells a strategy nothing else, everything a step needs
-    arrives in the problem. ``compute`` (and ``meta_loss``) of every subclass run on kernels
-    that have the derivatives a hypergradient needs (:mod:`labelmeta.kernels`), and ``compute``
-    checks the optimiser first, however the strategy is called. When meta steps happen (warm-up, every ``m`` steps) is the run's
-    schedule, not the strategy's (:class:`labelmeta.schedule.MetaSchedule`).
-    """
-
-    #: whether the strategy produces per-sample weights (then labels need not be learnable)
-    learns_weights: bool = False
-    #: whether it gives the label parameters gradients (a pure reweighting strategy does not)
-    learns_labels: bool = True
-    #: whether it can run in several processes (see :mod:`labelmeta.distributed`)
-    supports_distributed: bool = True
-    #: whether it reads :attr:`MetaProblem.logits`: the learner then runs the model step's forward
-    #: first and hands it over, so the two share one forward (in one process)
-    shares_forward: bool = False
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        # Every strategy differentiates on kernels that have the derivatives it needs, however it is
-        # called (by a Learner, or directly as in the tutorials): ``compute`` and ``meta_loss``, where
-        # a subclass defines them, run under labelmeta.kernels.differentiable_kernels (the math
-        # attention kernel), and ``compute`` first checks the optimiser, as the Learner does once.
-        super().__init_subclass__(**kwargs)
-        for name in ("compute", "meta_loss"):
-            method = cls.__dict__.get(name)
-            if method is not None and not getattr(method, "__isabstractmethod__", False):
-                setattr(cls, name, on_differentiable_kernels(_checking(method) if name == "compute" else method))
-
-    def check(self, optimizer: torch.optim.Optimizer) -> None:
-        """Raise ``ValueError`` if this strategy cannot differentiate through ``optimizer``.
-
-        The learner calls it when it is built, before any training. The default accepts what
-        :func:`labelmeta.update_rules.rule_for` reproduces exactly.
-        """
-        rule_for(optimizer)
-
-    def check_model(self, model: nn.Module) -> None:
-        """Raise ``ValueError`` if this strategy's options cannot serve ``model`` (e.g. a product
-        that would draw other dropout masks); the learner calls it when it is built. Accepts any model by default.
-
-        Whether the model's operations have the derivatives the strategy needs is another question,
-        answered by running it: :meth:`labelmeta.learner.Learner.probe`.
-        """
-
-    def derivatives(self, model: nn.Module) -> FrozenSet[str]:
-        """Which derivatives of ``model`` beyond the gradient the strategy takes, so that the probe
-        (:meth:`labelmeta.learner.Learner.probe`) checks them numerically before training:
-        ``"double backward"`` (the inner gradient differentiated in the training loss's gradient:
-        every second-order unroll), ``"hessian"`` (also in the weights: two or more differentiated
-        steps), ``"forward mode"`` (a forward-mode product). Default: the first two.
-        """
-        return frozenset({"double backward", "hessian"})
-
-    def variants(self, model: nn.Module) -> List["Strategy"]:
-        """Ways of computing this strategy's gradient for ``model``, preferred first (``[self]`` by
-        default): :meth:`labelmeta.learner.Learner.probe` keeps the first that can differentiate the model.
-        A variant computes the same numbers, differently (``one-step``'s ``product="auto"``)."""
-        return [self]
-
-    @abc.abstractmethod
-    def compute(self, problem: MetaProblem) -> MetaStats:
-        """Accumulate the label gradient of ``problem`` into the label parameters' ``.grad``."""
-
-    def state_dict(self) -> Dict[str, Any]:
-        """What the strategy learns itself (a network, its optimiser), for checkpoints; none by default."""
-        return {}
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
-        if state:
-            raise ValueError(f"{type(self).__name__} keeps no state, got {sorted(state)}")
-
-
-class MetaLossStrategy(Strategy):
-    """The exact family: a meta loss differentiable in the label parameters, back-propagated."""
-
-    @abc.abstractmethod
-    def meta_loss(self, problem: MetaProblem, weights: Optional[Tensor] = None) -> Tensor:
-        """The meta loss as a differentiable function of the label parameters (and of per-sample
-        ``weights [B]`` on the inner loss, if given)."""
-
-    def compute(self, problem: MetaProblem) -> MetaStats:
-        value = check_finite(self.meta_loss(problem), "meta loss")
-        grads = torch.autograd.grad(value, trainable(problem.labels), allow_unused=True)
-        accumulate_label_grads(problem.labels, grads)
-        return MetaStats(meta_loss=value.item())
-
-
-class ApproximateStrategy(Strategy):
-    """The approximate family: estimates the label gradient in its own :meth:`compute`
-    (and states its accuracy; ``tests/test_strategies.py`` checks it against the exact gradient)."""
-
-
-class KStepStrategy(MetaLossStrategy):
-    """A meta loss through ``steps`` inner optimiser steps (the constructor the unrolls share).
-
-    Args:
-        steps: inner steps ``k`` (>= 1); default 1.
-    """
-
-    def __init__(self, *, steps: int = 1) -> None:
-        self.steps = inner_steps(steps)
-
-    #: differentiate through the last ``through`` inner steps only (``None``: all of them)
-    through: Optional[int] = None
-
-    def derivatives(self, model: nn.Module) -> FrozenSet[str]:
-        differentiated = self.steps if self.through is None else self.through
-        return frozenset({"double backward", "hessian"} if differentiated > 1 else {"double backward"})
-
-
 def inner_steps(steps: int) -> int:
-    """``steps`` as an ``int`` (the ``steps`` option every unrolling strategy declares), or ``ValueError``."""
+    """``steps`` as an ``int`` (the ``steps`` option every unrolling backend declares), or ``ValueError``."""
     if int(steps) != steps or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps}")
     return int(steps)
-
-
-def make_strategy(name: str, **options) -> Strategy:
-    """Build the registered strategy ``name`` (see ``STRATEGIES.names()``) with its declared ``options``."""
-    return STRATEGIES.build(name, options=options)

@@ -1,22 +1,23 @@
 """A first-order approximation of the last inner step's hypergradient, by a central difference."""
 from __future__ import annotations
 
-from typing import FrozenSet, List
+from typing import FrozenSet, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from ..losses import check_finite
 from ..update_rules import sgd_gain
-from .base import (STRATEGIES, ApproximateStrategy, MetaProblem, MetaStats, accumulate_label_grads, inner_steps,
-                   trainable)
+from .backend import BACKENDS, Backend
+from .base import MetaProblem, inner_steps
 from .unroll import FunctionalUnroll
 
 
-@STRATEGIES.register("finite-difference")
-class FiniteDifference(ApproximateStrategy):
+@BACKENDS.register("finite-difference")
+class FiniteDifference(Backend):
     """DARTS-style first-order approximation of the last step's hypergradient (SGD only).
 
+    ``lambda`` are the meta parameters (label parameters, per-sample weights, a weight network's).
     For an SGD step ``theta' = theta - lr * u(grad L(theta, lambda))`` the hypergradient is
     ``-lr * d/dlambda <grad_theta L(theta, lambda), v>`` with ``v = grad L_meta(theta')``, and that
     mixed derivative is replaced by the central difference
@@ -55,32 +56,31 @@ class FiniteDifference(ApproximateStrategy):
     def derivatives(self, model: nn.Module) -> FrozenSet[str]:
         return frozenset()  # gradients and forward passes only: what plain training takes
 
-    def compute(self, problem: MetaProblem) -> MetaStats:
+    def hypergradient(self, problem: MetaProblem, inputs: Sequence[Tensor],
+                      weights: Optional[Tensor] = None) -> Tuple[float, List[Optional[Tensor]]]:
         x = problem.batch[0]
+        fixed = None if weights is None else weights.detach()  # the ordinary steps use the weights' values
         unroll = FunctionalUnroll(problem.model, problem.optimizer)
         fast, states = unroll.start()
         for _ in range(self.steps - 1):
-            fast, states = unroll.step(problem, fast, states, x, problem.soft_targets, None, track=False)
-        after, _ = unroll.step(problem, fast, states, x, problem.soft_targets, None, track=False)
+            fast, states = unroll.step(problem, fast, states, x, problem.soft_targets, fixed, track=False)
+        after, _ = unroll.step(problem, fast, states, x, problem.soft_targets, fixed, track=False)
         after = [p.requires_grad_() for p in after]
         meta = check_finite(problem.meta_loss(unroll(after, problem.meta_batch[0])), "meta loss")
         v = torch.autograd.grad(meta, after, allow_unused=True)
         v = [torch.zeros_like(p) if g is None else g for p, g in zip(after, v)]
         norm = torch.sqrt(sum((g * g).sum() for g in v))
         if norm == 0:
-            return MetaStats(meta_loss=meta.item())
+            return meta.item(), [None] * len(inputs)
         eps = self.scale / norm
-        # theta' depends on the labels through c * grad L, c the SGD step's gain per parameter
+        # theta' depends on the meta parameters through c * grad L, c the SGD step's gain per parameter
         gains = [sgd_gain(group, state) for group, state in zip(unroll.groups, states)]
-        params = trainable(problem.labels)
 
-        def label_grad(sign: float) -> List[Tensor]:
+        def inner_grad(sign: float) -> List[Optional[Tensor]]:
             shifted = [p + sign * eps * c * g for p, g, c in zip(fast, v, gains)]
             with torch.enable_grad():
-                value = problem.inner_loss(unroll(shifted, x), problem.soft_targets())
-                return torch.autograd.grad(value, params, allow_unused=True)
+                value = problem.inner_loss(unroll(shifted, x), problem.soft_targets(), weights)
+                return list(torch.autograd.grad(value, list(inputs), retain_graph=True, allow_unused=True))
 
-        plus, minus = label_grad(1.0), label_grad(-1.0)
-        accumulate_label_grads(problem.labels,
-                               [None if a is None else -(a - b) / (2 * eps) for a, b in zip(plus, minus)])
-        return MetaStats(meta_loss=meta.item())
+        plus, minus = inner_grad(1.0), inner_grad(-1.0)
+        return meta.item(), [None if a is None else -(a - b) / (2 * eps) for a, b in zip(plus, minus)]

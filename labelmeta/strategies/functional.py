@@ -1,4 +1,4 @@
-"""The k-step unroll written with ``torch.func``, and the strategies that unroll less of it.
+"""The k-step unroll written with ``torch.func``, and the backends that unroll less of it.
 
 :class:`Functional` is the second exact backend, a sibling of :class:`~.unrolled.Unrolled`: the
 same update rules (:mod:`labelmeta.update_rules`, ``torch.optim``'s arithmetic) without
@@ -15,12 +15,13 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .base import STRATEGIES, KStepStrategy, MetaProblem
+from .backend import BACKENDS, KStepBackend
+from .base import MetaProblem
 from .unroll import FunctionalUnroll
 
 
-@STRATEGIES.register("functional")
-class Functional(KStepStrategy):
+@BACKENDS.register("functional")
+class Functional(KStepBackend):
     """Exact hypergradient through ``steps`` optimiser steps, unrolled with ``torch.func``.
 
     Same contract and the same numbers as :class:`~.unrolled.Unrolled` (the optimisers of
@@ -49,7 +50,7 @@ class Functional(KStepStrategy):
         return problem.meta_loss(unroll(fast, x_meta))
 
 
-@STRATEGIES.register("truncated")
+@BACKENDS.register("truncated")
 class Truncated(Functional):
     """Unroll ``steps`` inner steps but back-propagate through the last ``through`` only.
 
@@ -85,7 +86,7 @@ def find_head(model: nn.Module, name: Optional[str] = None) -> Tuple[str, nn.Mod
     return linear[-1], modules[linear[-1]]
 
 
-@STRATEGIES.register("head-only")
+@BACKENDS.register("head-only")
 class HeadOnly(Functional):
     """Unroll only the classifier head, on features the current model computes (detached).
 

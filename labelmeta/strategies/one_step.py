@@ -31,12 +31,11 @@ import torch
 import torch.autograd.forward_ad as fwad
 from torch import Tensor, nn
 
-from ..kernels import on_differentiable_kernels
 from ..losses import check_finite
 from ..profiling import phase
 from ..update_rules import sgd, sgd_gain
-from .base import (STRATEGIES, MetaProblem, MetaStats, Strategy, accumulate_label_grads, inner_steps, normalised,
-                   trainable)
+from .backend import BACKENDS, Backend
+from .base import MetaProblem, inner_steps
 from .unroll import FunctionalUnroll
 
 
@@ -47,9 +46,9 @@ _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.I
 _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
 
-@STRATEGIES.register("one-step")
-class OneStep(Strategy):
-    """Exact hypergradient of the last inner step by one Jacobian-vector product (the default strategy).
+@BACKENDS.register("one-step")
+class OneStep(Backend):
+    """Exact hypergradient of the last inner step by one Jacobian-vector product (the default's backend).
 
     With ``steps=1`` it is the exact one-step look-ahead: the same gradient as ``unrolled`` and
     ``functional`` with ``steps=1`` (``tests/test_gradients.py``), at a lower cost; the model
@@ -98,13 +97,13 @@ class OneStep(Strategy):
         # the differentiated step is the last one; the ones before it take gradients only
         return frozenset({"forward mode" if self.product_for(model) == "forward" else "double backward"})
 
-    def variants(self, model: nn.Module) -> List[Strategy]:
+    def variants(self, model: nn.Module) -> List[Backend]:
         """Under ``product="auto"``, the product :meth:`product_for` picks, then the other one (unless
         the model has dropout): both give the same gradient, and a model may have the derivatives of one only."""
         chosen = self.product_for(model)
         if self.product != "auto" or (chosen == "reverse" and _random_layers(model)):
             return [self]
-        other = copy.copy(self)  # shares what the strategy learns (meta-weight-net's network)
+        other = copy.copy(self)
         other.product = "forward" if chosen == "reverse" else "reverse"
         return [self, other]
 
@@ -113,12 +112,6 @@ class OneStep(Strategy):
         # the differentiated step starts from the current weights only when it is the first one
         return self.steps == 1
 
-    def compute(self, problem: MetaProblem) -> MetaStats:
-        meta_loss, grads = self.hypergradient(problem, trainable(problem.labels))
-        accumulate_label_grads(problem.labels, grads)
-        return MetaStats(meta_loss=meta_loss)
-
-    @on_differentiable_kernels
     def hypergradient(self, problem: MetaProblem, inputs: Sequence[Tensor],
                       weights: Optional[Tensor] = None) -> tuple[float, List[Optional[Tensor]]]:
         """The meta loss and its gradient with respect to ``inputs`` (label parameters, and/or
@@ -235,50 +228,3 @@ def _load_forward_mode() -> None:
         warnings.filterwarnings("ignore", r"`torch\.jit\.script` is deprecated", FutureWarning)
         with fwad.dual_level():
             fwad.make_dual(torch.zeros(()), torch.zeros(()))
-
-
-@STRATEGIES.register("one-step-reweight")
-class OneStepReweight(OneStep):
-    """Per-sample weights (learning to reweight) and, with learnable labels, the labels, from one hypergradient.
-
-    Each training sample enters the inner loss with a weight ``w_i`` (``1/B``: the ordinary
-    mean); one pass of :meth:`OneStep.hypergradient` gives the meta loss's gradient with respect
-    to the weights and to the label parameters. The model step then uses
-    ``max(-dL/dw, 0) / sum(max(-dL/dw, 0))`` (Ren et al., 2018: the samples whose gradient helps
-    the meta batch; all zero when none does, and the step is skipped), and the labels take their
-    step as with ``one-step``. With ``one-hot`` labels it is learning to reweight at ``one-step``'s
-    cost (``reweight`` differentiates a ``higher`` unroll, at ``w = 0``); with learnable labels a
-    sample whose annotation hurts the meta batch is down-weighted now and relabelled over time, and
-    its weight returns once its label helps.
-
-    Args:
-        steps: inner steps ``k`` (>= 1); the gradients flow through the last one; default 1.
-        product: how ``J u`` is computed (see :class:`OneStep`); default ``"auto"``.
-        weighting: ``"proportional"`` (Ren et al.: each helpful sample weighted by how much it
-            helps) or ``"binary"`` (every helpful sample the same weight: the sign of ``-dL/dw``
-            decides, its size, a noisy one-batch estimate, does not); default ``"proportional"``.
-    """
-
-    learns_weights = True
-    supports_distributed = False  # its weights are normalised over the local batch
-
-    def __init__(self, *, steps: int = 1, product: Literal["auto", "forward", "reverse"] = "auto",
-                 weighting: Literal["proportional", "binary"] = "proportional") -> None:
-        super().__init__(steps=steps, product=product)
-        if weighting not in ("proportional", "binary"):
-            raise ValueError(f"weighting must be 'proportional' or 'binary', got {weighting!r}")
-        self.weighting = weighting
-
-    def compute(self, problem: MetaProblem) -> MetaStats:
-        x = problem.batch[0]
-        dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
-        uniform = torch.full((len(x),), 1.0 / len(x), dtype=dtype, device=x.device, requires_grad=True)
-        params = trainable(problem.labels) if problem.labels.learnable else []
-        meta_loss, grads = self.hypergradient(problem, [uniform, *params], weights=uniform)
-        accumulate_label_grads(problem.labels, grads[1:])
-        if grads[0] is None:
-            weights = torch.zeros_like(uniform)
-        else:
-            helps = (-grads[0]).clamp_min(0)
-            weights = normalised(helps if self.weighting == "proportional" else helps.gt(0).to(helps.dtype))
-        return MetaStats(meta_loss=meta_loss, sample_weights=weights.detach())

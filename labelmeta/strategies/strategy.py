@@ -1,0 +1,242 @@
+"""A strategy is a hypergradient backend paired with a meta target; the registry of strategies by name.
+
+``Strategy(backend, target)`` asks the target for the step's meta parameters, the backend for the
+meta loss's gradient with respect to them, and the target for the update. Any target runs on any
+backend that can differentiate what it needs. :data:`STRATEGIES` names them:
+
+- ``"BACKEND:TARGET"``, e.g. ``"functional:weights"``: any pair, its options those of both;
+- a backend's own name, e.g. ``"one-step"``: the backend with the ``labels`` target;
+- presets, the names of the methods they are (Config files, command lines, checkpoints and stored
+  results use them): ``one-step-reweight`` (one-step × labels+weights, the default), ``reweight``
+  (unrolled × weights: learning to reweight as published), ``meta-weight-net`` (one-step × weight-net).
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Dict, FrozenSet, List, Literal, Mapping, Optional
+
+import torch
+from torch import nn
+
+from ..kernels import differentiable_kernels
+from ..options import Schema
+from ..registry import Registry
+from .backend import BACKENDS, Backend
+from .base import MetaProblem, MetaStats
+from .targets import TARGETS, LabelsAndWeights, Target, WeightNet, Weights
+
+#: the strategy a run uses unless told otherwise (``Config.strategy``, ``Learner``'s default)
+DEFAULT_STRATEGY = "one-step-reweight"
+
+
+class Strategy:
+    """A backend and a target: fills the label parameters' ``.grad`` and/or returns per-sample weights.
+
+    Args:
+        backend: how the hypergradient is obtained (:data:`~.backend.BACKENDS`).
+        target: what receives it (:data:`~.targets.TARGETS`).
+        name: how messages name it (default ``"BACKEND-CLASS:TARGET-CLASS"``).
+    """
+
+    def __init__(self, backend: Backend, target: Target, name: Optional[str] = None) -> None:
+        if not isinstance(backend, Backend) or not isinstance(target, Target):
+            raise TypeError(f"Strategy(backend, target) takes a Backend and a Target, got "
+                            f"{type(backend).__name__} and {type(target).__name__}")
+        self.backend, self.target = backend, target
+        self.name = name or f"{type(backend).__name__}:{type(target).__name__}"
+
+    @property
+    def learns_labels(self) -> bool:
+        """Whether it gives the label parameters gradients."""
+        return self.target.learns_labels
+
+    @property
+    def learns_weights(self) -> bool:
+        """Whether it returns per-sample weights for the model step."""
+        return self.target.learns_weights
+
+    @property
+    def supports_distributed(self) -> bool:
+        """Whether both halves can run in several processes."""
+        return self.backend.supports_distributed and self.target.supports_distributed
+
+    @property
+    def shares_forward(self) -> bool:
+        """Whether the backend reads the model step's forward (:attr:`MetaProblem.logits`)."""
+        return self.backend.shares_forward
+
+    def check(self, optimizer: torch.optim.Optimizer) -> None:
+        """``ValueError`` if the backend cannot differentiate through ``optimizer``."""
+        self.backend.check(optimizer)
+
+    def check_model(self, model: nn.Module) -> None:
+        """``ValueError`` if the backend's options cannot serve ``model``."""
+        self.backend.check_model(model)
+
+    def derivatives(self, model: nn.Module) -> FrozenSet[str]:
+        """The derivatives of ``model`` the backend takes (:meth:`Backend.derivatives`)."""
+        return self.backend.derivatives(model)
+
+    def variants(self, model: nn.Module) -> List["Strategy"]:
+        """The same target on each of the backend's variants (:meth:`Backend.variants`)."""
+        return [self if b is self.backend else Strategy(b, self.target, self.name) for b in self.backend.variants(model)]
+
+    def compute(self, problem: MetaProblem) -> MetaStats:
+        """One meta step: the target's meta parameters, the backend's gradient, the target's update.
+
+        Checks the optimiser first (as the learner does when it is built) and differentiates on
+        :func:`~labelmeta.kernels.differentiable_kernels`, however it is called.
+        """
+        self.backend.check(problem.optimizer)
+        with differentiable_kernels(problem.model):
+            meta = self.target.parameters(problem)
+            with torch.enable_grad():
+                weights = meta.weights()
+            meta_loss, grads = self.backend.hypergradient(problem, meta.inputs, weights)
+            return self.target.update(problem, meta, meta_loss, grads)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """What the strategy learns itself (the target's network, its optimiser), for checkpoints."""
+        return self.target.state_dict()
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.target.load_state_dict(state)
+
+    def __getattr__(self, name: str) -> Any:
+        # the options of either half read as the strategy's (``learner.strategy.product``, ``.damping``)
+        if name in ("backend", "target"):
+            raise AttributeError(name)
+        for half in (self.backend, self.target):
+            if hasattr(half, name):
+                return getattr(half, name)
+        raise AttributeError(f"{type(self).__name__} {self.name!r} (and its backend and target) has no attribute {name!r}")
+
+    def __repr__(self) -> str:
+        return f"Strategy({self.name!r}: {type(self.backend).__name__} x {type(self.target).__name__})"
+
+
+class StrategyRegistry(Registry[Strategy]):
+    """:class:`~labelmeta.registry.Registry` of strategies: the registered presets, and, composed when
+    asked for, every registered backend by its name (with the ``labels`` target) and every
+    ``"BACKEND:TARGET"`` pair of the registered backends and targets."""
+
+    def get(self, name: str) -> Callable[..., Strategy]:
+        pair = self._pair(name)
+        return pair[0] if pair is not None else super().get(name)
+
+    def schema(self, name: str) -> Schema:
+        pair = self._pair(name)
+        return pair[1] if pair is not None else super().schema(name)
+
+    def build(self, name: str, *context: Any, options: Optional[Mapping[str, Any]] = None) -> Strategy:
+        return self.get(name)(*context, **self.schema(name).check(options or {}))
+
+    def names(self) -> List[str]:
+        """Presets and backends, then every backend:target pair."""
+        return (sorted(set(self._entries) | set(BACKENDS.names()))
+                + [f"{b}:{t}" for b in BACKENDS.names() for t in TARGETS.names()])
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries or self._pair(name) is not None
+
+    def _pair(self, name: object):
+        """``(factory, schema)`` of a backend name or a ``"BACKEND:TARGET"`` name; ``None`` for anything else."""
+        if not isinstance(name, str) or name in self._entries:
+            return None
+        backend, sep, target = name.partition(":")
+        target = target if sep else "labels"
+        if backend not in BACKENDS or target not in TARGETS:
+            return None
+        b_schema, t_schema = BACKENDS.schema(backend), TARGETS.schema(target)
+
+        def factory(**options: Any) -> Strategy:
+            return Strategy(BACKENDS.build(backend, options={k: v for k, v in options.items() if k in b_schema.options}),
+                            TARGETS.build(target, options={k: v for k, v in options.items() if k in t_schema.options}),
+                            name)
+
+        factory.__doc__ = (f"The {backend!r} hypergradient backend with the {target!r} meta target.\n\n"
+                           f"{_first_paragraph(BACKENDS.get(backend))}\n\n{_first_paragraph(TARGETS.get(target))}")
+        return factory, Schema.union(f"{self.kind} {name!r}", b_schema, t_schema)
+
+
+def _first_paragraph(obj: Any) -> str:
+    return (inspect.getdoc(obj) or "").split("\n\n")[0]
+
+
+#: every strategy by name (see the module docstring)
+STRATEGIES = StrategyRegistry("strategy")
+
+
+def make_strategy(name: str, **options: Any) -> Strategy:
+    """Build the strategy ``name`` (a preset, a backend, or ``"BACKEND:TARGET"``) with its declared ``options``."""
+    return STRATEGIES.build(name, options=options)
+
+
+def as_strategy(strategy: "Strategy | Backend | str") -> Strategy:
+    """``strategy`` as a :class:`Strategy`: a backend gets the ``labels`` target, a name is built with its defaults."""
+    if isinstance(strategy, str):
+        return make_strategy(strategy)
+    if isinstance(strategy, Backend):
+        from .targets import Labels
+
+        return Strategy(strategy, Labels(), _registered(BACKENDS, strategy))
+    if not isinstance(strategy, Strategy):
+        raise TypeError(f"a strategy must be a Strategy, a Backend or a registered name, got {type(strategy).__name__}")
+    return strategy
+
+
+def _registered(registry: Registry, obj: Any) -> str:
+    return next((n for n in registry.names() if registry.get(n) is type(obj)), type(obj).__name__)
+
+
+# --- presets: the methods by their names ------------------------------------------------------------
+
+@STRATEGIES.register("one-step-reweight")
+def one_step_reweight(*, steps: int = 1, product: Literal["auto", "forward", "reverse"] = "auto",
+                      weighting: Literal["proportional", "binary"] = "proportional") -> Strategy:
+    """Per-sample weights and the labels from one exact one-step hypergradient (the default): ``one-step:labels+weights``.
+
+    Args:
+        steps: inner steps ``k`` (>= 1); the gradients flow through the last one; default 1.
+        product: how ``one-step`` computes ``J u``: ``"forward"``, ``"reverse"`` or ``"auto"``; default ``"auto"``.
+        weighting: ``"proportional"`` or ``"binary"`` weights of the helpful samples; default ``"proportional"``.
+    """
+    from .one_step import OneStep
+
+    return Strategy(OneStep(steps=steps, product=product), LabelsAndWeights(weighting=weighting), "one-step-reweight")
+
+
+@STRATEGIES.register("reweight")
+def reweight(*, steps: int = 1) -> Strategy:
+    """Learning to reweight (Ren et al., 2018) as published: ``unrolled:weights`` (the gradient at ``w = 0``).
+
+    Args:
+        steps: inner steps ``k`` of the unroll; default 1 (the paper's).
+    """
+    from .unrolled import Unrolled
+
+    return Strategy(Unrolled(steps=steps), Weights(at="zero"), "reweight")
+
+
+@STRATEGIES.register("meta-weight-net")
+def meta_weight_net(*, hidden: int = 100, lr: float = 1e-3, weight_decay: float = 1e-4,
+                    product: Literal["auto", "forward", "reverse"] = "auto") -> Strategy:
+    """Meta-Weight-Net (Shu et al., 2019) through the exact one-step hypergradient: ``one-step:weight-net``.
+
+    Args:
+        hidden: width of the network's hidden layer; default 100 (the paper's).
+        lr: Adam's learning rate for the network; default 1e-3.
+        weight_decay: Adam's weight decay for the network; default 1e-4.
+        product: how ``one-step`` computes ``J u``; default ``"auto"``.
+    """
+    from .one_step import OneStep
+
+    return Strategy(OneStep(product=product), WeightNet(hidden=hidden, lr=lr, weight_decay=weight_decay),
+                    "meta-weight-net")
+
+
+# the presets under the names of the classes they replaced (the public API before targets)
+OneStepReweight = one_step_reweight
+MetaReweight = reweight
+MetaWeightNet = meta_weight_net
