@@ -1,12 +1,12 @@
 """labelmeta: learn soft labels by meta-learning through unrolled optimiser steps."""
-from .config import Config
+from .config import MODEL_OPTIMIZERS, Config
 from .data import DATASETS, make_splits
 from .labels import LABELS, LabelParameterization, make_labels
 from .learner import Learner, StepStats
 from .losses import LOSSES, distillation_loss, make_loss, soft_cross_entropy
 from .metrics import accuracy, label_correction
 from .models import MODELS, make_model
-from .noise import add_noise
+from .noise import NOISE, add_noise
 from .optim import LABEL_OPTIMIZERS, MirrorDescent, make_label_optimizer
 from .records import EpochRecord, Results
 from .runner import fit
@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Config", "DATASETS", "EpochRecord", "LABELS", "LABEL_OPTIMIZERS", "LOSSES", "LabelParameterization", "Learner",
-    "MODELS", "MetaProblem", "MetaSchedule", "MetaWeightNet", "MirrorDescent", "OneStep", "OneStepReweight", "Results", "STRATEGIES", "StepStats", "Strategy",
+    "MODELS", "MODEL_OPTIMIZERS", "NOISE", "MetaProblem", "MetaSchedule", "MetaWeightNet", "MirrorDescent", "OneStep", "OneStepReweight", "Results", "STRATEGIES", "StepStats", "Strategy",
     "Unrolled", "accuracy", "add_noise", "distillation_loss", "fit", "label_correction", "make_label_optimizer",
     "make_labels", "make_loss", "make_model", "make_splits", "make_strategy", "soft_cross_entropy",
 ]

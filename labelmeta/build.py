@@ -1,12 +1,10 @@
 """Assembly: the data and the :class:`~labelmeta.learner.Learner` a :class:`~labelmeta.config.Config` describes."""
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional
-
-import torch
+from typing import Any, Dict, Optional
 
 from .accel import to_channels_last
-from .config import COMPONENTS, Config, component_options
+from .config import COMPONENTS, MODEL_OPTIMIZERS, Config, component_options
 from .data import Splits, make_splits
 from .distributed import Distributed
 from .labels import LabelParameterization, make_labels
@@ -15,13 +13,6 @@ from .losses import make_loss
 from .models import make_model
 from .optim import make_label_optimizer
 from .strategies import make_strategy
-
-#: ``Config.optimizer`` -> the model's optimiser, built from the Config's settings
-MODEL_OPTIMIZERS: Dict[str, Callable[[Config, Any], torch.optim.Optimizer]] = {
-    "sgd": lambda c, params: torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay),
-    "adam": lambda c, params: torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay),
-    "adamw": lambda c, params: torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay),
-}
 
 
 def options(config: Config, name_field: str) -> Dict[str, Any]:
@@ -49,7 +40,7 @@ def build_learner(config: Config, splits: Splits, labels: Optional[LabelParamete
     model = model.to(config.device)
     if config.channels_last:
         model = to_channels_last(model)
-    optimizer = MODEL_OPTIMIZERS[config.optimizer](config, model.parameters())
+    optimizer = MODEL_OPTIMIZERS.build(config.optimizer, model.parameters(), config)
     if labels is None:
         labels = make_labels(config.labels, splits.labels.noisy, splits.num_classes, **options(config, "labels"))
     elif labels.num_samples != len(splits.labels.noisy) or labels.num_classes != splits.num_classes:

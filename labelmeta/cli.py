@@ -23,10 +23,11 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 
 from .compare import compare, format_table, noise_summary, summarize
-from .config import COMPONENTS, PRESETS, Component, Config
+from .config import COMPONENTS, NAMED_FIELDS, PRESETS, Component, Config
 from .distributed import shutdown
 from .eventlog import MissingExtra
 from .records import Results, ResultsNotWritten
+from .strategies import BACKENDS, DEFAULT_STRATEGY, STRATEGIES, TARGETS
 from .runner import fit
 
 #: the demo's comparison: plain cross-entropy against the default (learned per-sample labels and weights)
@@ -90,20 +91,39 @@ def _list(args: argparse.Namespace) -> int:
     kinds = [(c.registry.kind, c) for c in COMPONENTS]
     if args.name is None:
         for title, component in kinds:
-            extra = " (and none)" if component.name_field == "strategy" else ""
-            print(f"{component.name_field} ({title}): {', '.join(component.registry.names())}{extra}")
-        hints = typing.get_type_hints(Config)
-        print(f"optimizer (model optimiser): {', '.join(typing.get_args(hints['optimizer']))}")
+            if component.name_field == "strategy":
+                _list_strategies()
+                continue
+            print(f"{component.name_field} ({title}): {', '.join(component.registry.names())}")
+        for field_name, registry in NAMED_FIELDS.items():
+            print(f"{field_name} ({registry.kind}): {', '.join(registry.names())}")
         print("`labelmeta list NAME` shows a component's options")
         return 0
     found = [c for _, c in kinds if args.name in c.registry]
-    if not found:
+    named = [(f, r) for f, r in NAMED_FIELDS.items() if args.name in r]
+    if args.name in TARGETS:  # a target is a strategy's half: say how to pair it
+        print(TARGETS.describe(args.name))
+        print(f"  select with --strategy BACKEND:{args.name} (backends: {', '.join(BACKENDS.names())}); "
+              f"its options are --strategy-OPTION flags")
+    elif not found and not named:
         raise ValueError(f"no component is called {args.name!r}; `labelmeta list` shows them all")
     for c in found:
         print(c.registry.describe(args.name))
         flags = " ".join(f"--{_flag(c, name)}" for name in c.registry.schema(args.name).names())
         print(f"  select with --{_kebab(c.name_field)} {args.name}" + (f"; set with {flags}" if flags else ""))
+    for field_name, registry in named:
+        print(registry.describe(args.name))
+        print(f"  select with --{_kebab(field_name)} {args.name}")
     return 0
+
+
+def _list_strategies() -> None:
+    """Strategies in three lines: the presets, the backends (each alone learns the labels), the targets."""
+    presets = [n for n in STRATEGIES.names() if ":" not in n and n not in BACKENDS]
+    print(f"strategy presets: {', '.join(n + (' (default)' if n == DEFAULT_STRATEGY else '') for n in presets)}"
+          " (and none)")
+    print(f"strategy backends (alone: with the labels target): {', '.join(BACKENDS.names())}")
+    print(f"strategy targets (as --strategy BACKEND:TARGET): {', '.join(TARGETS.names())}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,8 +155,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         help_text = f"default: {getattr(defaults, f.name)}"
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
-        elif typing.get_origin(kind) is typing.Literal:  # checked with the rest of the Config, by check_config
-            parser.add_argument(flag, metavar="{" + ",".join(typing.get_args(kind)) + "}", default=argparse.SUPPRESS,
+        elif typing.get_origin(kind) is typing.Literal or f.name in NAMED_FIELDS:  # checked by check_config
+            choices = NAMED_FIELDS[f.name].names() if f.name in NAMED_FIELDS else typing.get_args(kind)
+            parser.add_argument(flag, metavar="{" + ",".join(choices) + "}", default=argparse.SUPPRESS,
                                 help=help_text)
         else:
             args = [a for a in typing.get_args(kind) if a is not type(None)]
@@ -155,7 +176,14 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             first = component.registry.schema(names[0]).options[option]
             group.add_argument("--" + _flag(component, option), dest=_dest(component, option),
                                default=argparse.SUPPRESS, metavar=first.type_name.upper().replace(" ", "_"),
-                               help=f"{', '.join(names)}: {first.help}".replace("%", "%%"))
+                               help=f"{', '.join(_takers_shown(option, names))}: {first.help}".replace("%", "%%"))
+
+
+def _takers_shown(option: str, names: List[str]) -> List[str]:
+    """The components that take ``option``, as its help names them: a strategy pair only by its target
+    (``BACKEND:weights``), when the option is the target's; the backends' options are named by the backends."""
+    pairs = [n.split(":", 1)[1] for n in names if ":" in n and option in TARGETS.schema(n.split(":", 1)[1]).options]
+    return [n for n in names if ":" not in n] + [f"BACKEND:{t}" for t in dict.fromkeys(pairs)]
 
 
 def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:

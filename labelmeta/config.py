@@ -3,7 +3,10 @@
 Each component a run assembles (dataset, model, labels, training loss, strategy, label
 optimiser) is named by one field and configured by one dict of its declared options
 (:data:`COMPONENTS`); the options are checked against the component's own declaration, so a new
-component brings its settings with it and no field here has to know about it. Each field says in
+component brings its settings with it and no field here has to know about it. The noise kind and
+the model's optimiser are named the same way, from registries whose entries declare no options
+(:data:`NAMED_FIELDS`: :data:`~labelmeta.noise.NOISE`, :data:`MODEL_OPTIMIZERS`, which read the
+fields here: ``noise_rate``, ``lr``, ``momentum``, ``weight_decay``). Each field says in
 its metadata what it is: ``data`` (changes the samples or annotations a run sees: runs that agree
 on these share one split) and ``resumable`` (may differ between the run that wrote a checkpoint
 and the one resuming it).
@@ -25,11 +28,11 @@ from .data import DATASETS
 from .labels import LABELS
 from .losses import LOSSES
 from .models import MODELS
-from .noise import check_rate
+from .noise import NOISE, check_rate
 from .optim import LABEL_OPTIMIZERS
 from .options import check_range
 from .registry import Registry
-from .strategies import STRATEGIES
+from .strategies import DEFAULT_STRATEGY, STRATEGIES
 
 _DATA = {"data": True}
 _RESUMABLE = {"resumable": True}
@@ -56,14 +59,14 @@ class Config:
     #: meta batches from "clean" (the held-out samples) or "train" data
     meta_source: Literal["clean", "train"] = field(default="clean", metadata=_DATA)
     meta_in_train: bool = field(default=False, metadata=_DATA)         #: also train on the clean meta samples
-    noise: Literal["none", "symmetric", "asymmetric", "matrix"] = field(default="symmetric", metadata=_DATA)
+    noise: str = field(default="symmetric", metadata=_DATA)           #: a name in ``NOISE`` (none, symmetric, ...)
     noise_rate: float = field(default=0.4, metadata=_DATA)             #: nominal rate in [0, 1) (symmetric, asymmetric)
     noise_matrix: Optional[str] = field(default=None, metadata=_DATA)  #: .npy/.csv/.json C x C transition matrix (matrix)
     seed: int = field(default=0, metadata=_DATA)                       #: seeds the split, the noise and training
     # model and its optimiser
     model: str = "cnn1d-bn"                                            #: a name in ``MODELS``
     model_options: Dict[str, Any] = _options()
-    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"                 #: SGD (with momentum), Adam or AdamW
+    optimizer: str = "sgd"                                             #: a name in ``MODEL_OPTIMIZERS`` (sgd, adam, adamw)
     lr: float = 0.05
     momentum: float = 0.9                                              #: SGD's momentum, in [0, 1)
     weight_decay: float = 5e-4
@@ -77,7 +80,7 @@ class Config:
     loss_options: Dict[str, Any] = _options()
     #: a name in ``STRATEGIES`` or "none"; the default learns per-sample weights and the labels from one
     #: exact one-step hypergradient without a second-order graph (benchmarks/noisy_labels.py chose it)
-    strategy: str = "one-step-reweight"
+    strategy: str = DEFAULT_STRATEGY
     strategy_options: Dict[str, Any] = _options()
     label_optimizer: str = "mirror"                                    #: a name in ``LABEL_OPTIMIZERS``
     label_optimizer_options: Dict[str, Any] = _options()
@@ -107,6 +110,34 @@ class Config:
     def replace(self, **changes: Any) -> "Config":
         """A copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
+
+
+#: the model's optimiser by name (``Config.optimizer``): ``factory(params, config)`` builds it from the
+#: Config's ``lr``, ``momentum`` and ``weight_decay``; no options of its own
+MODEL_OPTIMIZERS: Registry[torch.optim.Optimizer] = Registry("model optimiser")
+
+
+@MODEL_OPTIMIZERS.register("sgd")
+def sgd(params: Any, config: Config) -> torch.optim.Optimizer:
+    """SGD with momentum (``torch.optim.SGD``) from ``lr``, ``momentum`` and ``weight_decay``."""
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+@MODEL_OPTIMIZERS.register("adam")
+def adam(params: Any, config: Config) -> torch.optim.Optimizer:
+    """Adam (``torch.optim.Adam``) from ``lr`` and ``weight_decay`` (``momentum`` is not used)."""
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+@MODEL_OPTIMIZERS.register("adamw")
+def adamw(params: Any, config: Config) -> torch.optim.Optimizer:
+    """AdamW (``torch.optim.AdamW``) from ``lr`` and ``weight_decay`` (``momentum`` is not used)."""
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+#: Config fields that name an entry of a registry whose entries declare no options (so no options
+#: field): checked by name in :func:`check_config`, listed by ``labelmeta list``
+NAMED_FIELDS: Dict[str, Registry] = {"noise": NOISE, "optimizer": MODEL_OPTIMIZERS}
 
 
 @dataclass(frozen=True)
@@ -154,6 +185,8 @@ def check_config(config: Config) -> None:
         if typing.get_origin(hints[f.name]) is Literal and getattr(config, f.name) not in typing.get_args(hints[f.name]):
             choices = ", ".join(repr(c) for c in typing.get_args(hints[f.name]))
             raise ValueError(f"{f.name} must be one of {choices}, got {getattr(config, f.name)!r}")
+    for name, registry in NAMED_FIELDS.items():
+        registry.get(getattr(config, name))  # an unknown name lists the registered ones
     for component in COMPONENTS:
         component_options(config, component)
     for name in ("epochs", "batch_size", "meta_batch_size", "meta_every"):

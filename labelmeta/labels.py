@@ -5,12 +5,15 @@ Every parameterisation subclasses :class:`LabelParameterization` and implements 
 full soft-label table and the current hard labels. A parameterisation that also uses the model's
 own predictions overrides the optional :meth:`LabelParameterization.observe` (the learner calls
 it after every model step). Register new ones with ``@LABELS.register("name")`` and they pass
-through the contract tests in ``tests/test_labels.py``.
+through the contract tests in ``tests/test_labels.py``; :func:`preset` registers a name for one with
+some options set (``class-temperature``: ``temperature`` with ``per_class=True``).
 """
 from __future__ import annotations
 
 import abc
+import inspect
 import math
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -417,9 +420,10 @@ class Temperature(LabelParameterization):
     """Learnable temperature softening the scaled one-hot logits: ``softmax(scale * onehot / T)``.
 
     Args:
-        scale: logit of the annotated class before tempering (> 0); default 4.
-        per_class: one temperature per annotated class instead of a single global one.
-        init_temperature: starting ``T`` (> 0); default 1.
+        scale: logit of the annotated class before tempering (> 0).
+        per_class: one temperature per annotated class instead of a single global one (the
+            ``class-temperature`` preset).
+        init_temperature: starting ``T`` (> 0).
 
     ``T = exp(log_temperature)`` keeps the temperature positive. ``lr_scale`` is 0.02: the
     normalised label step moves each ``log T`` by about ``label_lr`` per step, and one ``log T``
@@ -454,17 +458,40 @@ class Temperature(LabelParameterization):
         return F.softmax(logits, dim=1)
 
 
-@LABELS.register("class-temperature")
-class ClassTemperature(Temperature):
-    """:class:`Temperature` with one learnable temperature per annotated class.
+def preset(of: str, summary: str, **fixed: Any) -> Callable[..., LabelParameterization]:
+    """A factory that builds the registered parameterisation ``of`` with the options ``fixed`` set, to
+    register under another name (a method's, or a name that Config files, command lines, checkpoints
+    and stored results use). Its options are ``of``'s others, with the types, defaults and help ``of``
+    declares (written once, there); its description says it is a preset of ``of``.
 
     Args:
-        scale: logit of the annotated class before tempering (> 0); default 4.
-        init_temperature: starting ``T`` (> 0); default 1.
+        of: a registered name, e.g. ``"temperature"``.
+        summary: what the preset is, for ``labelmeta list``.
+        fixed: the options it sets, checked against ``of``'s declaration.
     """
+    cls, schema = LABELS.get(of), LABELS.schema(of)
+    fixed = schema.check(fixed)
+    kept = [option for name, option in schema.options.items() if name not in fixed]
 
-    def __init__(self, targets: Targets, num_classes: int, *, scale: float = 4.0, init_temperature: float = 1.0) -> None:
-        super().__init__(targets, num_classes, scale=scale, per_class=True, init_temperature=init_temperature)
+    def build(targets: Targets, num_classes: int, **options: Any) -> LabelParameterization:
+        return cls(targets, num_classes, **options, **fixed)
+
+    P = inspect.Parameter
+    build.__signature__ = inspect.Signature(  # what the registry reads: the kept options, as declared
+        [P("targets", P.POSITIONAL_OR_KEYWORD), P("num_classes", P.POSITIONAL_OR_KEYWORD)]
+        + [P(o.name, P.KEYWORD_ONLY, default=o.default, annotation=o.type) for o in kept])
+    build.__annotations__ = {o.name: o.type for o in kept}
+    settings = ", ".join(f"{name}={value!r}" for name, value in fixed.items())
+    build.__doc__ = f"A preset of {of!r} with {settings}: {summary}\n\nArgs:\n" + "".join(
+        f"    {o.name}: {o.help}\n" for o in kept)
+    build.__name__ = build.__qualname__ = f"{of.replace('-', '_')}_preset"
+    build.preset_of = (of, dict(fixed))  # type: ignore[attr-defined]
+    return build
+
+
+#: the name before ``per_class`` was an option of ``temperature``: the same module and state dict keys
+ClassTemperature = LABELS.register("class-temperature")(
+    preset("temperature", "one learnable temperature per annotated class.", per_class=True))
 
 
 def make_labels(name: str, targets: Targets, num_classes: int, **options) -> LabelParameterization:

@@ -1,7 +1,8 @@
 """Label-noise injection through a class-transition matrix, keeping the true targets.
 
 ``T[i, j]`` is the probability that a sample of true class ``i`` is annotated ``j``; symmetric
-and asymmetric (class-flip) noise are two ways of building ``T``.
+and asymmetric (class-flip) noise are two ways of building ``T``, a matrix read from a file a third.
+The kinds ``Config.noise`` names are registered in :data:`NOISE`.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from torch import Tensor
 
 from .labels import check_targets
 from .options import check_range
+from .registry import Registry
 
 #: The standard CIFAR-10 class-flip map: truck→automobile, bird→airplane, deer→horse, cat↔dog.
 CIFAR10_FLIPS: Dict[int, int] = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
@@ -138,37 +140,72 @@ def apply_transition(targets: Tensor, matrix: Tensor, generator: torch.Generator
     return NoisyLabels(noisy=noisy, true=targets.clone(), nominal_rate=rate)
 
 
+def _clean(targets: Tensor) -> NoisyLabels:
+    return NoisyLabels(noisy=targets.clone(), true=targets.clone(), nominal_rate=0.0)
+
+
+#: noise kinds by name (``Config.noise``). Each is registered as
+#: ``kind(targets, num_classes, rate, generator, flips=None, matrix=None) -> NoisyLabels``: the true
+#: ``targets [N]``, the nominal ``rate`` (``Config.noise_rate``), a generator seeded for the noise
+#: alone, the dataset's class-flip map and the transition matrix read from ``Config.noise_matrix``
+#: (either ``None`` when there is none). A kind declares no options of its own.
+NOISE: Registry[NoisyLabels] = Registry("noise kind")
+
+
+@NOISE.register("none")
+def no_noise(targets: Tensor, num_classes: int, rate: float, generator: torch.Generator,
+             flips: Optional[Dict[int, int]] = None, matrix: Optional[Tensor] = None) -> NoisyLabels:
+    """No noise: every annotation is the truth (``noise_rate`` must still be a rate; it is not used)."""
+    check_rate(rate)
+    return _clean(targets)
+
+
+@NOISE.register("symmetric")
+def symmetric_noise(targets: Tensor, num_classes: int, rate: float, generator: torch.Generator,
+                    flips: Optional[Dict[int, int]] = None, matrix: Optional[Tensor] = None) -> NoisyLabels:
+    """Symmetric noise: with probability ``noise_rate`` an annotation is redrawn uniformly from all
+    classes (:func:`symmetric_matrix`; the effective rate is ``rate * (C - 1) / C``)."""
+    if rate == 0:
+        return _clean(targets)
+    return apply_transition(targets, symmetric_matrix(num_classes, rate), generator, rate)
+
+
+@NOISE.register("asymmetric")
+def asymmetric_noise(targets: Tensor, num_classes: int, rate: float, generator: torch.Generator,
+                     flips: Optional[Dict[int, int]] = None, matrix: Optional[Tensor] = None) -> NoisyLabels:
+    """Class-flip noise: with probability ``noise_rate`` class ``i`` is annotated ``flips[i]``
+    (:func:`flip_matrix`; the dataset's map, e.g. CIFAR-10's, else ``i -> i + 1 mod C``)."""
+    if rate == 0:
+        return _clean(targets)
+    return apply_transition(targets, flip_matrix(num_classes, rate, flips), generator, rate)
+
+
+@NOISE.register("matrix")
+def matrix_noise(targets: Tensor, num_classes: int, rate: float, generator: torch.Generator,
+                 flips: Optional[Dict[int, int]] = None, matrix: Optional[Tensor] = None) -> NoisyLabels:
+    """Each annotation drawn from the row of its true class in a transition matrix (``noise_matrix``:
+    a .npy, .csv or .json file); ``noise_rate`` is not used, the nominal rate is the expected
+    fraction of changed annotations."""
+    if matrix is None:
+        raise ValueError("noise 'matrix' needs a transition matrix (Config.noise_matrix: a .npy, .csv or .json file)")
+    matrix = check_matrix(matrix, num_classes)
+    check_targets(targets, num_classes)
+    nominal = float(1 - matrix.diagonal()[targets].mean()) if targets.numel() else 0.0
+    return apply_transition(targets, matrix, generator, nominal)
+
+
 def add_noise(
     targets: Tensor, num_classes: int, kind: str, rate: float = 0.0, seed: int = 0,
     flips: Optional[Dict[int, int]] = None, matrix: Optional[Tensor] = None,
 ) -> NoisyLabels:
-    """Corrupt ``targets`` with ``kind`` noise, seeded independently of everything else.
+    """Corrupt ``targets`` with the registered noise ``kind`` (:data:`NOISE`), seeded independently
+    of everything else.
 
     Args:
         kind: ``"none"``; ``"symmetric"`` (redrawn uniformly at ``rate``); ``"asymmetric"``
             (class ``i`` flipped to ``flips[i]`` at ``rate``, default map ``i → i + 1 mod C``);
             ``"matrix"`` (drawn from the rows of the given transition ``matrix``; ``rate`` is
-            ignored and the nominal rate is the expected fraction of changed annotations).
+            ignored and the nominal rate is the expected fraction of changed annotations); or
+            any other registered name.
     """
-    if kind == "matrix":
-        if matrix is None:
-            raise ValueError("noise 'matrix' needs a transition matrix (Config.noise_matrix: a .npy, .csv or .json file)")
-        matrix = check_matrix(matrix, num_classes)
-        check_targets(targets, num_classes)
-        nominal = float(1 - matrix.diagonal()[targets].mean()) if targets.numel() else 0.0
-        return apply_transition(targets, matrix, torch.Generator().manual_seed(seed), nominal)
-    if kind == "none" or rate == 0:
-        check_rate(rate)
-        if kind not in NOISE_KINDS:
-            raise ValueError(f"unknown noise kind {kind!r}; available: {', '.join(NOISE_KINDS)}")
-        return NoisyLabels(noisy=targets.clone(), true=targets.clone(), nominal_rate=0.0)
-    if kind == "symmetric":
-        matrix = symmetric_matrix(num_classes, rate)
-    elif kind == "asymmetric":
-        matrix = flip_matrix(num_classes, rate, flips)
-    else:
-        raise ValueError(f"unknown noise kind {kind!r}; available: {', '.join(NOISE_KINDS)}")
-    return apply_transition(targets, matrix, torch.Generator().manual_seed(seed), rate)
-
-
-NOISE_KINDS = ("none", "symmetric", "asymmetric", "matrix")
+    return NOISE.build(kind, targets, num_classes, rate, torch.Generator().manual_seed(seed), flips, matrix)

@@ -83,12 +83,35 @@ def test_results_named_csv_keep_their_json(tmp_path):
     ("--model", "vgg", "unknown model 'vgg'"),
     ("--strategy", "magic", "unknown strategy 'magic'"),
     ("--label-optimizer", "lbfgs", "unknown label optimiser 'lbfgs'"),
-    ("--optimizer", "lbfgs", "optimizer must be one of 'sgd', 'adam', 'adamw', got 'lbfgs'"),
+    ("--optimizer", "lbfgs", "unknown model optimiser 'lbfgs'; available: adam, adamw, sgd"),
     ("--noise-rate", "1.2", "noise rate must lie in [0, 1), got 1.2"),
 ])
 def test_cli_bad_input_is_a_clear_error(flag, value, message, capsys):
     assert main(["train", *TINY, "--no-progress", flag, value]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_list_shows_noise_kinds_model_optimisers_and_presets(capsys):
+    """``labelmeta list`` names the registered noise kinds and model optimisers; NAME describes one,
+    and says a preset is one."""
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "noise (noise kind): asymmetric, matrix, none, symmetric" in lines
+    assert "optimizer (model optimiser): adam, adamw, sgd" in lines
+    assert main(["list", "class-temperature"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("label parameterisation 'class-temperature': A preset of 'temperature' with per_class=True")
+    assert "select with --labels class-temperature; set with --label-scale --label-init-temperature" in out
+    assert main(["list", "sgd"]) == 0  # a label optimiser and a model optimiser
+    out = capsys.readouterr().out
+    assert "label optimiser 'sgd'" in out and "model optimiser 'sgd': SGD with momentum" in out
+    assert "select with --optimizer sgd" in out
+    assert main(["list", "asymmetric"]) == 0
+    assert "noise kind 'asymmetric': Class-flip noise" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # the flags name the registered entries
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "--noise {asymmetric,matrix,none,symmetric}" in out and "--optimizer {adam,adamw,sgd}" in out
 
 
 def test_console_script_entry_point():

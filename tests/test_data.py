@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import gzip
 import pickle
-import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,6 +69,35 @@ def test_unknown_noise_and_dataset_names():
         make_splits("imagenet")
 
 
+def test_noise_kinds_are_a_registry_that_make_splits_and_the_config_use():
+    """A noise kind registered for a while is checked, drawn and recorded like the built-in ones; those draw
+    what the matrices they are named for draw (the stored results' noise)."""
+    from labelmeta import Config
+    from labelmeta.config import check_config
+    from labelmeta.noise import NOISE, apply_transition
+
+    assert NOISE.names() == ["asymmetric", "matrix", "none", "symmetric"]
+    y = torch.arange(1000) % 10
+    for kind, matrix in (("symmetric", symmetric_matrix(10, 0.4)), ("asymmetric", flip_matrix(10, 0.4))):
+        expected = apply_transition(y, matrix, torch.Generator().manual_seed(5), 0.4)
+        assert torch.equal(add_noise(y, 10, kind, 0.4, seed=5).noisy, expected.noisy)
+    with pytest.raises(ValueError, match="unknown noise kind 'pair'; available: asymmetric, matrix, none, symmetric"):
+        check_config(Config(noise="pair"))
+
+    @NOISE.register("pair")
+    def pair(targets, num_classes, rate, generator, flips=None, matrix=None):
+        """Pair flipping: class ``i`` to ``i + 1`` (a test's kind)."""
+        return apply_transition(targets, flip_matrix(num_classes, rate), generator, rate)
+
+    try:
+        check_config(Config(noise="pair"))
+        s = make_splits("digits", meta_per_class=3, noise="pair", noise_rate=0.3, seed=2)
+        flipped = s.labels.corrupted
+        assert flipped.any() and torch.equal(s.labels.noisy[flipped], (s.labels.true[flipped] + 1) % 10)
+    finally:
+        NOISE.unregister("pair")
+
+
 def test_meta_split_larger_than_a_class():
     with pytest.raises(ValueError, match="fewer than the 500 asked for"):
         make_splits("digits", meta_per_class=500)
@@ -87,23 +114,25 @@ def test_cifar10_from_data_root(tmp_path):
     assert sorted(ym.tolist()) == list(range(10))
 
 
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    dims = array.shape
-    header = struct.pack(">HBB", 0, 0x08, len(dims)) + struct.pack(">" + "I" * len(dims), *dims)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
+@pytest.mark.parametrize("dataset, folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
+def test_mnist_formats_from_data_root(tmp_path, dataset, folder):
+    """``labelmeta.data.files.write_mnist`` writes what torchvision's MNIST and FashionMNIST read back."""
+    from labelmeta.data.files import write_mnist
 
-
-def test_mnist_from_data_root(tmp_path):
-    raw = tmp_path / "MNIST" / "raw"
-    raw.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    for prefix, n in (("train", 30), ("t10k", 10)):
-        _write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
-        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
-    s = make_splits("mnist", meta_per_class=1, data_root=str(tmp_path))
+    train, test = rng.integers(0, 256, (30, 28, 28), dtype=np.uint8), rng.integers(0, 256, (10, 28, 28), dtype=np.uint8)
+    written = write_mnist(tmp_path, train, np.arange(30) % 10, test, np.arange(10) % 10, name=folder)
+    assert written == tmp_path / folder / "raw"
+    s = make_splits(dataset, meta_per_class=1, data_root=str(tmp_path))
     assert s.input_shape == (1, 28, 28) and len(s.train) == 20 and len(s.test) == 10
     x, y, idx = next(iter(loader(s.train, 5, shuffle=False)))
     assert x.shape == (5, 1, 28, 28) and y.dtype == torch.long
+    assert torch.equal(torch.bincount(s.labels.true, minlength=10), torch.full((10,), 2))  # 3 a class, 1 held out
+    assert torch.cat([b[1] for b in loader(s.test, 10, shuffle=False)]).tolist() == list(range(10))
+    with pytest.raises(ValueError, match=r"labels must be class ids in \[0, 10\), got 0 to 10"):
+        write_mnist(tmp_path, train[:11], np.arange(11), test, np.arange(10))
+    with pytest.raises(ValueError, match="name must be 'MNIST' or 'FashionMNIST'"):
+        write_mnist(tmp_path, train, np.arange(30) % 10, test, np.arange(10), name="KMNIST")
 
 
 def test_missing_data_root_is_explained(tmp_path):

@@ -158,10 +158,10 @@ def test_api_bad_input(case, error, message):
 
 CLI_CASES = [
     (["--dataset", "imagenet"], "unknown dataset 'imagenet'; available: cifar10, cifar100, digits"),
-    (["--noise", "pair"], "noise must be one of 'none', 'symmetric', 'asymmetric', 'matrix', got 'pair'"),
+    (["--noise", "pair"], "unknown noise kind 'pair'; available: asymmetric, matrix, none, symmetric"),
     (["--noise", "matrix"], "noise 'matrix' needs a transition matrix"),
     (["--loss", "mae"], "unknown training loss 'mae'; available: bootstrap-hard"),
-    (["--optimizer", "rmsprop"], "optimizer must be one of 'sgd', 'adam', 'adamw', got 'rmsprop'"),
+    (["--optimizer", "rmsprop"], "unknown model optimiser 'rmsprop'; available: adam, adamw, sgd"),
     (["--device", "cuda"] if not torch.cuda.is_available() else ["--device", "cuda:99"], "device 'cuda"),
     (["--device", "gpu"], "device 'gpu' is not a torch device"),
     (["--strategy", "finite-difference", "--optimizer", "adam"], "finite-difference needs SGD"),
@@ -239,9 +239,9 @@ def test_results_that_cannot_be_written_at_the_end_are_not_lost(tmp_path, capsys
 SILENT_NO_OPS = [
     (dict(lr=0.0), "learning rate is 0: .* the labels never change"),
     (dict(warmup_epochs=1, epochs=1), "warmup_epochs=1 >= epochs=1: no meta step will run"),
-    (dict(labels="one-hot", strategy="one-step"), "OneHot labels are fixed: the OneStep strategy has nothing to learn"),
-    (dict(labels="smoothing", strategy="functional"), "LabelSmoothing labels are fixed: the Functional strategy"),
-    (dict(strategy="reweight"), "MetaReweight strategy learns sample weights, not labels: the parameters of the "
+    (dict(labels="one-hot", strategy="one-step"), "OneHot labels are fixed: the 'one-step' strategy has nothing to learn"),
+    (dict(labels="smoothing", strategy="functional"), "LabelSmoothing labels are fixed: the 'functional' strategy"),
+    (dict(strategy="reweight"), "'reweight' strategy learns sample weights, not labels: the parameters of the "
                                 "PerSample labels stay"),
     # ignored settings: the run differs from what was asked for
     (dict(noise_matrix="T.npy"), r"^noise_matrix='T.npy' is ignored: noise is 'symmetric', not 'matrix'$"),

@@ -275,3 +275,27 @@ def test_ps_kd_is_told_the_run_length():
     assert learner.labels.epochs == 7
     with pytest.raises(ValueError, match="epochs must be >= 1, got 0"):
         learner.labels.set_epochs(0)
+
+
+def test_class_temperature_is_a_preset_of_temperature_with_the_old_state_dict():
+    """``per_class`` is an option of ``temperature``; ``class-temperature`` (Config files, CLI lines, checkpoints
+    and stored results name it) builds that module, with the keys and shapes the old class had, and
+    declares ``temperature``'s other options as ``temperature`` declares them."""
+    from labelmeta.labels import ClassTemperature, Temperature
+
+    preset = make_labels("class-temperature", _targets(), C, scale=3.0, init_temperature=2.0)
+    option = make_labels("temperature", _targets(), C, scale=3.0, init_temperature=2.0, per_class=True)
+    assert type(preset) is Temperature and preset.lr_scale == option.lr_scale == 0.02
+    # the old ClassTemperature's state dict: its labels' annotations and one log-temperature per class
+    assert {k: tuple(v.shape) for k, v in preset.state_dict().items()} == {"log_temperature": (C,), "targets": (N,)}
+    for a, b in ((preset, option), (option, preset)):  # a checkpoint of either loads into the other
+        with torch.no_grad():
+            a.log_temperature.copy_(torch.linspace(-1, 1, C))
+        b.load_state_dict(a.state_dict())
+        assert torch.equal(a.table(), b.table())
+    schema, base = LABELS.schema("class-temperature").options, LABELS.schema("temperature").options
+    assert schema == {k: o for k, o in base.items() if k != "per_class"}  # types, defaults and help: temperature's
+    assert "A preset of 'temperature' with per_class=True" in LABELS.describe("class-temperature")
+    assert type(ClassTemperature(_targets(), C)) is Temperature  # the old name still builds it
+    with pytest.raises(ValueError, match="has no option 'per_class'"):
+        make_labels("class-temperature", _targets(), C, per_class=False)

@@ -91,3 +91,107 @@ def test_distillation_closed_form(float64):
         loss(student, p)
     with pytest.raises(ValueError, match="temperature must be > 0"):
         make_loss("distillation", temperature=0)
+
+
+# --- losses as registered classes (issue 25, part 6) ------------------------------------------------
+
+def _previous(name, **options):
+    """The training losses as the closures before them computed them (``git show 5c246dd:labelmeta/losses.py``),
+    operation for operation: the classes must give the same bits."""
+    q = options.get("q", 0.7)
+    beta = options.get("beta", {"bootstrap-soft": 0.95, "bootstrap-hard": 0.8}.get(name))
+    T, alpha = options.get("temperature", 4.0), options.get("alpha", 0.9)
+
+    def reduce(per_sample, weights):
+        return per_sample.mean() if weights is None else (weights * per_sample).sum()
+
+    def loss(logits, soft_targets, weights=None, targets=None):
+        if name == "ce":
+            if weights is None:
+                return F.cross_entropy(logits, soft_targets)
+            return (weights * F.cross_entropy(logits, soft_targets, reduction="none")).sum()
+        if name == "gce":
+            powered = torch.exp(q * F.log_softmax(logits, dim=1))
+            return reduce((soft_targets * (1 - powered)).sum(1) / q, weights)
+        if name.startswith("bootstrap"):
+            log_probs = F.log_softmax(logits, dim=1)
+            if name == "bootstrap-hard":
+                own = F.one_hot(logits.argmax(1), logits.shape[1]).to(logits.dtype)
+            else:
+                own = log_probs.exp()
+            mixed = beta * soft_targets + (1 - beta) * own
+            return reduce(-(mixed * log_probs).sum(1), weights)
+        kl = F.kl_div(F.log_softmax(logits / T, dim=1), soft_targets, reduction="none").sum(1)
+        per_sample = alpha * T**2 * kl
+        if alpha < 1:
+            per_sample = per_sample + (1 - alpha) * F.cross_entropy(logits, targets, reduction="none")
+        return reduce(per_sample, weights)
+
+    return loss
+
+
+CASES = [("ce", {}), ("gce", {}), ("gce", {"q": 0.3}), ("bootstrap-soft", {}), ("bootstrap-soft", {"beta": 0.6}),
+         ("bootstrap-hard", {}), ("bootstrap-hard", {"beta": 0.5}), ("distillation", {}),
+         ("distillation", {"temperature": 2.0, "alpha": 0.4})]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("name, options", CASES, ids=[f"{n}{o or ''}" for n, o in CASES])
+def test_losses_give_the_bits_of_the_previous_closures(name, options, dtype):
+    """Values and both gradients, with and without weights: not one bit moved (stored results reproduce)."""
+    logits, t, w = (x.to(dtype) for x in _data(3, b=9, c=7))
+    y = torch.arange(9) % 7
+    new, old = make_loss(name, **options), _previous(name, **options)
+    for weights in (None, w):
+        out = []
+        for loss in (new, old):
+            z, s = logits.clone().requires_grad_(), t.clone().requires_grad_()
+            value = loss(z, s, weights, y)
+            out.append((value, *torch.autograd.grad(value, (z, s))))
+        for a, b in zip(*out):
+            assert a.dtype == dtype and torch.equal(a, b)
+
+
+def test_losses_are_registered_classes_that_declare_their_defaults_once():
+    import inspect
+
+    from labelmeta.losses import Loss, TrainingLoss
+
+    for name in LOSSES.names():
+        cls = LOSSES.get(name)
+        assert inspect.isclass(cls) and issubclass(cls, Loss), name
+        loss = make_loss(name)
+        assert isinstance(loss, cls) and isinstance(loss, TrainingLoss)
+        defaults = {o.name: o.default for o in LOSSES.schema(name).options.values()}
+        assert {k: getattr(loss, k) for k in defaults} == defaults  # the object holds what the schema read
+        assert repr(loss) == f"{cls.__name__}({', '.join(f'{k}={v!r}' for k, v in defaults.items())})"
+    assert repr(make_loss("gce", q=0.5)) == "GeneralizedCrossEntropy(q=0.5)"
+    assert make_loss("bootstrap-hard").hard and not make_loss("bootstrap-soft").hard
+    # distillation_loss's defaults are the class's, read from its declaration
+    from labelmeta import distillation_loss
+
+    params = inspect.signature(distillation_loss).parameters
+    declared = LOSSES.schema("distillation").options
+    assert {k: params[k].default for k in ("temperature", "alpha")} == {k: declared[k].default for k in declared}
+    assert isinstance(soft_cross_entropy, TrainingLoss)  # a plain function follows the protocol
+
+
+def test_a_plain_function_is_still_a_loss_where_losses_are_accepted():
+    """A callable that is no registered class trains a learner exactly as the registered loss it copies."""
+    from labelmeta import Learner, make_labels
+
+    def plain(logits, soft_targets, weights=None, targets=None):
+        return F.cross_entropy(logits, soft_targets)
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(8, 4, generator=g), torch.arange(8) % 3
+    runs = []
+    for loss in (plain, "ce", make_loss("ce")):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 3)
+        learner = Learner(model, torch.optim.SGD(model.parameters(), lr=0.1), make_labels("one-hot", y, 3), None,
+                          loss=loss)
+        for _ in range(3):
+            learner.step((x, y, torch.arange(8)))
+        runs.append(model.weight.detach().clone())
+    assert torch.equal(runs[0], runs[1]) and torch.equal(runs[1], runs[2])
