@@ -35,7 +35,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-import noisy_labels as nl
+import harness
 from common import save_figure, smoke
 from labelmeta import Config, Results
 from labelmeta.compare import cell, mean_std
@@ -189,18 +189,18 @@ def main(argv=None) -> int:
 
     # stage 1: every candidate regime, the baselines only; then the choice
     cells = plan(args.regimes, BASELINES, seeds, args.smoke)
-    store = nl.run_cells(cells, path, args.jobs)
+    store = harness.run_cells(cells, path, args.jobs)
     chosen, figures = choose(store, seeds, args.regimes)
     print(f"chosen regimes: {chosen}", flush=True)
     # stage 2: learned labels where they are reported
     reported = chosen + [r for r in CURRENT if r not in chosen and r in args.regimes]
     cells.update(plan(reported, LEARNED, seeds, args.smoke))
-    store = nl.run_cells(cells, path, args.jobs)
+    store = harness.run_cells(cells, path, args.jobs)
     # stage 3: one-hot at the learned rows' wall time
     epochs = {r: matched_epochs(store, r, seeds, args.smoke) for r in reported}
     for regime in reported:
         cells.update(plan([regime], {MATCHED: dict(BASELINES[ONE_HOT], epochs=epochs[regime])}, seeds, args.smoke))
-    store = nl.run_cells(cells, path, args.jobs)
+    store = harness.run_cells(cells, path, args.jobs)
 
     top = max(chosen, key=lambda r: figures[r]["gap"])
     best_learned = {r: max(LEARNED, key=lambda m: stat(runs_of(store, r, m, seeds))[0]) for r in reported}
@@ -208,7 +208,7 @@ def main(argv=None) -> int:
     store["choice"] = dict(rule=f"gain of the best soft-target baseline >= {MIN_GAIN} points, then the largest "
                                 "train-test gap of one-hot", chosen=chosen, figures=figures)
     store["evolution"] = dict(regime=top, method=best_learned[top], **trace)
-    nl._save(path, store)
+    harness.save_store(path, store)
 
     command = "python benchmarks/clean_labels.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = report(store, seeds, chosen, figures, reported, epochs, best_learned, top, command.strip(), args.jobs)

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+import harness
 import noisy_labels as nl
 from labelmeta.compare import cell
 
@@ -76,8 +77,8 @@ def main(argv=None) -> int:
     for dataset, candidates, settings, seeds in stages:
         cells.update(nl.plan([dataset], settings, candidates, seeds, {}, small=args.smoke, table=CANDIDATES))
     start = time.time()
-    store = nl.run_cells(cells, Path(args.out) / f"{stem}.json", args.jobs)
-    runs = nl._runs(store, cells)
+    store = harness.run_cells(cells, Path(args.out) / f"{stem}.json", args.jobs)
+    runs = harness.group_runs(store, cells)
     command = "python benchmarks/default_candidates.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = ["# Candidates for the default (issue 14)", "",
              f"Command: `{command.strip()}`. Last-epoch test accuracy (%), mean ± std over the seeds shown; "
@@ -91,7 +92,7 @@ def main(argv=None) -> int:
             row = []
             for setting in settings:
                 rs = runs[(dataset, setting, name)]
-                acc, corr, broken = (nl._stat(rs, f) for f in ("last_accuracy", "corrected", "clean_broken"))
+                acc, corr, broken = (harness.stat(rs, f) for f in ("last_accuracy", "corrected", "clean_broken"))
                 shown = cell(acc, spread=len(rs) > 1)  # one seed: no spread to show
                 row.append(shown + ("" if math.isnan(corr[0]) else f" (corr. {corr[0]:.0f}, broken {broken[0]:.1f})"))
             lines.append(f"| {name} | " + " | ".join(row) + " |")

@@ -27,7 +27,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-import noisy_labels as nl
+import harness
 from common import smoke
 from labelmeta import Config, Results
 from labelmeta.compare import cell, mean_std
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
                    for k, c in todo.items()}
         for k, future in futures.items():
             store["jobs"][k] = future.result()
-            nl._save(path, store)
+            harness.save_store(path, store)
             print(f"done: {k}", flush=True)
 
     def teacher_runs(name: str) -> List[Results]:

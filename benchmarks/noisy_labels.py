@@ -18,18 +18,16 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import platform
 import sys
-import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+import harness
 from common import STORED_META_STEP, save_figure, smoke
 from labelmeta.compare import cell, mean_std
-from labelmeta import Config, Results, fit
+from labelmeta import Config
 
 #: base configuration per dataset (each method overrides a few fields): the defaults, sizes scaled to the data
 DATASETS: Dict[str, Config] = {
@@ -105,63 +103,8 @@ def plan(datasets: List[str], settings: List[str], methods: List[str], seeds: Li
     return cells
 
 
-def _run(config: Config) -> dict:
-    import torch
-
-    torch.set_num_threads(1)  # one core per cell keeps wall times comparable
-    return dataclasses.asdict(fit(config))
-
-
-def _save(path: Path, store: dict) -> None:
-    """Write the store atomically, so that an interrupted run loses at most the cells in flight."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(store, f, indent=1)
-    os.replace(tmp, path)
-
-
-def run_cells(cells: Dict[str, Config], path: Path, jobs: int) -> dict:
-    """Run the cells not yet in ``path`` (or whose configuration changed); return the whole store."""
-    store = json.loads(path.read_text()) if path.exists() else {"cells": {}}
-    defaults = dataclasses.asdict(Config())
-
-    def done(key: str, config: Config) -> bool:
-        stored = store["cells"].get(key, {}).get("config")
-        # a Config field added after a cell ran has its default there (defaults keep behaviour)
-        return stored is not None and {**defaults, **stored} == json.loads(json.dumps(dataclasses.asdict(config)))
-
-    todo = {k: c for k, c in cells.items() if not done(k, c)}
-    print(f"{len(cells) - len(todo)} of {len(cells)} cells already done; running {len(todo)} on {jobs} process(es)",
-          flush=True)
-    from tqdm.auto import tqdm
-
-    with ProcessPoolExecutor(jobs) as pool, tqdm(total=len(todo), desc="cells", disable=not sys.stderr.isatty()) as bar:
-        futures = {key: pool.submit(_run, config) for key, config in todo.items()}
-        for key, future in futures.items():
-            store["cells"][key] = future.result()
-            _save(path, store)
-            bar.update(1)
-            if not sys.stderr.isatty():
-                print(f"done: {key}", flush=True)
-    return store
-
-
 # ---------------------------------------------------------------------------------------------
 # Tables and plots.
-
-def _runs(store: dict, cells: Dict[str, Config]) -> Dict[Tuple[str, str, str], List[Results]]:
-    """``(dataset, setting, method) -> [Results per seed]`` for the planned cells."""
-    out: Dict[Tuple[str, str, str], List[Results]] = {}
-    for key in cells:
-        dataset, setting, method, _ = key.split(" | ")
-        out.setdefault((dataset, setting, method), []).append(Results.from_dict(store["cells"][key]))
-    return out
-
-
-def _stat(runs: List[Results], field: str, scale: float = 100.0) -> tuple:
-    return mean_std([getattr(r, field) for r in runs], scale)
-
 
 def targets_report(runs, dataset: str, settings: List[str]) -> List[str]:
     """Issue 14's targets, checked against the measured means of ``dataset``."""
@@ -169,7 +112,7 @@ def targets_report(runs, dataset: str, settings: List[str]) -> List[str]:
 
     def stat(setting, method, field="last_accuracy", scale=100.0):
         key = (dataset, setting, method)
-        return _stat(runs[key], field, scale)[0] if key in runs else math.nan
+        return harness.stat(runs[key], field, scale)[0] if key in runs else math.nan
 
     def check(ok: bool) -> str:
         return "met" if ok else "**missed**"
@@ -208,18 +151,18 @@ def ablation_report(runs, dataset: str, settings: List[str]) -> List[str]:
     if any((dataset, s, m) not in runs for m, _ in rows for s in settings):
         return []
     lines = ["| variant | removes | " + " | ".join(settings) + " |", "|---|---|" + "---|" * len(settings)]
-    base = {s: _stat(runs[(dataset, s, LEARNED)], "last_accuracy")[0] for s in settings}
+    base = {s: harness.stat(runs[(dataset, s, LEARNED)], "last_accuracy")[0] for s in settings}
     for method, removed in rows:
         cells = []
         for s in settings:
-            value = _stat(runs[(dataset, s, method)], "last_accuracy")
+            value = harness.stat(runs[(dataset, s, method)], "last_accuracy")
             cells.append(cell(value) + ("" if method == LEARNED else f" ({value[0] - base[s]:+.1f})"))
         lines.append(f"| {method} | {removed} | " + " | ".join(cells) + " |")
     return lines
 
 
 def report(store: dict, cells: Dict[str, Config], datasets, settings, methods, seeds, command: str, jobs: int) -> str:
-    runs = _runs(store, cells)
+    runs = harness.group_runs(store, cells)
     lines = [
         "# Noisy-label benchmark",
         "",
@@ -237,11 +180,11 @@ def report(store: dict, cells: Dict[str, Config], datasets, settings, methods, s
         for method in methods:
             if method in CLEAN:
                 continue
-            row = [cell(_stat(runs[(dataset, s, method)], "last_accuracy")) for s in settings]
+            row = [cell(harness.stat(runs[(dataset, s, method)], "last_accuracy")) for s in settings]
             lines.append(f"| {method} | " + " | ".join(row) + " |")
         for method in CLEAN:
             if method in methods:
-                clean = cell(_stat(runs[(dataset, "clean", method)], "last_accuracy"))
+                clean = cell(harness.stat(runs[(dataset, "clean", method)], "last_accuracy"))
                 lines.append(f"| {method} | " + " | ".join([clean] * len(settings)) + " |")
         for setting in settings:
             effective = mean_std([r.effective_noise for r in runs[(dataset, setting, methods[0])]])
@@ -253,11 +196,11 @@ def report(store: dict, cells: Dict[str, Config], datasets, settings, methods, s
                 if method in CLEAN:
                     continue
                 rs = runs[(dataset, setting, method)]
-                prec, rec = _stat(rs, "detect_precision"), _stat(rs, "detect_recall")
+                prec, rec = harness.stat(rs, "detect_precision"), harness.stat(rs, "detect_recall")
                 flags = "–" if math.isnan(prec[0]) and math.isnan(rec[0]) else f"{cell(prec, 0)} / {cell(rec, 0)}"
-                lines.append(f"| {method} | {cell(_stat(rs, 'best_accuracy'))} | {cell(_stat(rs, 'last_accuracy'))} | "
-                             f"{cell(_stat(rs, 'corrected'))} | {cell(_stat(rs, 'clean_broken'), 2)} | {flags} | "
-                             f"{cell(_stat(rs, 'wall_time', 1.0), 0)} |")
+                lines.append(f"| {method} | {cell(harness.stat(rs, 'best_accuracy'))} | {cell(harness.stat(rs, 'last_accuracy'))} | "
+                             f"{cell(harness.stat(rs, 'corrected'))} | {cell(harness.stat(rs, 'clean_broken'), 2)} | {flags} | "
+                             f"{cell(harness.stat(rs, 'wall_time', 1.0), 0)} |")
         lines += ["", f"### {dataset}: targets and ablation", "", "Targets (issue 14, means of the seeds above):",
                   ""] + targets_report(runs, dataset, settings)
         ablation = ablation_report(runs, dataset, settings)
@@ -279,7 +222,7 @@ def plot(store: dict, cells: Dict[str, Config], datasets, settings, methods, out
     import matplotlib.pyplot as plt
     import numpy as np
 
-    runs = _runs(store, cells)
+    runs = harness.group_runs(store, cells)
     symmetric = [s for s in settings if s.startswith("symmetric")]
     fig, axes = plt.subplots(1, len(datasets), figsize=(7 * len(datasets), 4.8), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
@@ -289,16 +232,16 @@ def plot(store: dict, cells: Dict[str, Config], datasets, settings, methods, out
             style = "-" if method.startswith(("learned", "ablation")) or "meta" in method.lower() else "--"
             if symmetric:
                 rates = [SETTINGS[s][1] * 100 for s in symmetric]
-                acc = [_stat(runs[(dataset, s, method)], "last_accuracy") for s in symmetric]
+                acc = [harness.stat(runs[(dataset, s, method)], "last_accuracy") for s in symmetric]
                 mine = method == LEARNED  # the default, drawn so that it can be found among the rest
                 ax.errorbar(rates, [a[0] for a in acc], yerr=[a[1] for a in acc], color="k" if mine else color, ls=style,
                             lw=2.5 if mine else 1.5, marker="o", ms=4, capsize=2, label=method, zorder=3 if mine else 2)
             if "asymmetric-40" in settings:
-                a = _stat(runs[(dataset, "asymmetric-40", method)], "last_accuracy")
+                a = harness.stat(runs[(dataset, "asymmetric-40", method)], "last_accuracy")
                 ax.errorbar([42 + i * 0.4], [a[0]], yerr=[a[1]], color="k" if method == LEARNED else color, marker="s",
                             ms=5, capsize=2)
         if REFERENCE in methods:
-            ax.axhline(_stat(runs[(dataset, "clean", REFERENCE)], "last_accuracy")[0], c="k", ls=":", label="clean labels")
+            ax.axhline(harness.stat(runs[(dataset, "clean", REFERENCE)], "last_accuracy")[0], c="k", ls=":", label="clean labels")
         ax.set(xlabel="symmetric noise rate (%)   [squares: 40 % asymmetric]", ylabel="last-epoch test accuracy (%)",
                title=f"{dataset}: accuracy vs noise (mean ± std over seeds)")
         ax.legend(fontsize=6, loc="lower left")
@@ -349,7 +292,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     cells = plan(args.datasets, settings, args.methods, seeds, overrides, small=args.smoke)
     start = time.time()
-    store = run_cells(cells, out / f"{stem}.json", args.jobs)
+    store = harness.run_cells(cells, out / f"{stem}.json", args.jobs)
     command = "python benchmarks/noisy_labels.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = report(store, cells, args.datasets, settings, args.methods, seeds, command.strip(), args.jobs)
     (out / f"{stem}.md").write_text(text)

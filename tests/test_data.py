@@ -1,8 +1,6 @@
 """Datasets, splits and noise, on real files written in the real on-disk formats."""
 from __future__ import annotations
 
-import gzip
-import pickle
 
 import numpy as np
 import pytest

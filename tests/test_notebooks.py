@@ -2,7 +2,6 @@
 stored with the outputs of its full configuration, made by its committed code."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest

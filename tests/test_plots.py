@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import matplotlib.image
-import pytest
 import torch
 
 from labelmeta import Config

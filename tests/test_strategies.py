@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import C, D, assert_close, make_data, make_learnable_labels, make_model
+from helpers import C, assert_close, make_data, make_learnable_labels, make_model
 from labelmeta import LABELS, Learner, make_label_optimizer, make_labels
 from labelmeta.strategies import (BACKENDS, STRATEGIES, TARGETS, FiniteDifference, Functional, HeadOnly, MetaProblem, Truncated, Unrolled,
                                   find_head, make_strategy)
