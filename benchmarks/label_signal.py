@@ -25,14 +25,14 @@ from typing import Dict, List
 import torch
 import torch.nn.functional as F
 
-from common import STORED_META_STEP, run_arguments, smoke, write_outputs
+from common import run_arguments, smoke, write_outputs
 from labelmeta.compare import cell, mean_std
 from labelmeta.data import loader
 from labelmeta import Config
 from labelmeta.runner import fit_learner
 from labelmeta.strategies import Functional, MetaProblem
 
-CONFIG = Config(labels="per-sample", label_lr=1.0, label_schedule="constant", progress=False, **STORED_META_STEP)
+CONFIG = Config(labels="per-sample", label_lr=1.0, label_schedule="constant", progress=False, strategy="one-step")
 EPOCHS = (10, 20, 30)
 BETAS = {"learned table": (0.0, -1.0), "model": (0.0, 1.0, 2.0)}
 
