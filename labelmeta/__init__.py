@@ -11,13 +11,14 @@ from .optim import LABEL_OPTIMIZERS, MirrorDescent, make_label_optimizer
 from .records import EpochRecord, Results
 from .runner import fit
 from .schedule import MetaSchedule
-from .strategies import STRATEGIES, MetaProblem, MetaWeightNet, OneStep, OneStepReweight, Strategy, Unrolled, make_strategy
+from .strategies import (BACKENDS, STRATEGIES, TARGETS, MetaProblem, MetaWeightNet, OneStep, OneStepReweight, Strategy,
+                         Unrolled, make_strategy)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Config", "DATASETS", "EpochRecord", "LABELS", "LABEL_OPTIMIZERS", "LOSSES", "LabelParameterization", "Learner",
-    "MODELS", "MODEL_OPTIMIZERS", "NOISE", "MetaProblem", "MetaSchedule", "MetaWeightNet", "MirrorDescent", "OneStep", "OneStepReweight", "Results", "STRATEGIES", "StepStats", "Strategy",
-    "Unrolled", "accuracy", "add_noise", "distillation_loss", "fit", "label_correction", "make_label_optimizer",
+    "BACKENDS", "Config", "DATASETS", "EpochRecord", "LABELS", "LABEL_OPTIMIZERS", "LOSSES", "LabelParameterization",
+    "Learner", "MODELS", "MODEL_OPTIMIZERS", "NOISE", "MetaProblem", "MetaSchedule", "MetaWeightNet", "MirrorDescent",
+    "OneStep", "OneStepReweight", "Results", "STRATEGIES", "StepStats", "Strategy", "TARGETS", "Unrolled", "accuracy", "add_noise", "distillation_loss", "fit", "label_correction", "make_label_optimizer",
     "make_labels", "make_loss", "make_model", "make_splits", "make_strategy", "soft_cross_entropy",
 ]
