@@ -249,20 +249,9 @@ def _trainable(model: nn.Module) -> List[Tensor]:
 
 
 def _model_function(model: nn.Module, x: Tensor) -> Callable[..., Tensor]:
-    """``model``'s output on ``x`` as a function of its trainable parameters: training mode, cloned
-    buffers (running statistics untouched), the same random numbers at every call (dropout masks),
-    on the kernels a strategy differentiates with."""
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
-    fixed = {n: p for n, p in model.named_parameters() if not p.requires_grad}
-    buffers = dict(model.named_buffers())
-
-    def function(*params: Tensor) -> Tensor:
-        with _own_random_state(model), differentiable_kernels(model):
-            torch.manual_seed(0)
-            return functional_call(model, ({**fixed, **dict(zip(names, params))},
-                                           {n: b.clone() for n, b in buffers.items()}), (x,))
-
-    return function
+    """``model``'s output on ``x`` as a function of its trainable parameters (:func:`_module_function`
+    with the input held fixed)."""
+    return _module_function(model, (x,), {}, vary_inputs=False)[0]
 
 
 def _innermost(model: nn.Module, x: Tensor, needs: FrozenSet[str]) -> Optional[Tuple[str, str, str]]:
@@ -289,11 +278,15 @@ def _innermost(model: nn.Module, x: Tensor, needs: FrozenSet[str]) -> Optional[T
     return None
 
 
-def _module_function(module: nn.Module, args: tuple, kwargs: dict) -> Tuple[Callable[..., Any], List[Tensor]]:
-    """``module``'s output on ``args`` as a function of its trainable parameters and floating-point inputs."""
+def _module_function(module: nn.Module, args: tuple, kwargs: dict,
+                     vary_inputs: bool = True) -> Tuple[Callable[..., Any], List[Tensor]]:
+    """``module``'s output on ``args`` as a function of its trainable parameters and (``vary_inputs``)
+    floating-point inputs, with the variables' current values: training mode, cloned buffers (running
+    statistics untouched), the same random numbers at every call (dropout masks), on the kernels a
+    strategy differentiates with."""
     names = [n for n, p in module.named_parameters() if p.requires_grad]
     fixed = {n: p for n, p in module.named_parameters() if not p.requires_grad}
-    slots = [i for i, a in enumerate(args) if isinstance(a, Tensor) and a.is_floating_point()]
+    slots = [i for i, a in enumerate(args) if vary_inputs and isinstance(a, Tensor) and a.is_floating_point()]
     buffers = dict(module.named_buffers())
 
     def function(*values: Tensor) -> Any:
