@@ -116,8 +116,10 @@ class Learner:
         self._train_model = model
         if distributed is not None:
             if strategy is not None and not strategy.supports_distributed:
-                raise ValueError(f"the {strategy.name!r} strategy does not run in several processes yet; use one-step, "
-                                 "unrolled, functional, truncated or head-only")
+                half = strategy.backend if not strategy.backend.supports_distributed else strategy.target
+                why = f"its {type(half).__name__} {'backend' if half is strategy.backend else 'target'} runs in one only"
+                raise ValueError(f"the {strategy.name!r} strategy does not run in several processes yet ({why}); "
+                                 "use one-step, unrolled, functional, truncated or head-only with the labels target")
             from torch.nn.parallel import DistributedDataParallel
 
             # the real step goes through DDP (gradient averaging); the unroll uses the local module

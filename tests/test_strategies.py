@@ -253,3 +253,18 @@ def test_every_backend_with_every_target_against_real_optimizer_steps(backend, t
     steps = strategy.backend.steps
     error = strategy_relative_error(strategy, model, opt, labels, batch, meta, steps=steps)
     assert error <= (1e-5 if backend == "finite-difference" else 1e-7), error
+
+
+@pytest.mark.parametrize("name, half", [("functional:weights", "Weights target"),
+                                        ("finite-difference", "FiniteDifference backend")])
+def test_a_pair_that_runs_in_one_process_is_refused_naming_its_half(name, half):
+    """Under several processes (the check comes before the process group is used, so any stand-in
+    for it reaches it) a pair one of whose halves runs in one process is refused, naming that half."""
+    targets, batch, meta = make_data()
+    model = make_model("mlp")
+    learns = make_strategy(name).learns_labels
+    labels = make_learnable_labels("per-sample", targets) if learns else make_labels("one-hot", targets, C)
+    label_opt = make_label_optimizer("mirror", labels.parameters(), 0.5) if learns else None
+    with pytest.raises(ValueError, match=rf"'{name}' strategy does not run in several processes yet \(its {half} "
+                                         r"runs in one only\)"):
+        Learner(model, torch.optim.SGD(model.parameters(), lr=0.1), labels, name, label_opt, distributed=object())
