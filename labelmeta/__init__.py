@@ -19,6 +19,6 @@ __version__ = "0.1.0"
 __all__ = [
     "BACKENDS", "Config", "DATASETS", "EpochRecord", "LABELS", "LABEL_OPTIMIZERS", "LOSSES", "LabelParameterization",
     "Learner", "MODELS", "MODEL_OPTIMIZERS", "NOISE", "MetaProblem", "MetaSchedule", "MetaWeightNet", "MirrorDescent",
-    "OneStep", "OneStepReweight", "Results", "STRATEGIES", "StepStats", "Strategy", "TARGETS", "Unrolled", "accuracy", "add_noise", "distillation_loss", "fit", "label_correction", "make_label_optimizer",
-    "make_labels", "make_loss", "make_model", "make_splits", "make_strategy", "soft_cross_entropy",
+    "OneStep", "OneStepReweight", "Results", "STRATEGIES", "StepStats", "Strategy", "TARGETS", "Unrolled", "accuracy",
+    "add_noise", "distillation_loss", "fit", "label_correction", "make_label_optimizer", "make_labels", "make_loss", "make_model", "make_splits", "make_strategy", "soft_cross_entropy",
 ]

@@ -110,7 +110,7 @@ class Strategy:
         for half in (self.backend, self.target):
             if hasattr(half, name):
                 return getattr(half, name)
-        raise AttributeError(f"{type(self).__name__} {self.name!r} (and its backend and target) has no attribute {name!r}")
+        raise AttributeError(f"strategy {self.name!r} (and its backend and target) has no attribute {name!r}")
 
     def __repr__(self) -> str:
         return f"Strategy({self.name!r}: {type(self.backend).__name__} x {type(self.target).__name__})"
