@@ -56,7 +56,6 @@ def on_differentiable_kernels(method: Callable[..., T]) -> Callable[..., T]:
         with differentiable_kernels(problem.model):
             return method(self, problem, *args, **kwargs)
 
-    wrapped.__wrapped_kernels__ = True  # type: ignore[attr-defined]
     return wrapped
 
 

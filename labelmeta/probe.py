@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Any, Callable, ContextManager, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 import torch
 import torch.autograd.forward_ad as fwad
@@ -311,26 +311,17 @@ def _double(model: nn.Module) -> Optional[nn.Module]:
         return None
 
 
-class _own_random_state:
-    """The global random state (CPU, and the GPUs ``module`` is on) is restored when the block ends."""
-
-    def __init__(self, module: nn.Module) -> None:
-        devices = sorted({p.device.index or 0 for p in module.parameters() if p.is_cuda})
-        self.fork = torch.random.fork_rng(devices=devices)
-
-    def __enter__(self) -> None:
-        self.fork.__enter__()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.fork.__exit__(*exc)
+def _own_random_state(module: nn.Module) -> ContextManager:
+    """A block after which the global random state (CPU, and the GPUs ``module`` is on) is as it was."""
+    return torch.random.fork_rng(devices=sorted({p.device.index or 0 for p in module.parameters() if p.is_cuda}))
 
 
 def _alternatives(strategy: Strategy) -> List[str]:
     """The strategies with ``strategy``'s target on each of the other registered backends."""
-    target = next((n for n in TARGETS.names() if TARGETS.get(n) is type(strategy.target)), None)
+    target = TARGETS.name_of(strategy.target)
     if target is None:  # a target nobody registered: no name to build it by
         return []
-    others = [b for b in BACKENDS.names() if BACKENDS.get(b) is not type(strategy.backend)]
+    others = [b for b in BACKENDS.names() if b != BACKENDS.name_of(strategy.backend)]
     return [b if target == "labels" else f"{b}:{target}" for b in others]
 
 

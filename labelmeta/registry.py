@@ -62,13 +62,16 @@ class Registry(Generic[T]):
         ``context`` is what the builder supplies (positional: e.g. the annotations and the number
         of classes for labels); ``options`` the user's settings.
         """
-        factory = self.get(name)
-        return factory(*context, **self._schemas[name].check(options or {}))
+        return self.get(name)(*context, **self.schema(name).check(options or {}))
 
     def describe(self, name: str) -> str:
         """``name``, the first line of its docstring and its options, for ``labelmeta list NAME``."""
         doc = (inspect.getdoc(self.get(name)) or "").split("\n\n")[0].replace("\n", " ")
         return f"{self.kind} {name!r}: {doc}\n{self.schema(name).describe()}"
+
+    def name_of(self, obj: Any) -> Optional[str]:
+        """The name ``obj``'s class is registered under (``None`` if it is not)."""
+        return next((name for name in self.names() if self._entries.get(name) is type(obj)), None)
 
     def names(self) -> List[str]:
         """Registered names, sorted."""

@@ -71,12 +71,11 @@ class Run:
 
     @property
     def pinned(self) -> bool:
-        return self.config.pin_memory and self.device.type == "cuda"
+        return self.loader_options["pin_memory"]
 
     @property
     def loader_options(self) -> Dict[str, Any]:
-        return dict(workers=self.config.workers, pin_memory=self.pinned,
-                    persistent_workers=self.config.persistent_workers)
+        return _loader_options(self.config, self.device)
 
 
 def fit_learner(config: Config, splits: Optional[Splits] = None, labels: Optional[LabelParameterization] = None,
@@ -134,8 +133,7 @@ def _check_meta_set(config: Config, splits: Splits) -> None:
 def _set_up(config: Config, splits: Splits, learner: Learner, start: float) -> Run:
     """Loaders, the probe, schedules, and the run state (from the checkpoint when resuming)."""
     device = torch.device(config.device)
-    options = dict(workers=config.workers, pin_memory=config.pin_memory and device.type == "cuda",
-                   persistent_workers=config.persistent_workers)
+    options = _loader_options(config, device)
     train_loader = loader(splits.train, config.batch_size, shuffle=True, seed=config.seed, **options)
     meta_set = splits.meta if config.meta_source == "clean" else splits.train
     meta_batches = cycle(loader(meta_set, config.meta_batch_size, shuffle=True, seed=config.seed + 1, **options))
@@ -155,6 +153,12 @@ def _set_up(config: Config, splits: Splits, learner: Learner, start: float) -> R
     if config.resume and Path(config.checkpoint).exists():
         run.state = checkpoint.restore(checkpoint.load(config.checkpoint, config), learner, schedulers, meta_batches)
     return run
+
+
+def _loader_options(config: Config, device: torch.device) -> Dict[str, Any]:
+    """The data loaders' worker settings (pinned memory only where it helps: copies to a GPU)."""
+    return dict(workers=config.workers, pin_memory=config.pin_memory and device.type == "cuda",
+                persistent_workers=config.persistent_workers)
 
 
 def _hooks(run: Run, on_epoch: Optional[Callable[[Learner, Splits, EpochRecord], None]],

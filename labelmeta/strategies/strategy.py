@@ -13,7 +13,7 @@ backend that can differentiate what it needs. :data:`STRATEGIES` names them:
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Dict, FrozenSet, List, Literal, Mapping, Optional
+from typing import Any, Callable, Dict, FrozenSet, List, Literal, Optional
 
 import torch
 from torch import nn
@@ -129,9 +129,6 @@ class StrategyRegistry(Registry[Strategy]):
         pair = self._pair(name)
         return pair[1] if pair is not None else super().schema(name)
 
-    def build(self, name: str, *context: Any, options: Optional[Mapping[str, Any]] = None) -> Strategy:
-        return self.get(name)(*context, **self.schema(name).check(options or {}))
-
     def names(self) -> List[str]:
         """Presets and backends, then every backend:target pair."""
         return (sorted(set(self._entries) | set(BACKENDS.names()))
@@ -180,14 +177,10 @@ def as_strategy(strategy: "Strategy | Backend | str") -> Strategy:
     if isinstance(strategy, Backend):
         from .targets import Labels
 
-        return Strategy(strategy, Labels(), _registered(BACKENDS, strategy))
+        return Strategy(strategy, Labels(), BACKENDS.name_of(strategy) or type(strategy).__name__)
     if not isinstance(strategy, Strategy):
         raise TypeError(f"a strategy must be a Strategy, a Backend or a registered name, got {type(strategy).__name__}")
     return strategy
-
-
-def _registered(registry: Registry, obj: Any) -> str:
-    return next((n for n in registry.names() if registry.get(n) is type(obj)), type(obj).__name__)
 
 
 # --- presets: the methods by their names ------------------------------------------------------------
