@@ -25,7 +25,7 @@ notebooks: $(STAMP)
 	$(PY) notebooks/execute.py
 
 benchmark: $(STAMP)
-	$(PY) benchmarks/noisy_recipe.py
+	$(PY) benchmarks/noisy_labels.py --jobs 2
 
 clean:
 	rm -rf $(VENV) *.egg-info

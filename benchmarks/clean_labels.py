@@ -174,7 +174,7 @@ def evolution(regime: str, method: str, small: bool) -> Dict[str, list]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--jobs", type=int, default=1, help="cells run at a time, one process each")
+    harness.add_jobs_argument(parser)
     parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES), metavar="REGIME",
                         help="the candidate regimes (default: all of them)")
     parser.add_argument("--smoke", action="store_true", help="tiny data, 2 epochs, 1 seed")

@@ -22,18 +22,6 @@ SHAPES: Dict[str, Tuple[Tuple[int, ...], int]] = {"cnn1d-bn": ((40,), 10), "mlp"
                                                   "resnet18": ((3, 32, 32), 10), "wrn": ((3, 32, 32), 10)}
 
 
-#: The meta step that the stored results of the benchmarks that study something other than the
-#: default recipe were run with: ``Config``'s default before issue 13, the exact ``unrolled``
-#: hypergradient at every training step. They keep it, so that their stored figures stay
-#: reproducible by their commands; ``one-step`` computes the same hypergradient to round-off
-#: (tests/test_gradients.py) at a lower cost (results/default_recipe.md).
-STORED_META_STEP = dict(strategy="unrolled", meta_every=1)
-#: The labels the stored results of the benchmarks that study something other than the default
-#: recipe were run with: ``Config``'s default before issue 14 (``noisy_labels.py`` compares them
-#: with the default that replaced them).
-STORED_LABELS = dict(labels="per-sample-ensemble")
-
-
 def machine(device: str) -> str:
     """One line naming where the figures were measured."""
     if device.startswith("cuda"):

@@ -1,17 +1,19 @@
-"""Which configuration should be the default: the fastest that keeps the exact default's gain.
+"""Which meta step should the default take: the fastest that keeps the exact step's gain.
 
-    python benchmarks/default_recipe.py                 # 3 seeds, 40 epochs, noisy MNIST-1D (40 % symmetric)
-    python benchmarks/default_recipe.py --noise asymmetric   # the same candidates on class flips (a check)
-    python benchmarks/default_recipe.py --smoke         # seconds; what the test suite runs
+    python benchmarks/default_recipe.py --jobs 2                 # 3 seeds, 40 epochs, noisy MNIST-1D (40 % symmetric)
+    python benchmarks/default_recipe.py --noise asymmetric --jobs 2   # the same candidates on class flips
+    python benchmarks/default_recipe.py --smoke                  # seconds; what the test suite runs
 
-The reference is the exact default recipe as it stood before this benchmark chose a new one
-(``unrolled``, a meta step every training step, meta batch 500); cross-entropy runs in the same
-script, on the same data, noise draw and seeds (``labelmeta.compare``). Every candidate is an
-exact hypergradient (``one-step``, ``functional``) or its truncated form, made cheaper by taking
-the meta step every ``m`` steps and/or on a smaller meta batch. A candidate qualifies when its
-last-epoch accuracy keeps >= 95 % of the reference's gain over cross-entropy *and* lies within
-one standard deviation of the reference's; the fastest qualifying candidate is named. Writes
-``default_recipe.{md,json,png}`` under ``--out``.
+The default method (learned labels and per-sample weights, ``labels+weights``) with its meta step
+taken in several ways: the reference is the exact unroll through ``higher`` at every training step
+on a meta batch of 500 (``unrolled:labels+weights``); the default computes the same hypergradient
+with ``one-step``'s Jacobian-vector product; the other candidates make it cheaper by taking the
+meta step every ``m`` steps (optionally with a longer label step), on a smaller meta batch, or both.
+Cross-entropy runs in the same script, on the same data, noise draw and seeds. A candidate
+qualifies when its last-epoch accuracy keeps >= 95 % of the reference's gain over cross-entropy
+*and* lies within one standard deviation of the reference's; the fastest qualifying candidate is
+named. Resumable cells (``benchmarks/harness.py``); writes ``default_recipe.{md,json,png}`` under
+``--out``.
 """
 from __future__ import annotations
 
@@ -21,37 +23,31 @@ import sys
 from pathlib import Path
 from typing import Dict, List
 
-import torch
-
-from common import STORED_LABELS, accuracy_against_cost, cost_row, machine, run_arguments, smoke, write_outputs
+import harness
+from common import accuracy_against_cost, cost_row, run_arguments, smoke, write_outputs
 from labelmeta import Config
-from labelmeta.compare import cell, compare, mean_std, noise_summary
+from labelmeta.compare import cell, mean_std, noise_summary
 
 CE = "cross-entropy"
-REFERENCE = "exact: unrolled, every step, meta batch 500 (previous default)"
-#: name -> Config overrides; the labels and everything else are Config's defaults
+REFERENCE = "exact: unrolled (higher), every step, meta batch 500"
+DEFAULT = "one-step, every step, meta batch 500 (the default)"
+#: name -> Config overrides of the defaults (the strategy is the default's, one-step-reweight)
 CANDIDATES: Dict[str, dict] = {
-    "one-step, every step, meta batch 500": dict(strategy="one-step", meta_every=1, meta_batch_size=500),
-    "one-step, every step, meta batch 128": dict(strategy="one-step", meta_every=1, meta_batch_size=128),
-    "one-step, every 2 steps, meta batch 500": dict(strategy="one-step", meta_every=2, meta_batch_size=500),
-    "one-step, every 4 steps, meta batch 500": dict(strategy="one-step", meta_every=4, meta_batch_size=500),
-    "one-step, every 4 steps, meta batch 128": dict(strategy="one-step", meta_every=4, meta_batch_size=128),
-    "one-step, every 8 steps, meta batch 500": dict(strategy="one-step", meta_every=8, meta_batch_size=500),
-    "one-step k=2 (truncated t=1), every 4 steps, meta batch 500": dict(
-        strategy="one-step", strategy_options=dict(steps=2), meta_every=4, meta_batch_size=500),
-    "one-step, every step, meta batch 256": dict(strategy="one-step", meta_every=1, meta_batch_size=256),
+    DEFAULT: dict(),
+    "one-step, every step, meta batch 128": dict(meta_batch_size=128),
+    "one-step, every 2 steps": dict(meta_every=2),
     # fewer label steps, each longer in proportion (the label lr is a step length)
-    "one-step, every 2 steps, meta batch 500, label lr ×2": dict(strategy="one-step", meta_every=2,
-                                                                  meta_batch_size=500, label_lr=1.0),
-    "one-step, every 4 steps, meta batch 500, label lr ×4": dict(strategy="one-step", meta_every=4,
-                                                                  meta_batch_size=500, label_lr=2.0),
+    "one-step, every 2 steps, label lr ×2": dict(meta_every=2, label_lr=1.0),
+    "one-step, every 4 steps": dict(meta_every=4),
+    "one-step, every 8 steps": dict(meta_every=8),
+    "one-step, every 8 steps, meta batch 128": dict(meta_every=8, meta_batch_size=128),
 }
 KEEP, WITHIN_STD = 0.95, 1.0
 
 
 def methods() -> Dict[str, dict]:
     return {CE: dict(labels="one-hot", strategy="none"),
-            REFERENCE: dict(strategy="unrolled", strategy_options={}, meta_every=1, meta_batch_size=500),
+            REFERENCE: dict(strategy="unrolled:labels+weights", meta_every=1, meta_batch_size=500),
             **CANDIDATES}
 
 
@@ -77,22 +73,26 @@ def main(argv=None) -> int:
     parser.add_argument("--noise", default="symmetric", choices=["symmetric", "asymmetric"],
                         help="the noise model (the choice is made on symmetric noise; asymmetric checks it)")
     parser.add_argument("--noise-rate", type=float, default=0.4)
+    harness.add_jobs_argument(parser)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    base = Config(epochs=args.epochs, progress=False, noise=args.noise, noise_rate=args.noise_rate, **STORED_LABELS)
+    base = Config(epochs=args.epochs, progress=False, noise=args.noise, noise_rate=args.noise_rate)
     seeds = args.seeds
     if args.smoke:
         base, seeds = smoke(base), seeds[:1]
-    # a throw-away run of each kind first: the first run in a process pays torch's start-up costs
-    compare(smoke(base), {CE: methods()[CE], "warm-up": CANDIDATES[next(iter(CANDIDATES))]}, seeds[:1])
-    results = compare(base, methods(), seeds)
+    stem = "default_recipe" + ("" if args.noise == "symmetric" else f"_{args.noise}") + ("_smoke" if args.smoke else "")
+    out = Path(args.out)
+    # wall times are the figures: each worker first runs a throw-away (torch's start-up costs)
+    store, results = harness.compare(base, methods(), seeds, out / f"{stem}.json", args.jobs,
+                                     warm_up=smoke(base).replace(epochs=1))
     rows = summarise(results)
     qualifying = sorted((r for r in rows if r["qualifies"]), key=lambda r: r["time_ratio"])
 
     command = "python benchmarks/default_recipe.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    lines = ["# The default recipe: the fastest configuration that keeps the exact default's gain", "",
-             f"Command: `{command.strip()}`; seeds {seeds}; {machine('cpu')}. {noise_summary(results) or ''}. "
-             f"MNIST-1D, {base.model}, {base.epochs} epochs, labels `{base.labels}`, label lr {base.label_lr}. "
+    lines = ["# The default's meta step: the fastest that keeps the exact step's gain", "",
+             f"Command: `{command.strip()}`; seeds {seeds}; {harness.where(args.jobs)}. "
+             f"{noise_summary(results) or ''}. "
+             f"MNIST-1D, {base.model}, {base.epochs} epochs, strategy `{base.strategy}`, labels `{base.labels}`, "
+             f"label lr {base.label_lr} unless a row says otherwise. "
              f"*Gain kept*: (accuracy − cross-entropy's) / (the reference's − cross-entropy's), last epoch. "
              f"A candidate qualifies with ≥ {KEEP:.0%} of the gain and a last-epoch mean within {WITHIN_STD:g} std "
              "of the reference's.", "",
@@ -112,10 +112,8 @@ def main(argv=None) -> int:
         lines += ["", "No candidate qualifies."]
     lines.append("")
     report = "\n".join(lines)
-    stem = "default_recipe" + ("" if args.noise == "symmetric" else f"_{args.noise}") + ("_smoke" if args.smoke else "")
-    out = Path(args.out)
-    write_outputs(out, stem, report, {"rows": rows, "candidates": CANDIDATES, "base": dataclasses.asdict(base),
-                                      "runs": {n: [dataclasses.asdict(r) for r in rs] for n, rs in results.items()}})
+    write_outputs(out, stem, report, {**store, "rows": rows, "candidates": CANDIDATES,
+                                      "base": dataclasses.asdict(base)})
     reference = next(r for r in rows if r["method"] == REFERENCE)
     accuracy_against_cost(rows, out / f"{stem}.png", f"Noisy MNIST-1D ({args.noise}): the default's candidates", 2.0,
                           band=reference["last"], labels=[r["method"] + (" ✓" if r["qualifies"] else "") for r in rows])

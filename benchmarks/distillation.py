@@ -12,16 +12,15 @@ temperature ``T`` in ``TEMPERATURES`` and every ``alpha`` in ``ALPHAS``; the MLP
 cross-entropy is the floor. Each teacher family (one-hot, smoothing, learned) is reported at its
 best (teacher, T, alpha) by mean last-epoch student test accuracy (on the test set: an optimistic
 pick, made alike for every family), with the student's calibration. Same data and seed for every
-row. One job is a teacher and its students for one seed; finished jobs are stored in
-``distillation.json`` as they end and a rerun skips them. Writes ``distillation.{md,json,png}``.
+row. One cell is a teacher and its students for one seed, run through the harness's resumable
+store (``distillation.json``: a rerun skips the finished cells). Writes ``distillation.{md,json,png}``.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import functools
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -58,13 +57,10 @@ def student_key(t: float, alpha: float) -> str:
 
 def job(teacher: Config, temperatures: Tuple[float, ...], alphas: Tuple[float, ...]) -> dict:
     """Train ``teacher``, then one student per (T, alpha) on its predictions; every Results as a dict."""
-    import torch
-
     from labelmeta.build import splits_for
     from labelmeta.distill import fit_student, logits_by_index
     from labelmeta.runner import fit_learner
 
-    torch.set_num_threads(1)
     splits = splits_for(teacher)
     learner, result = fit_learner(teacher, splits)
     logits = logits_by_index(learner.model, splits.train, len(splits.labels.noisy), teacher.device)
@@ -77,18 +73,16 @@ def job(teacher: Config, temperatures: Tuple[float, ...], alphas: Tuple[float, .
 
 
 def alone(config: Config) -> dict:
-    import torch
-
+    """The student architecture trained with plain cross-entropy (the floor), in a job's layout."""
     from labelmeta import fit
 
-    torch.set_num_threads(1)
     return dict(config=dataclasses.asdict(config), teacher=dataclasses.asdict(fit(config)), students={})
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--jobs", type=int, default=1, help="teachers trained at a time, one process each")
+    harness.add_jobs_argument(parser)
     parser.add_argument("--smoke", action="store_true", help="tiny data, 2 epochs, 1 seed, 2 temperatures")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
@@ -100,36 +94,20 @@ def main(argv=None) -> int:
     stem = "distillation_smoke" if args.smoke else "distillation"
     out = Path(args.out)
     path = out / f"{stem}.json"
-    store = json.loads(path.read_text()) if path.exists() else {}
-    if "jobs" not in store:
-        store = {"jobs": {}}  # the report's earlier layout: nothing to resume from
-    planned = {f"{name} | seed {s}": base.replace(seed=s, **overrides) for name, overrides in teachers.items()
-               for s in seeds}
-    planned.update({f"{ALONE} | seed {s}": base.replace(seed=s, labels="one-hot", strategy="none", **STUDENT)
-                    for s in seeds})
-
-    def done(key: str, config: Config) -> bool:
-        stored = store["jobs"].get(key)
-        return (stored is not None and stored["config"] == json.loads(json.dumps(dataclasses.asdict(config)))
-                and (key.startswith(ALONE) or set(stored["students"]) ==
-                     {student_key(t, a) for t in temperatures for a in alphas}))
-
-    todo = {k: c for k, c in planned.items() if not done(k, c)}
-    print(f"{len(planned) - len(todo)} of {len(planned)} jobs done; running {len(todo)} on {args.jobs} process(es)",
-          flush=True)
-    with ProcessPoolExecutor(args.jobs) as pool:
-        futures = {k: pool.submit(alone, c) if k.startswith(ALONE) else pool.submit(job, c, temperatures, alphas)
-                   for k, c in todo.items()}
-        for k, future in futures.items():
-            store["jobs"][k] = future.result()
-            harness.save_store(path, store)
-            print(f"done: {k}", flush=True)
+    teacher_jobs = {f"{name} | seed {s}": base.replace(seed=s, **overrides) for name, overrides in teachers.items()
+                    for s in seeds}
+    alone_jobs = {f"{ALONE} | seed {s}": base.replace(seed=s, labels="one-hot", strategy="none", **STUDENT)
+                  for s in seeds}
+    grid_keys = {student_key(t, a) for t in temperatures for a in alphas}
+    harness.run_cells(teacher_jobs, path, args.jobs, run=functools.partial(job, temperatures=temperatures, alphas=alphas),
+                      complete=lambda stored: set(stored["students"]) == grid_keys)
+    store = harness.run_cells(alone_jobs, path, args.jobs, run=alone)
 
     def teacher_runs(name: str) -> List[Results]:
-        return [Results.from_dict(store["jobs"][f"{name} | seed {s}"]["teacher"]) for s in seeds]
+        return [Results.from_dict(store["cells"][f"{name} | seed {s}"]["teacher"]) for s in seeds]
 
     def student_runs(name: str, t: float, a: float) -> List[Results]:
-        return [Results.from_dict(store["jobs"][f"{name} | seed {s}"]["students"][student_key(t, a)]) for s in seeds]
+        return [Results.from_dict(store["cells"][f"{name} | seed {s}"]["students"][student_key(t, a)]) for s in seeds]
 
     grid = [(t, a) for t in temperatures for a in alphas]
     mean_last = {(n, t, a): mean_std([r.last_accuracy for r in student_runs(n, t, a)])[0] for n in teachers

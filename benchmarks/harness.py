@@ -5,7 +5,9 @@ string whose parts are separated by `` | `` (e.g. ``"mnist1d | sym 40% | default
 *store* is a JSON file ``{"cells": {key: Results as a dict}}`` written atomically after every cell,
 so an interrupted benchmark loses at most the cells in flight and a rerun does only what is missing
 (or whose configuration changed). Scripts plan their cells, call :func:`run_cells`, and read the
-results back with :func:`group_runs` and :func:`stat`.
+results back with :func:`group_runs` and :func:`stat`; a table of methods × seeds on one base
+configuration is :func:`compare` (``labelmeta.compare.compare``'s resumable, multi-process form).
+A script's store is its ``.json`` output: the report's own keys sit beside ``"cells"``.
 """
 from __future__ import annotations
 
@@ -16,17 +18,14 @@ import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from labelmeta import Config, Results, fit
 from labelmeta.compare import mean_std
 
 
 def fit_cell(config: Config) -> dict:
-    """One cell: :func:`labelmeta.fit` on one torch thread (wall times stay comparable), as a dict."""
-    import torch
-
-    torch.set_num_threads(1)
+    """One cell: :func:`labelmeta.fit`, its Results as a dict (which holds ``"config"``)."""
     return dataclasses.asdict(fit(config))
 
 
@@ -52,17 +51,39 @@ def is_done(store: dict, key: str, config: Config) -> bool:
     return stored is not None and {**defaults, **stored} == json.loads(json.dumps(dataclasses.asdict(config)))
 
 
-def run_cells(cells: Dict[str, Config], path: Path, jobs: int,
-              run: Callable[[Config], dict] = fit_cell) -> dict:
+def _start_worker(warm_up: Optional[Config]) -> None:
+    """A worker's first act: one torch thread (wall times stay comparable across cells and jobs), and
+    one throw-away run, so that no stored cell pays torch's start-up costs."""
+    import torch
+
+    torch.set_num_threads(1)
+    if warm_up is not None:
+        fit(warm_up)
+
+
+def run_cells(cells: Dict[str, Config], path: Path, jobs: int, run: Callable[[Config], dict] = fit_cell,
+              warm_up: Optional[Config] = None, complete: Optional[Callable[[dict], bool]] = None) -> dict:
     """Run the cells not yet in the store at ``path`` (or whose configuration changed), ``jobs`` at a
-    time; return the whole store. Progress: a bar on a terminal, a line per cell elsewhere."""
+    time, each in a worker process on one torch thread; return the whole store.
+
+    ``run(config)`` returns the cell as a JSON-able dict holding ``"config"`` (default: the Results of
+    :func:`labelmeta.fit`). ``warm_up``: a (small) configuration each worker runs first and throws
+    away, where the cells' wall times are figures. ``complete(stored)``: whether a stored cell of an
+    unchanged configuration also holds everything the script now asks of it (default: yes).
+    Progress: a bar on a terminal, a line per cell elsewhere."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     store = load_store(path)
-    todo = {k: c for k, c in cells.items() if not is_done(store, k, c)}
+    todo = {k: c for k, c in cells.items()
+            if not (is_done(store, k, c) and (complete is None or complete(store["cells"][k])))}
     print(f"{len(cells) - len(todo)} of {len(cells)} cells already done; running {len(todo)} on {jobs} process(es)",
           flush=True)
+    if not todo:
+        return store
     from tqdm.auto import tqdm
 
-    with ProcessPoolExecutor(jobs) as pool, tqdm(total=len(todo), desc="cells", disable=not sys.stderr.isatty()) as bar:
+    with ProcessPoolExecutor(jobs, initializer=_start_worker, initargs=(warm_up,)) as pool, \
+            tqdm(total=len(todo), desc="cells", disable=not sys.stderr.isatty()) as bar:
         futures = {key: pool.submit(run, config) for key, config in todo.items()}
         for key, future in futures.items():
             store["cells"][key] = future.result()
@@ -71,6 +92,38 @@ def run_cells(cells: Dict[str, Config], path: Path, jobs: int,
             if not sys.stderr.isatty():
                 print(f"done: {key}", flush=True)
     return store
+
+
+def method_cells(base: Config, methods: Mapping[str, Mapping], seeds: Iterable[int]) -> Dict[str, Config]:
+    """One cell per method (``name -> Config overrides`` of ``base``) and seed, keyed ``"name | seed S"``."""
+    return {f"{name} | seed {seed}": base.replace(seed=seed, **overrides)
+            for name, overrides in methods.items() for seed in seeds}
+
+
+def compare(base: Config, methods: Mapping[str, Mapping], seeds: Iterable[int], path: Path, jobs: int = 1,
+            warm_up: Optional[Config] = None) -> Tuple[dict, Dict[str, List[Results]]]:
+    """Every method for every seed through the store at ``path``: ``(store, name -> [Results per seed])``.
+
+    The same runs as :func:`labelmeta.compare.compare` (each cell builds the same data and noise
+    draw from its seed), resumable and on ``jobs`` processes."""
+    seeds = list(seeds)
+    store = run_cells(method_cells(base, methods, seeds), path, jobs, warm_up=warm_up)
+    return store, {name: [Results.from_dict(store["cells"][f"{name} | seed {seed}"]) for seed in seeds]
+                   for name in methods}
+
+
+def where(jobs: int) -> str:
+    """Where the cells ran, for a report's first line."""
+    import platform
+
+    import torch
+
+    return f"{platform.machine()} CPU, 1 torch thread per cell, {jobs} cell(s) at a time, torch {torch.__version__}"
+
+
+def add_jobs_argument(parser) -> None:
+    """``--jobs``: cells run at a time, one process and one torch thread each."""
+    parser.add_argument("--jobs", type=int, default=1, help="cells run at a time, one process (one torch thread) each")
 
 
 def group_runs(store: dict, keys: Iterable[str], parts: int = 3) -> Dict[Tuple[str, ...], List[Results]]:

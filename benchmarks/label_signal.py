@@ -1,6 +1,6 @@
 """Why the default labels also listen to the model: how much a per-sample hypergradient says.
 
-    python benchmarks/label_signal.py            # 3 seeds, 40 epochs (about 4 min)
+    python benchmarks/label_signal.py --jobs 2   # 3 seeds, 40 epochs (resumable cells)
     python benchmarks/label_signal.py --smoke    # seconds; what the test suite runs
 
 Trains meta-learned per-sample logits alone (label lr 1.0, constant: the earlier default) on
@@ -18,13 +18,16 @@ Writes ``label_signal.{md,json}``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, Iterable, List
 
 import torch
 import torch.nn.functional as F
 
+import harness
 from common import run_arguments, smoke, write_outputs
 from labelmeta.compare import cell, mean_std
 from labelmeta.data import loader
@@ -68,34 +71,45 @@ def measure(learner, splits, meta_size: int) -> Dict[str, float]:
     return out
 
 
+def signal_cell(config: Config, epochs: Iterable[int]) -> dict:
+    """One training run, measured (:func:`measure`) at the end of each epoch in ``epochs``."""
+    epochs = set(epochs)
+    measured: Dict[str, Dict[str, float]] = {}
+
+    def snapshot(learner, splits, record):
+        if record.epoch in epochs:
+            measured[str(record.epoch)] = measure(learner, splits, config.meta_batch_size)
+
+    fit_learner(config, on_epoch=snapshot)
+    return dict(config=dataclasses.asdict(config), epochs=measured)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     run_arguments(parser)
+    harness.add_jobs_argument(parser)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
     config, seeds, epochs = CONFIG, args.seeds, EPOCHS
     if args.smoke:
         config = smoke(config)
         seeds, epochs = seeds[:1], (1, 2)
-    rows: Dict[int, List[Dict[str, float]]] = {e: [] for e in epochs}
-
-    for seed in seeds:
-        def snapshot(learner, splits, record):
-            if record.epoch in rows:
-                rows[record.epoch].append(measure(learner, splits, config.meta_batch_size))
-        fit_learner(config.replace(seed=seed), on_epoch=snapshot)
+    stem = "label_signal_smoke" if args.smoke else "label_signal"
+    store = harness.run_cells({f"seed {s}": config.replace(seed=s) for s in seeds}, Path(args.out) / f"{stem}.json",
+                              args.jobs, run=functools.partial(signal_cell, epochs=epochs),
+                              complete=lambda stored: set(stored["epochs"]) == {str(e) for e in epochs})
+    rows: Dict[int, List[Dict[str, float]]] = {e: [store["cells"][f"seed {s}"]["epochs"][str(e)] for s in seeds]
+                                               for e in epochs}
 
     command = "python benchmarks/label_signal.py " + " ".join(argv if argv is not None else sys.argv[1:])
     keys = list(rows[epochs[0]][0])
     lines = ["# How much a per-sample hypergradient says", "",
-             f"Command: `{command.strip()}`; seeds {seeds}; CPU. Meta-learned per-sample logits alone "
+             f"Command: `{command.strip()}`; seeds {seeds}; {harness.where(args.jobs)}. Meta-learned per-sample logits alone "
              "(label lr 1.0, constant), MNIST-1D, 40 % symmetric noise. Mean ± std over seeds, in %.", "",
              "| measure | " + " | ".join(f"epoch {e}" for e in epochs) + " |", "|---" * (len(epochs) + 1) + "|"]
     for key in keys:
         lines.append(f"| {key} | " + " | ".join(cell(mean_std([r[key] for r in rows[e]])) for e in epochs) + " |")
     report = "\n".join(lines) + "\n"
-    stem = "label_signal_smoke" if args.smoke else "label_signal"
-    write_outputs(Path(args.out), stem, report, {str(e): r for e, r in rows.items()})
+    write_outputs(Path(args.out), stem, report, {**store, "epochs": {str(e): r for e, r in rows.items()}})
     print(report)
     return 0
 

@@ -1,9 +1,9 @@
 """Label parameterisations × strategies on noisy MNIST-1D: accuracy, label correction and time.
 
-    python benchmarks/strategies.py                 # 3 seeds, 40 epochs
+    python benchmarks/strategies.py --jobs 2        # 3 seeds, 40 epochs (resumable cells)
     python benchmarks/strategies.py --smoke         # seconds; what the test suite runs
 
-Every row runs through ``labelmeta.compare`` (the same ``fit`` loop, data, noise draw and seeds),
+Every row runs through ``harness.compare`` (the same ``fit`` loop, data, noise draw and seeds),
 cross-entropy included. For each strategy the table gives its whole-run wall time as a multiple of
 cross-entropy's and the share of the exact strategy's accuracy gain over cross-entropy it keeps
 (last epoch, same parameterisation). Writes ``strategies.{md,json,png}`` under ``--out``.
@@ -13,14 +13,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import platform
 import sys
 from pathlib import Path
 
-import torch
-
+import harness
 from common import accuracy_against_cost, cost_row, run_arguments, smoke, write_outputs
-from labelmeta.compare import cell, compare, mean_std, noise_summary
+from labelmeta.compare import cell, mean_std, noise_summary
 from labelmeta import Config
 
 CE = "cross-entropy"
@@ -29,7 +27,7 @@ EXACT = "exact k=1 (unrolled, higher)"
 STRATEGIES = {
     EXACT: dict(strategy="unrolled"),
     "exact k=1 (functional, torch.func)": dict(strategy="functional"),
-    "truncated k=2, t=1": dict(strategy="truncated", strategy_options=dict(steps=2, through=1)),
+    "truncated k=2, t=1": dict(strategy="truncated", strategy_options=dict(steps=2)),  # t=1: its default
     "finite-difference k=1": dict(strategy="finite-difference"),
     "head-only k=1": dict(strategy="head-only"),
     "functional, every 4 steps": dict(strategy="functional", meta_every=4),
@@ -60,8 +58,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     run_arguments(parser)
     parser.add_argument("--epochs", type=int, default=Config.epochs)
+    harness.add_jobs_argument(parser)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
     # a meta step every training step on a meta batch of 500 unless a row says otherwise: the
     # setting its stored results were run in (the default's own candidates, one-step among them,
     # are default_recipe.py's subject)
@@ -70,7 +68,10 @@ def main(argv=None) -> int:
     if args.smoke:
         base = smoke(base)
         seeds = seeds[:1]
-    results = compare(base, methods(), seeds)
+    stem = "strategies_smoke" if args.smoke else "strategies"
+    out = Path(args.out)
+    store, results = harness.compare(base, methods(), seeds, out / f"{stem}.json", args.jobs,
+                                     warm_up=smoke(base).replace(epochs=1))
 
     ce_last = mean_std([r.last_accuracy for r in results[CE]])[0]
     ce_time = mean_std([r.wall_time for r in results[CE]], 1.0)[0]
@@ -87,7 +88,7 @@ def main(argv=None) -> int:
 
     command = "python benchmarks/strategies.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = ["# Parameterisations × strategies", "",
-             f"Command: `{command.strip()}`; seeds {seeds}; {platform.machine()} CPU, {args.threads} torch thread(s). "
+             f"Command: `{command.strip()}`; seeds {seeds}; {harness.where(args.jobs)}. "
              f"{noise_summary(results) or ''}. MNIST-1D, 1-D CNN with BatchNorm, meta batch "
              f"{base.meta_batch_size}. *Gain kept*: (accuracy − cross-entropy's) / (the exact strategy's − "
              "cross-entropy's), last epoch, same parameterisation.", "",
@@ -102,10 +103,7 @@ def main(argv=None) -> int:
     lines += ["", "Strategies within 1.5× cross-entropy's time that keep ≥ 90 % of the exact gain: "
               + (", ".join(r["method"] for r in cheap) if cheap else "none."), ""]
     report = "\n".join(lines)
-    stem = "strategies_smoke" if args.smoke else "strategies"
-    out = Path(args.out)
-    write_outputs(out, stem, report, {"rows": rows, "runs": {n: [dataclasses.asdict(r) for r in rs] for n, rs in results.items()},
-                                      "base": dataclasses.asdict(base)})
+    write_outputs(out, stem, report, {**store, "rows": rows, "base": dataclasses.asdict(base)})
     accuracy_against_cost(rows, out / f"{stem}.png", "MNIST-1D, 40 % symmetric noise: accuracy against cost", 1.5)
     print(report)
     return 0

@@ -18,32 +18,34 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import torch
 
-from common import (STORED_LABELS, STORED_META_STEP, build, interleaved_times, machine, median, peak_cuda_bytes, plain_step, run_arguments,
-                    save_figure, saved_tensor_bytes, timing_arguments, write_outputs)
-from labelmeta import Learner, make_label_optimizer, make_labels
+import harness
+from common import (build, interleaved_times, machine, median, peak_cuda_bytes, plain_step, run_arguments, save_figure,
+                    saved_tensor_bytes, timing_arguments, write_outputs)
+from labelmeta import Config, Learner, make_label_optimizer, make_labels
 from labelmeta.compare import cell, mean_std
-from labelmeta import Config, fit
-from labelmeta.strategies import FiniteDifference, Functional, HeadOnly, Strategy, Truncated
+from labelmeta.strategies import STRATEGIES, Strategy
 
-#: strategy -> factory of depth k
+#: the meta target every row trains: the default's (learned labels and per-sample weights)
+TARGET = "labels+weights"
+#: strategy -> factory of depth k (the backend with the default's target)
 COST_STRATEGIES: Dict[str, Callable[[int], Strategy]] = {
-    "exact (torch.func)": lambda k: Functional(steps=k),
-    "truncated, t=1": lambda k: Truncated(steps=k, through=1),
-    "finite-difference": lambda k: FiniteDifference(steps=k),
-    "head-only": lambda k: HeadOnly(steps=k),
+    "exact (torch.func)": lambda k: STRATEGIES.build(f"functional:{TARGET}", options=dict(steps=k)),
+    "truncated, t=1": lambda k: STRATEGIES.build(f"truncated:{TARGET}", options=dict(steps=k, through=1)),
+    "finite-difference": lambda k: STRATEGIES.build(f"finite-difference:{TARGET}", options=dict(steps=k)),
+    "head-only": lambda k: STRATEGIES.build(f"head-only:{TARGET}", options=dict(steps=k)),
 }
 
 #: accuracy settings: name -> Config overrides
 SETTINGS = {"noisy (40 % symmetric)": dict(noise="symmetric", noise_rate=0.4),
             "clean": dict(noise="none", noise_rate=0.0)}
-ACCURACY_BASE = {"digits": Config(dataset="digits", model="mlp", meta_per_class=10, meta_batch_size=100, batch_size=64,
-                                  **STORED_META_STEP, **STORED_LABELS),
-                 "mnist1d": Config(**STORED_META_STEP, **STORED_LABELS)}
+#: accuracy base per dataset: the defaults (labels, label lr, meta batch), sizes scaled to the data
+ACCURACY_BASE = {"digits": Config(dataset="digits", model="mlp", meta_per_class=10, meta_batch_size=100, batch_size=64),
+                 "mnist1d": Config()}
 
 
 def cost(model_name: str, ks: List[int], device: str, batch_size: int, repeats: int, warmup: int) -> Dict[str, dict]:
@@ -58,7 +60,7 @@ def cost(model_name: str, ks: List[int], device: str, batch_size: int, repeats: 
         steps: Dict[str, Callable[[], None]] = {"plain": plain}
         for name, factory in COST_STRATEGIES.items():
             m, o = model_and_optimizer()
-            labels = make_labels("per-sample-ensemble", targets, classes).to(device)
+            labels = make_labels(Config.labels, targets, classes).to(device)
             learner = Learner(m, o, labels, factory(k), make_label_optimizer("mirror", labels.parameters(), 0.5))
             steps[name] = lambda learner=learner: learner.step(batch, meta)
         times = interleaved_times(steps, repeats, warmup, device)
@@ -82,26 +84,23 @@ def cost(model_name: str, ks: List[int], device: str, batch_size: int, repeats: 
 
 
 def accuracy(dataset: str, ks: List[int], truncations: List[int], seeds: List[int], overrides: dict,
-             settings: List[str]) -> Dict[str, dict]:
-    """``fit`` results per setting and (k, t), mean ± std over seeds."""
+             settings: List[str], store_path: Path, jobs: int) -> Tuple[dict, Dict[str, dict]]:
+    """``fit`` results per setting and (k, t), mean ± std over seeds, through the resumable store at
+    ``store_path``: ``(store, "setting | variant" -> figures)``."""
     base = ACCURACY_BASE[dataset].replace(progress=False, **overrides)
-    out: Dict[str, dict] = {}
-    for setting, noise in SETTINGS.items():
-        if setting.split(" ")[0] not in settings:
-            continue
-        variants = [(f"exact k={k}", dict(strategy="functional", strategy_options=dict(steps=k))) for k in ks]
-        variants += [(f"truncated k={max(ks)}, t={t}", dict(strategy="truncated",
-                                                                     strategy_options=dict(steps=max(ks), through=t)))
-                     for t in truncations if t < max(ks)]
-        variants.append(("cross-entropy (no meta-learning)", dict(labels="one-hot", strategy="none")))
-        for name, changes in variants:
-            runs = [fit(base.replace(seed=seed, **noise, **changes)) for seed in seeds]
-            out[f"{setting} | {name}"] = dict(
-                last=mean_std([r.last_accuracy for r in runs]), best=mean_std([r.best_accuracy for r in runs]),
-                corrected=mean_std([r.corrected for r in runs]), broken=mean_std([r.clean_broken for r in runs]),
-                seconds=mean_std([r.wall_time for r in runs], 1.0))
-            print(f"{setting} | {name}: last {cell(out[f'{setting} | {name}']['last'])}", flush=True)
-    return out
+    variants = [(f"exact k={k}", dict(strategy=f"functional:{TARGET}", strategy_options=dict(steps=k))) for k in ks]
+    variants += [(f"truncated k={max(ks)}, t={t}", dict(strategy=f"truncated:{TARGET}",
+                                                          strategy_options=dict(steps=max(ks), through=t)))
+                 for t in truncations if t < max(ks)]
+    variants.append(("cross-entropy (no meta-learning)", dict(labels="one-hot", strategy="none")))
+    methods = {f"{setting} | {name}": {**noise, **changes} for setting, noise in SETTINGS.items()
+               if setting.split(" ")[0] in settings for name, changes in variants}
+    store, results = harness.compare(base, methods, seeds, store_path, jobs)
+    out = {name: dict(last=mean_std([r.last_accuracy for r in runs]), best=mean_std([r.best_accuracy for r in runs]),
+                      corrected=mean_std([r.corrected for r in runs]), broken=mean_std([r.clean_broken for r in runs]),
+                      seconds=mean_std([r.wall_time for r in runs], 1.0))
+           for name, runs in results.items()}
+    return store, out
 
 
 def plot(costs: Dict[str, dict], acc: Dict[str, dict], ks: List[int], path: Path) -> None:
@@ -138,6 +137,7 @@ def main(argv=None) -> int:
     parser.add_argument("--settings", nargs="+", default=["noisy", "clean"], choices=["noisy", "clean"])
     timing_arguments(parser, repeats=30)
     run_arguments(parser)
+    harness.add_jobs_argument(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     overrides: dict = {"device": args.device}
@@ -145,8 +145,12 @@ def main(argv=None) -> int:
     if args.smoke:
         ks, seeds, repeats, batch = [1, 2], seeds[:1], 2, 16
         overrides.update(epochs=2, warmup_epochs=1)
+    stem = "unroll_depth" + ("" if args.accuracy_dataset == "digits" else f"_{args.accuracy_dataset}")
+    stem += "_smoke" if args.smoke else ""
+    out = Path(args.out)
     costs = cost(args.cost_model, ks, args.device, batch, repeats, warmup=2)
-    acc = accuracy(args.accuracy_dataset, ks, args.truncations, seeds, overrides, args.settings)
+    store, acc = accuracy(args.accuracy_dataset, ks, args.truncations, seeds, overrides, args.settings,
+                          out / f"{stem}.json", args.jobs)
 
     command = "python benchmarks/unroll_depth.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = ["# Unroll depth", "", f"Command: `{command.strip()}`; {machine(args.device)}.", "",
@@ -161,6 +165,8 @@ def main(argv=None) -> int:
         lines.append(f"| {name} | " + " | ".join(f"{r:.2f}×" for r in row["ratio"]) +
                      f" | {row['slope_plain_steps_per_k']:.2f} | {row['memory'][0] / 2**20:.2f} → {row['memory'][-1] / 2**20:.2f} |")
     lines += ["", f"## Accuracy ({args.accuracy_dataset}, {len(seeds)} seed(s): {seeds}; mean ± std)", "",
+              f"Strategy `BACKEND:{TARGET}` (the default's target), the default labels `{Config.labels}`; "
+              f"{harness.where(args.jobs)}.", "",
               "| setting | method | test acc last (%) | test acc best (%) | corrupted corrected (%) | clean broken (%) | wall time (s) |",
               "|---|---|---|---|---|---|---|"]
     for key, r in acc.items():
@@ -168,10 +174,7 @@ def main(argv=None) -> int:
         lines.append(f"| {setting} | {name} | {cell(r['last'])} | {cell(r['best'])} | {cell(r['corrected'])} | "
                      f"{cell(r['broken'], 2)} | {cell(r['seconds'], 0)} |")
     report = "\n".join(lines) + "\n"
-    stem = "unroll_depth" + ("" if args.accuracy_dataset == "digits" else f"_{args.accuracy_dataset}")
-    stem += "_smoke" if args.smoke else ""
-    out = Path(args.out)
-    write_outputs(out, stem, report, {"cost": costs, "accuracy": acc, "machine": machine(args.device)})
+    write_outputs(out, stem, report, {**store, "cost": costs, "accuracy": acc, "machine": machine(args.device)})
     plot(costs, acc, ks, out / f"{stem}.png")
     print(report)
     return 0

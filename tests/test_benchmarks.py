@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -87,36 +89,6 @@ def _last_and_best_are_the_history(run: dict) -> None:
     assert run["last_accuracy"] == accs[-1] and run["best_accuracy"] == max(accs)
 
 
-def test_noisy_recipe_smoke(tmp_path):
-    _smoke("noisy_recipe.py", tmp_path)
-    assert (tmp_path / "noisy_recipe_smoke.png").stat().st_size > 0
-    results = json.loads((tmp_path / "noisy_recipe_smoke.json").read_text())
-    report = (tmp_path / "noisy_recipe_smoke.md").read_text()
-    [table] = _tables(report)
-    assert table[0][:5] == ["method", "seeds", "test acc best (%)", "test acc last (%)", "corrupted corrected (%)"]
-    rows = _rows(table)
-    assert list(rows) == list(results)
-    for method, runs in results.items():
-        seeds, best, last, corrected, broken, _, wall = rows[method]
-        assert int(seeds) == len(runs) == 1
-        for run in runs:
-            _last_and_best_are_the_history(run)
-        _shows(best, [r["best_accuracy"] for r in runs])
-        _shows(last, [r["last_accuracy"] for r in runs])
-        _shows(corrected, [r["corrected"] for r in runs])
-        _shows(broken, [r["clean_broken"] for r in runs])
-        _shows(wall, [r["wall_time"] for r in runs], 1.0)
-    # the noisy runs on the 750 training samples share one noise draw, and the noise line gives its rate;
-    # the run that also trains on the 50 clean meta samples has the same corrupted samples among 800
-    shared = {r["effective_noise"] for runs in results.values() for r in runs
-              if r["nominal_noise"] > 0 and not r["config"]["meta_in_train"]}
-    [added] = results["cross-entropy, clean meta set added to training"]
-    [rate] = shared
-    assert math.isclose(added["effective_noise"], rate * 750 / 800, rel_tol=1e-6)
-    assert (f"noise: symmetric at 40% nominal, {100 * rate:.1f}% effective; with meta_in_train=True: symmetric at "
-            f"40% nominal, {100 * added['effective_noise']:.1f}% effective\n") in report
-
-
 def test_noisy_labels_smoke_and_resume(tmp_path):
     first = _smoke("noisy_labels.py", tmp_path, "--datasets", "digits")
     assert "0 of 32 cells already done; running 32" in first.stdout
@@ -124,8 +96,9 @@ def test_noisy_labels_smoke_and_resume(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
     text = (tmp_path / "noisy_labels_smoke.md").read_text()
     cells = json.loads((tmp_path / "noisy_labels_smoke.json").read_text())["cells"]
-    assert len(cells) == 32
+    assert len(cells) == 34
     reference = "cross-entropy on clean labels (reference)"
+    added = "cross-entropy, clean meta set added to training"
     clean_default = "learned labels + weights (default) on clean labels"
     runs: Dict[tuple, dict] = {}
     for key, run in cells.items():
@@ -135,7 +108,7 @@ def test_noisy_labels_smoke_and_resume(tmp_path):
         runs[setting, method] = run
     settings = ["symmetric-40", "asymmetric-40"]
     methods = sorted({m for _, m in runs} - {reference, clean_default})
-    assert len(methods) == 15
+    assert len(methods) == 16
     sections = _sections(text)
     [overview] = _tables(sections["digits"])
     [ablation] = _tables(sections["digits: targets and ablation"])
@@ -154,7 +127,11 @@ def test_noisy_labels_smoke_and_resume(tmp_path):
                 _close(shown.split(" (")[1].rstrip(")"), difference)
     for setting in settings:
         # every method of a setting trained on the same noise draw; the heading gives its rate
-        [rate] = {runs[setting, m]["effective_noise"] for m in methods}
+        [rate] = {runs[setting, m]["effective_noise"] for m in methods if m != added}
+        # the run that also trains on the 50 clean meta samples has the same corrupted samples among
+        # N + 50: its rate is rate * N / (N + 50) for a whole number N
+        n = 50 * runs[setting, added]["effective_noise"] / (rate - runs[setting, added]["effective_noise"])
+        assert runs[setting, added]["config"]["meta_in_train"] and abs(n - round(n)) < 0.05 and n > 500
         [heading] = [h for h in sections if h.startswith(f"digits, {setting} (effective noise ")]
         _close(heading.split("effective noise ")[1].rstrip(" %)"), 100 * rate)
         [detail] = _tables(sections[heading])
@@ -175,7 +152,7 @@ def test_noisy_labels_smoke_and_resume(tmp_path):
     assert "Targets (issue 14" in text and "no cost on clean labels" in text
     # a second run finds every cell done and reproduces the same table
     again = _smoke("noisy_labels.py", tmp_path, "--datasets", "digits")
-    assert "32 of 32 cells already done; running 0" in again.stdout
+    assert "34 of 34 cells already done; running 0" in again.stdout
     assert (tmp_path / "noisy_labels_smoke.md").read_text() == text
 
 
@@ -257,8 +234,11 @@ def test_unroll_depth_smoke(tmp_path):
     [accuracy] = _tables(sections["Accuracy (digits, 1 seed(s): [0]; mean ± std)"])
     shown = _rows(accuracy, key_cells=2)
     assert list(shown) == list(data["accuracy"])
+    runs = _method_runs(data["cells"])
+    assert runs["noisy (40 % symmetric) | exact k=2"][0]["config"]["strategy"] == "functional:labels+weights"
     for key, r in data["accuracy"].items():
         assert r["best"][0] >= r["last"][0]  # the best epoch's accuracy is at least the last one's
+        assert r["last"][0] == pytest.approx(100 * statistics.fmean(run["last_accuracy"] for run in runs[key]))
         for cell, (mean, std), digits in zip(shown[key], [r["last"], r["best"], r["corrected"], r["broken"], r["seconds"]],
                                              (1, 1, 1, 2, 0)):
             if math.isnan(mean):
@@ -272,7 +252,7 @@ def test_strategies_smoke(tmp_path):
     _smoke("strategies.py", tmp_path)
     data = json.loads((tmp_path / "strategies_smoke.json").read_text())
     report = (tmp_path / "strategies_smoke.md").read_text()
-    runs, rows = data["runs"], data["rows"]
+    runs, rows = _method_runs(data["cells"]), data["rows"]
     assert [r["method"] for r in rows] == list(runs) and rows[0]["method"] == "cross-entropy"
     ce_time = statistics.fmean(r["wall_time"] for r in runs["cross-entropy"])
     ce_last = statistics.fmean(100 * r["last_accuracy"] for r in runs["cross-entropy"])
@@ -401,7 +381,7 @@ def test_class_semantics_smoke(tmp_path):
 
 def test_distillation_smoke(tmp_path):
     _smoke("distillation.py", tmp_path)
-    data = json.loads((tmp_path / "distillation_smoke.json").read_text())["jobs"]
+    data = json.loads((tmp_path / "distillation_smoke.json").read_text())["cells"]
     text = (tmp_path / "distillation_smoke.md").read_text()
     grid = [(t, a) for t in (1.0, 2.0) for a in (0.9, 1.0)]  # --smoke: two temperatures, two alphas
     teachers = {key.split(" | ")[0] for key in data if not key.startswith("student alone")}
@@ -441,7 +421,7 @@ def test_distillation_smoke(tmp_path):
 
 def test_label_signal_smoke(tmp_path):
     _smoke("label_signal.py", tmp_path)
-    data = json.loads((tmp_path / "label_signal_smoke.json").read_text())
+    data = json.loads((tmp_path / "label_signal_smoke.json").read_text())["epochs"]
     [table] = _tables((tmp_path / "label_signal_smoke.md").read_text())
     assert table[0] == ["measure", "epoch 1", "epoch 2"] and list(data) == ["1", "2"]
     shown = _rows(table)
@@ -501,14 +481,23 @@ def test_profile_step_smoke(tmp_path):
                                                                    "outside the ranges (label forward, checks, observe)"}
 
 
+def _method_runs(cells: dict) -> dict:
+    """A harness.compare store's cells (``"METHOD | seed S"``) as ``METHOD -> [results per seed]``."""
+    runs: dict = {}
+    for key, result in cells.items():
+        runs.setdefault(key.rsplit(" | seed ", 1)[0], []).append(result)
+    return runs
+
+
 def test_default_recipe_smoke(tmp_path):
     """Every figure of the table recomputed from the runs; the qualifying rule and the choice too."""
     _smoke("default_recipe.py", tmp_path)
     data = json.loads((tmp_path / "default_recipe_smoke.json").read_text())
     report = (tmp_path / "default_recipe_smoke.md").read_text()
-    runs, rows = data["runs"], data["rows"]
+    runs, rows = _method_runs(data["cells"]), data["rows"]
     assert [r["method"] for r in rows] == list(runs)
-    ce, reference = runs["cross-entropy"], runs["exact: unrolled, every step, meta batch 500 (previous default)"]
+    ce, reference = runs["cross-entropy"], runs["exact: unrolled (higher), every step, meta batch 500"]
+    assert reference[0]["config"]["strategy"] == "unrolled:labels+weights"
     ce_last = statistics.fmean(100 * r["last_accuracy"] for r in ce)
     ce_time = statistics.fmean(r["wall_time"] for r in ce)
     ref_last = [100 * r["last_accuracy"] for r in reference]
