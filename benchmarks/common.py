@@ -159,6 +159,12 @@ def smoke(config):
     return config.replace(epochs=2, warmup_epochs=1, meta_per_class=5, meta_batch_size=50, **small)
 
 
+def warm_up(config):
+    """A worker's throw-away run before cells whose wall times are figures: one small epoch that takes
+    meta steps (no warm-up epochs), so that the first stored cell pays none of torch's start-up costs."""
+    return smoke(config).replace(epochs=1, warmup_epochs=0)
+
+
 def run_arguments(parser: argparse.ArgumentParser, seeds: Optional[Sequence[int]] = (0, 1, 2)) -> None:
     """The flags every benchmark shares: --seeds (unless ``seeds`` is None), --smoke, --out, --threads."""
     if seeds is not None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import harness
-from common import accuracy_against_cost, cost_row, run_arguments, smoke, write_outputs
+from common import accuracy_against_cost, cost_row, run_arguments, smoke, warm_up, write_outputs
 from labelmeta import Config
 from labelmeta.compare import cell, mean_std, noise_summary
 
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     # wall times are the figures: each worker first runs a throw-away (torch's start-up costs)
     store, results = harness.compare(base, methods(), seeds, out / f"{stem}.json", args.jobs,
-                                     warm_up=smoke(base).replace(epochs=1))
+                                     warm_up=warm_up(base))
     rows = summarise(results)
     qualifying = sorted((r for r in rows if r["qualifies"]), key=lambda r: r["time_ratio"])
 

@@ -39,8 +39,15 @@ def save_store(path: Path, store: dict) -> None:
 
 
 def load_store(path: Path) -> dict:
-    """The store at ``path``, or an empty one."""
-    return json.loads(path.read_text()) if path.exists() else {"cells": {}}
+    """The store at ``path``, or an empty one. A file without ``"cells"`` (written by a script's older,
+    storeless version) is refused rather than overwritten: its runs are results someone may want."""
+    if not path.exists():
+        return {"cells": {}}
+    store = json.loads(path.read_text())
+    if not isinstance(store, dict) or not isinstance(store.get("cells"), dict):
+        raise ValueError(f"{path} is not a cell store (it has no 'cells'): an older layout of this script's "
+                         "results. Move it away (git keeps it) to run the cells afresh")
+    return store
 
 
 def is_done(store: dict, key: str, config: Config) -> bool:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import harness
-from common import accuracy_against_cost, cost_row, run_arguments, smoke, write_outputs
+from common import accuracy_against_cost, cost_row, run_arguments, smoke, warm_up, write_outputs
 from labelmeta.compare import cell, mean_std, noise_summary
 from labelmeta import Config
 
@@ -27,6 +27,7 @@ EXACT = "exact k=1 (unrolled, higher)"
 STRATEGIES = {
     EXACT: dict(strategy="unrolled"),
     "exact k=1 (functional, torch.func)": dict(strategy="functional"),
+    "exact k=1 (one-step, forward product)": dict(strategy="one-step"),
     "truncated k=2, t=1": dict(strategy="truncated", strategy_options=dict(steps=2)),  # t=1: its default
     "finite-difference k=1": dict(strategy="finite-difference"),
     "head-only k=1": dict(strategy="head-only"),
@@ -60,9 +61,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=Config.epochs)
     harness.add_jobs_argument(parser)
     args = parser.parse_args(argv)
-    # a meta step every training step on a meta batch of 500 unless a row says otherwise: the
-    # setting its stored results were run in (the default's own candidates, one-step among them,
-    # are default_recipe.py's subject)
+    # a meta step every training step on a meta batch of 500 unless a row says otherwise (the
+    # default's own candidates are default_recipe.py's subject)
     base = Config(epochs=args.epochs, progress=False, meta_every=1, meta_batch_size=500)
     seeds = args.seeds
     if args.smoke:
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     stem = "strategies_smoke" if args.smoke else "strategies"
     out = Path(args.out)
     store, results = harness.compare(base, methods(), seeds, out / f"{stem}.json", args.jobs,
-                                     warm_up=smoke(base).replace(epochs=1))
+                                     warm_up=warm_up(base))
 
     ce_last = mean_std([r.last_accuracy for r in results[CE]])[0]
     ce_time = mean_std([r.wall_time for r in results[CE]], 1.0)[0]

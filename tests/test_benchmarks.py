@@ -550,3 +550,15 @@ def test_layer_support_smoke(tmp_path):
         for text, cell in zip(shown[layer], cells.values()):
             assert text.startswith("✓ ") and cell["error"] <= 1e-7
             assert text.split()[1] == f"{cell['error']:.0e}"
+
+
+def test_harness_refuses_a_results_file_of_an_older_layout(tmp_path):
+    """A results file without "cells" (a script's storeless layout) is refused, named, and left as it was."""
+    import harness
+
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"rows": [1, 2]}))
+    with pytest.raises(ValueError, match=re.escape(str(path))):
+        harness.run_cells({}, path, jobs=1)
+    assert json.loads(path.read_text()) == {"rows": [1, 2]}
+    assert harness.load_store(tmp_path / "absent.json") == {"cells": {}}
