@@ -69,12 +69,14 @@ def _start_worker(warm_up: Optional[Config]) -> None:
 
 
 def run_cells(cells: Dict[str, Config], path: Path, jobs: int, run: Callable[[Config], dict] = fit_cell,
-              warm_up: Optional[Config] = None, complete: Optional[Callable[[dict], bool]] = None) -> dict:
+              warm_up: Optional[Config] = None, complete: Optional[Callable[[dict], bool]] = None,
+              runners: Optional[Mapping[str, Callable[[Config], dict]]] = None) -> dict:
     """Run the cells not yet in the store at ``path`` (or whose configuration changed), ``jobs`` at a
     time, each in a worker process on one torch thread; return the whole store.
 
     ``run(config)`` returns the cell as a JSON-able dict holding ``"config"`` (default: the Results of
-    :func:`labelmeta.fit`). ``warm_up``: a (small) configuration each worker runs first and throws
+    :func:`labelmeta.fit`); ``runners``: a cell key -> its own ``run``, for a method that is more than one
+    ``fit`` (a module-level function: it runs in a worker process). ``warm_up``: a (small) configuration each worker runs first and throws
     away, where the cells' wall times are figures. ``complete(stored)``: whether a stored cell of an
     unchanged configuration also holds everything the script now asks of it (default: yes).
     Progress: a bar on a terminal, a line per cell elsewhere."""
@@ -91,7 +93,7 @@ def run_cells(cells: Dict[str, Config], path: Path, jobs: int, run: Callable[[Co
 
     with ProcessPoolExecutor(jobs, initializer=_start_worker, initargs=(warm_up,)) as pool, \
             tqdm(total=len(todo), desc="cells", disable=not sys.stderr.isatty()) as bar:
-        futures = {key: pool.submit(run, config) for key, config in todo.items()}
+        futures = {key: pool.submit((runners or {}).get(key, run), config) for key, config in todo.items()}
         for key, future in futures.items():
             store["cells"][key] = future.result()
             save_store(path, store)

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+import confident_learning
 import harness
 from common import save_figure, smoke
 from labelmeta.compare import cell, mean_std
@@ -48,6 +49,7 @@ SETTINGS: Dict[str, Tuple[str, float]] = {
 }
 
 LEARNED = "learned labels + weights (default)"
+CONFIDENT = "confident learning (cleanlab, 5-fold), then cross-entropy + clean meta set"
 REFERENCE = "cross-entropy on clean labels (reference)"
 CLEAN_LEARNED = "learned labels + weights (default) on clean labels"
 #: the rows that run once per dataset and seed, without noise
@@ -67,6 +69,8 @@ METHODS: Dict[str, dict] = {
     "bootstrapping, hard (β 0.8)": dict(labels="one-hot", strategy="none", loss="bootstrap-hard"),
     "generalised cross-entropy (q 0.7)": dict(labels="one-hot", strategy="none", loss="gce"),
     "meta-reweighting (L2RW, k=1 unroll)": dict(labels="one-hot", strategy="reweight"),
+    # the retraining's configuration; the filter before it is confident_learning.fit_cell (RUNNERS)
+    CONFIDENT: dict(labels="one-hot", strategy="none", meta_in_train=True),
     "Meta-Weight-Net": dict(labels="one-hot", strategy="meta-weight-net"),
     LEARNED: dict(),
     "ablation: weights only (labels fixed; L2RW by one-step)": dict(labels="one-hot"),
@@ -80,6 +84,10 @@ METHODS: Dict[str, dict] = {
     REFERENCE: dict(labels="one-hot", strategy="none", noise="none", noise_rate=0.0),
     CLEAN_LEARNED: dict(noise="none", noise_rate=0.0),
 }
+
+
+#: methods that are more than one ``fit``: method name -> the harness cell that runs them
+RUNNERS = {CONFIDENT: confident_learning.fit_cell}
 
 
 def cell_key(dataset: str, setting: str, method: str, seed: int) -> str:
@@ -162,6 +170,14 @@ def ablation_report(runs, dataset: str, settings: List[str]) -> List[str]:
     return lines
 
 
+def f1_score(precision: float, recall: float) -> float:
+    """The flags' F1 from their precision and recall (0 when neither finds anything; ``nan`` if undefined)."""
+    if math.isnan(recall):
+        return math.nan
+    precision = 0.0 if math.isnan(precision) else precision  # nothing flagged: nothing found
+    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+
+
 def report(store: dict, cells: Dict[str, Config], datasets, settings, methods, seeds, command: str, jobs: int) -> str:
     runs = harness.group_runs(store, cells)
     lines = [
@@ -170,8 +186,11 @@ def report(store: dict, cells: Dict[str, Config], datasets, settings, methods, s
         f"Command: `{command}`; seeds {seeds}; {platform.machine()} CPU, 1 torch thread per cell, "
         f"{jobs} cell(s) at a time. Mean ± std over seeds; *last* is the final epoch, *best* the best epoch "
         "(on the test set, so an optimistic figure). *Flagged*: samples a method marks as mislabelled "
-        "(a learned hard label that differs from the annotation; a zero weight at the last visit for "
-        "L2RW), precision / recall against the truth.",
+        "(a learned hard label that differs from the annotation, or a zero weight at the last visit; for "
+        "confident learning, cleanlab's label issues; for methods that learn neither, the model's own "
+        "disagreement with the annotation at the end), precision / recall / F1 against the truth; *AP*: "
+        "the average precision of the method's ranking of the samples by suspicion "
+        "(`labelmeta.label_issues`; – for cells run before it was recorded).",
         "",
     ]
     for dataset in datasets:
@@ -191,16 +210,20 @@ def report(store: dict, cells: Dict[str, Config], datasets, settings, methods, s
             effective = mean_std([r.effective_noise for r in runs[(dataset, setting, methods[0])]])
             lines += ["", f"### {dataset}, {setting} (effective noise {effective[0]:.1f} %)", "",
                       "| method | test acc best (%) | test acc last (%) | corrupted corrected (%) | clean broken (%) "
-                      "| flagged: precision / recall (%) | wall time (s) |",
-                      "|---|---|---|---|---|---|---|"]
+                      "| flagged: precision / recall / F1 (%) | AP (%) | wall time (s) |",
+                      "|---|---|---|---|---|---|---|---|"]
             for method in methods:
                 if method in CLEAN:
                     continue
                 rs = runs[(dataset, setting, method)]
                 prec, rec = harness.stat(rs, "detect_precision"), harness.stat(rs, "detect_recall")
-                flags = "–" if math.isnan(prec[0]) and math.isnan(rec[0]) else f"{cell(prec, 0)} / {cell(rec, 0)}"
+                f1 = mean_std([f1_score(r.detect_precision, r.detect_recall) for r in rs])
+                flags = ("–" if math.isnan(prec[0]) and math.isnan(rec[0])
+                         else f"{cell(prec, 0)} / {cell(rec, 0)} / {cell(f1, 0)}")
+                ap = harness.stat(rs, "detect_average_precision")
                 lines.append(f"| {method} | {cell(harness.stat(rs, 'best_accuracy'))} | {cell(harness.stat(rs, 'last_accuracy'))} | "
                              f"{cell(harness.stat(rs, 'corrected'))} | {cell(harness.stat(rs, 'clean_broken'), 2)} | {flags} | "
+                             f"{'–' if math.isnan(ap[0]) else cell(ap, 0)} | "
                              f"{cell(harness.stat(rs, 'wall_time', 1.0), 0)} |")
         lines += ["", f"### {dataset}: targets and ablation", "", "Targets (issue 14, means of the seeds above):",
                   ""] + targets_report(runs, dataset, settings)
@@ -291,9 +314,12 @@ def main(argv=None) -> int:
         settings, seeds = [s for s in settings if s in ("symmetric-40", "asymmetric-40")] or settings[:1], seeds[:1]
     stem = "noisy_labels_smoke" if args.smoke else "noisy_labels"
     out = Path(args.out)
+    if any(method in RUNNERS for method in args.methods):
+        confident_learning.import_cleanlab()  # a missing extra is an error now, not after hours of cells
     cells = plan(args.datasets, settings, args.methods, seeds, overrides, small=args.smoke)
+    runners = {key: RUNNERS[key.split(" | ")[2]] for key in cells if key.split(" | ")[2] in RUNNERS}
     start = time.time()
-    store = harness.run_cells(cells, out / f"{stem}.json", args.jobs)
+    store = harness.run_cells(cells, out / f"{stem}.json", args.jobs, runners=runners)
     command = "python benchmarks/noisy_labels.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = report(store, cells, args.datasets, settings, args.methods, seeds, command.strip(), args.jobs)
     (out / f"{stem}.md").write_text(text)

@@ -1,4 +1,4 @@
-"""The ``labelmeta`` command: ``demo``, ``train`` and ``list``; command-line flags <-> ``Config``.
+"""The ``labelmeta`` command: ``demo``, ``train``, ``plot``, ``issues`` and ``list``; command-line flags <-> ``Config``.
 
 Every :class:`~labelmeta.config.Config` field is a flag (``snake_case`` -> ``--kebab-case``), and
 every option a registered component declares is one too, prefixed by its kind: ``--label-scale``,
@@ -74,7 +74,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _print_summary(r: Results) -> None:
     summary = dict(best_accuracy=r.best_accuracy, best_epoch=r.best_epoch, last_accuracy=r.last_accuracy,
-                   corrected=r.corrected, clean_broken=r.clean_broken, effective_noise=r.effective_noise,
+                   corrected=r.corrected, clean_broken=r.clean_broken, detect_f1=r.detect_f1,
+                   effective_noise=r.effective_noise,
                    wall_time=r.wall_time)
     print(json.dumps(summary, indent=1), flush=True)
 
@@ -84,6 +85,27 @@ def _plot(args: argparse.Namespace) -> int:
 
     for path in plot_runs(args.runs, args.out, args.names):
         print(path)
+    return 0
+
+
+def _issues(args: argparse.Namespace) -> int:
+    from .label_issues import issues_path, read_label_issues
+
+    issues = read_label_issues(args.results)
+    order = issues.ranking()
+    print(f"{issues_path(args.results)}: {len(issues)} training samples, {int(issues.flagged.sum())} flagged")
+    if issues.true is not None:
+        s = issues.stats()
+        print(f"against the truth ({s.corrupted} corrupted): precision {s.precision:.3f}, recall {s.recall:.3f}, "
+              f"F1 {s.f1:.3f}, average precision {s.average_precision:.3f}")
+    shown = order[:args.top].tolist()
+    print(f"the {len(shown)} most suspect:")
+    print("rank  index  annotated  suggested  probability  score  flagged" + ("  true" if issues.true is not None else ""))
+    for rank, i in enumerate(shown, start=1):
+        row = (f"{rank:4d}  {i:5d}  {int(issues.annotated[i]):9d}  {int(issues.suggested[i]):9d}  "
+               f"{float(issues.suggested_probability[i]):11.3f}  {float(issues.score[i]):5.3f}  "
+               f"{'yes' if issues.flagged[i] else 'no':>7}")
+        print(row + (f"  {int(issues.true[i]):4d}" if issues.true is not None else ""))
     return 0
 
 
@@ -303,6 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", default="plots", help="folder for the PNG files (default: plots)")
     plot.add_argument("--names", nargs="+", default=None, help="a legend name per run (default: the file names)")
     plot.set_defaults(run=_plot)
+
+    issues = sub.add_parser("issues", help="the label issues a run found (RUN.issues.csv beside the JSON of "
+                            "train --output): how well they match the truth, and the most suspect samples",
+                            allow_abbrev=False)
+    issues.add_argument("results", metavar="RUN.json")
+    issues.add_argument("--top", type=_positive_int, default=20, help="how many of the most suspect to show")
+    issues.set_defaults(run=_issues)
 
     lst = sub.add_parser("list", help="the registered components; with NAME, that component's options",
                          allow_abbrev=False)

@@ -116,13 +116,23 @@ def _same_shape(*named: Tuple[str, Tensor]) -> None:
         raise ValueError(f"{', '.join(shapes[:-1])} and {shapes[-1]} must have the same shape")
 
 
+def annotation_flags(hard_labels: Tensor, annotated: Tensor, sample_weights: Optional[Tensor] = None) -> Tensor:
+    """``BoolTensor[N]``: the samples a method says are mislabelled: its label left the annotation, or
+    (a method that learns weights) it gave the sample zero weight."""
+    flagged = hard_labels.cpu() != annotated.cpu()
+    if sample_weights is not None:
+        flagged |= sample_weights.cpu() == 0
+    return flagged
+
+
 def label_quality(labels, annotations, sample_weights: Optional[Tensor] = None) -> Dict[str, float]:
     """What a method says about the annotations, as :class:`~labelmeta.records.EpochRecord` fields.
 
-    Learned labels (``labels.learnable``) give their corrections (:func:`label_correction`) and
-    flag a sample whose hard label changed; a method that weights samples (``sample_weights [N]``,
-    each sample's weight at its last visit) flags the samples it gave zero weight. Both get the
-    precision and recall of their flags (:func:`noise_detection`); other methods get nothing.
+    Learned labels (``labels.learnable``) give their corrections (:func:`label_correction`); a method
+    that learns labels or weights (``sample_weights [N]``, each sample's weight at its last visit) gets
+    the precision and recall (:func:`noise_detection`) of its flags (:func:`annotation_flags`); other
+    methods get nothing (their flags need the model's predictions on the training set:
+    :mod:`labelmeta.label_issues`, at the end of a run).
 
     Args:
         labels: the run's :class:`~labelmeta.labels.LabelParameterization`.
@@ -135,11 +145,10 @@ def label_quality(labels, annotations, sample_weights: Optional[Tensor] = None) 
         hard = labels.hard_labels().cpu()
         quality = label_correction(hard, noisy, true)
         out.update(corrected=quality.corrected, clean_broken=quality.clean_broken)
-        flagged = hard != noisy
     elif sample_weights is not None:
-        flagged = sample_weights == 0
+        hard = noisy
     else:
         return out
-    detection = noise_detection(flagged, noisy, true)
+    detection = noise_detection(annotation_flags(hard, noisy, sample_weights), noisy, true)
     out.update(detect_precision=detection.precision, detect_recall=detection.recall)
     return out

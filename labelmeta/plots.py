@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
+    from .label_issues import LabelIssues
     from .records import Results
 
 
@@ -103,6 +104,28 @@ def plot_curves(runs: Mapping[str, "Results"]):
     return fig
 
 
+def plot_precision_recall(issues: Mapping[str, "LabelIssues"], ax=None):
+    """The precision–recall curve of each run's ranked label issues (``name -> LabelIssues`` with the
+    truth known), its flags as a dot on it, and the average precision in the legend. Returns the ``Axes``."""
+    plt = _pyplot()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 5))
+    colours = plt.get_cmap("tab10").colors
+    for i, (name, found) in enumerate(issues.items()):
+        stats = found.stats()
+        precision, recall, _ = found.precision_recall()
+        colour = colours[i % len(colours)]
+        ax.step(recall * 100, precision * 100, where="post", color=colour,
+                label=f"{name} (AP {stats.average_precision:.2f}, F1 {stats.f1:.2f})")
+        if stats.flagged:
+            ax.plot(stats.recall * 100, stats.precision * 100, "o", color=colour)
+    ax.set(xlabel="recall: % of the corrupted labels found", ylabel="precision: % of the found that are corrupted",
+           title="label issues, ranked by suspicion (dot: the flagged ones)", xlim=(0, 101), ylim=(0, 101))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    return ax
+
+
 def label_matrix_from_checkpoint(path: str | Path, run: "Results") -> Optional[Tensor]:
     """The learned ``[C, C]`` label matrix of ``run`` from its checkpoint (a parameterisation with a
     ``similarity()``, e.g. ``per-class``), or ``None`` for parameterisations without one.
@@ -121,9 +144,13 @@ def label_matrix_from_checkpoint(path: str | Path, run: "Results") -> Optional[T
 
 
 def plot_runs(paths: Sequence[str | Path], out: str | Path, names: Optional[Sequence[str]] = None) -> List[Path]:
-    """``labelmeta plot``: write ``curves.png`` for the runs' JSON files under ``out``, and
-    ``NAME_label_matrix.png`` for each run with a learned label matrix (``per-class``: stored in its
-    results, or for older results read from its checkpoint). Returns the files written."""
+    """``labelmeta plot``: write ``curves.png`` for the runs' JSON files under ``out``,
+    ``label_issues.png`` (:func:`plot_precision_recall`) for the runs whose label issues were written
+    beside them with the truth known, and ``NAME_label_matrix.png`` for each run with a learned label
+    matrix (``per-class``: stored in its results, or for older results read from its checkpoint).
+    Returns the files written."""
+    from .label_issues import issues_path, read_label_issues
+
     names = list(names) if names is not None else [Path(p).stem for p in paths]
     if len(names) != len(paths):
         raise ValueError(f"{len(names)} names for {len(paths)} runs")
@@ -134,6 +161,11 @@ def plot_runs(paths: Sequence[str | Path], out: str | Path, names: Optional[Sequ
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "curves.png"]
     save_figure(plot_curves(runs), written[0])
+    issues = {name: read_label_issues(path) for name, path in zip(names, paths) if issues_path(path).exists()}
+    issues = {name: found for name, found in issues.items() if found.true is not None and bool(found.stats().corrupted)}
+    if issues:
+        written.append(out / "label_issues.png")
+        save_figure(plot_precision_recall(issues).figure, written[-1])
     for name, run in runs.items():
         ckpt = run.config.get("checkpoint")
         matrix = None

@@ -45,6 +45,11 @@ class Results:
     clean_broken: float = float("nan")
     detect_precision: float = float("nan")
     detect_recall: float = float("nan")
+    #: the flags' F1 and the ranking's average precision (:mod:`labelmeta.label_issues`), at the end;
+    #: there, ``detect_precision`` and ``detect_recall`` are those of every method's flags, the model's
+    #: disagreement with the annotation for a method that learns neither labels nor weights
+    detect_f1: float = float("nan")
+    detect_average_precision: float = float("nan")
     nominal_noise: float = 0.0
     effective_noise: float = 0.0
     wall_time: float = 0.0

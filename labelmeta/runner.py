@@ -20,9 +20,10 @@ from .config import Config, check_config
 from .data import BatchStream, Loader, Splits, cycle, dataset_targets, loader
 from .distributed import from_environment
 from .hooks import Checkpointing, EpochCallback, EventLogHook, Progress, RunHook
+from .label_issues import LabelIssues, find_label_issues, issues_path
 from .labels import LabelParameterization
 from .learner import Learner
-from .metrics import evaluate, label_quality
+from .metrics import evaluate, label_quality, predict
 from .probe import PROBE_SAMPLES
 from .records import EpochRecord, Results, ResultsNotWritten
 from .schedule import MetaSchedule, lr_scheduler
@@ -61,6 +62,9 @@ class Run:
     schedulers: Tuple[Any, Any]                 #: the model's and the labels' learning-rate schedules (or None)
     state: RunState
     start: float = field(default_factory=time.perf_counter)  #: when this process took over
+    #: the model's ``[N, C]`` probabilities on the training set, indexed like the label table, from the
+    #: last epoch's evaluation (the label issues of a method without learned labels read them)
+    train_probabilities: Optional[torch.Tensor] = None
 
     def elapsed(self) -> float:
         """Seconds of the whole run so far, the processes before a resume included."""
@@ -211,12 +215,15 @@ def _evaluate(run: Run, epoch: int, seconds: float) -> EpochRecord:
     """The record of epoch ``epoch`` (0-based): test accuracy and calibration, label quality, and at the
     last epoch the training accuracy."""
     config, learner, state = run.config, run.learner, run.state
+    train_accuracy = None
     with accel.autocast(run.device, config.amp):
         test = evaluate(learner.model, run.test_loader, run.device)
         # the train-test gap, once: a pass over the training set every epoch would cost as much as
         # a tenth of an epoch's training on a large set
-        train_accuracy = (evaluate(learner.model, loader(run.splits.train, 1000, shuffle=False, **run.loader_options),
-                                   run.device)["accuracy"] if epoch + 1 == config.epochs else None)
+        if epoch + 1 == config.epochs:
+            run.train_probabilities = _train_probabilities(run)
+            annotated = run.splits.labels.noisy
+            train_accuracy = (run.train_probabilities.argmax(1) == annotated).double().mean().item()
     return EpochRecord(epoch=epoch + 1, train_loss=float(np.mean(state.losses)),
                        meta_loss=float(np.mean(state.meta_losses)) if state.meta_losses else None,
                        seconds=seconds, test_accuracy=test["accuracy"], test_ece=test["ece"],
@@ -224,18 +231,54 @@ def _evaluate(run: Run, epoch: int, seconds: float) -> EpochRecord:
 
 
 def _results(run: Run, write: bool) -> Results:
-    """The run's :class:`Results`, written to ``config.output`` when ``write`` (``ResultsNotWritten`` if it cannot be)."""
+    """The run's :class:`Results` (with its label issues' figures), written to ``config.output`` and
+    its label issues beside it when ``write`` (``ResultsNotWritten`` if they cannot be)."""
     config, splits = run.config, run.splits
+    issues = _label_issues(run) if write else None
+    detection = {}
+    if issues is not None and bool(splits.labels.corrupted.any()):
+        stats = issues.stats()
+        detection = dict(detect_precision=stats.precision, detect_recall=stats.recall, detect_f1=stats.f1,
+                         detect_average_precision=stats.average_precision)
     results = Results.from_history(dataclasses.asdict(config), run.state.history,
                                    nominal_noise=splits.labels.nominal_rate,
                                    effective_noise=splits.labels.effective_rate,
                                    wall_time=run.elapsed(), label_matrix=_label_matrix(run.learner.labels))
+    results = dataclasses.replace(results, **detection)
     if config.output and write:
         try:
             results.to_json(config.output)
+            issues.to_csv(issues_path(config.output))
         except OSError as err:  # the run is done: hand its results over with the error, never lose them
             raise ResultsNotWritten(f"cannot write the results to {config.output!r}: {err}", results) from err
     return results
+
+
+def _train_probabilities(run: Run) -> torch.Tensor:
+    """The model's ``[N, C]`` probabilities (eval mode) on the training samples, row ``i`` for sample ``i``
+    (an unshuffled pass serves the samples in index order)."""
+    logits, _ = predict(run.learner.model, loader(run.splits.train, 1000, shuffle=False, **run.loader_options),
+                        run.device)
+    return torch.softmax(logits, 1)
+
+
+def _label_issues(run: Run) -> LabelIssues:
+    """The run's label issues (:mod:`labelmeta.label_issues`): its learned labels, or the model's
+    predictions, and its sample weights if it learns them."""
+    learner, labels = run.learner, run.splits.labels
+    if learner.labels.learnable:
+        distribution = learner.labels.table()
+    else:
+        if run.train_probabilities is None:  # resumed after the last epoch
+            with accel.autocast(run.device, run.config.amp):
+                run.train_probabilities = _train_probabilities(run)
+        distribution = run.train_probabilities
+    return find_label_issues(labels.noisy, distribution, _learned_weights(learner, run.state.last_weight), labels.true)
+
+
+def _learned_weights(learner: Learner, last_weight: torch.Tensor) -> Optional[torch.Tensor]:
+    """Each sample's weight at its last visit, for a strategy that learns weights; else ``None``."""
+    return last_weight if learner.strategy is not None and learner.strategy.learns_weights else None
 
 
 def _warn_idle_speed_settings(config: Config, splits: Splits) -> None:
@@ -261,5 +304,4 @@ def _label_matrix(labels: LabelParameterization):
 
 def _label_quality(learner: Learner, splits: Splits, last_weight: torch.Tensor):
     """The label-quality fields of an epoch's record (none for a method without such figures)."""
-    return label_quality(learner.labels, splits.labels, last_weight if learner.strategy is not None
-                         and learner.strategy.learns_weights else None)
+    return label_quality(learner.labels, splits.labels, _learned_weights(learner, last_weight))

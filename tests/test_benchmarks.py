@@ -91,12 +91,12 @@ def _last_and_best_are_the_history(run: dict) -> None:
 
 def test_noisy_labels_smoke_and_resume(tmp_path):
     first = _smoke("noisy_labels.py", tmp_path, "--datasets", "digits")
-    assert "0 of 32 cells already done; running 32" in first.stdout
+    assert "0 of 36 cells already done; running 36" in first.stdout
     for name in ("noisy_labels_smoke.md", "noisy_labels_smoke_accuracy.png", "noisy_labels_smoke_correction.png"):
         assert (tmp_path / name).stat().st_size > 0
     text = (tmp_path / "noisy_labels_smoke.md").read_text()
     cells = json.loads((tmp_path / "noisy_labels_smoke.json").read_text())["cells"]
-    assert len(cells) == 34
+    assert len(cells) == 36
     reference = "cross-entropy on clean labels (reference)"
     added = "cross-entropy, clean meta set added to training"
     clean_default = "learned labels + weights (default) on clean labels"
@@ -108,7 +108,7 @@ def test_noisy_labels_smoke_and_resume(tmp_path):
         runs[setting, method] = run
     settings = ["symmetric-40", "asymmetric-40"]
     methods = sorted({m for _, m in runs} - {reference, clean_default})
-    assert len(methods) == 16
+    assert len(methods) == 17
     sections = _sections(text)
     [overview] = _tables(sections["digits"])
     [ablation] = _tables(sections["digits: targets and ablation"])
@@ -127,7 +127,9 @@ def test_noisy_labels_smoke_and_resume(tmp_path):
                 _close(shown.split(" (")[1].rstrip(")"), difference)
     for setting in settings:
         # every method of a setting trained on the same noise draw; the heading gives its rate
-        [rate] = {runs[setting, m]["effective_noise"] for m in methods if m != added}
+        confident = "confident learning (cleanlab, 5-fold), then cross-entropy + clean meta set"
+        [rate] = {runs[setting, m]["effective_noise"] for m in methods if m not in (added, confident)}
+        assert runs[setting, confident]["effective_noise"] == runs[setting, added]["effective_noise"]
         # the run that also trains on the 50 clean meta samples has the same corrupted samples among
         # N + 50: its rate is rate * N / (N + 50) for a whole number N
         n = 50 * runs[setting, added]["effective_noise"] / (rate - runs[setting, added]["effective_noise"])
@@ -139,20 +141,35 @@ def test_noisy_labels_smoke_and_resume(tmp_path):
         assert sorted(detail_rows) == methods
         for method in methods:
             run = runs[setting, method]
-            best, last, corrected, broken, _, wall = detail_rows[method]
+            best, last, corrected, broken, flags, ap, wall = detail_rows[method]
             _shows(best, [run["best_accuracy"]])
             _shows(last, [run["last_accuracy"]])
             _shows(corrected, [run["corrected"]])
             _shows(broken, [run["clean_broken"]])
             _shows(wall, [run["wall_time"]], 1.0)
+            _shows(ap, [run["detect_average_precision"]])
+            if flags != "–":  # precision / recall / F1, the F1 recomputed from the two
+                precision, recall, f1 = flags.split(" / ")
+                _shows(precision, [run["detect_precision"]])
+                _shows(recall, [run["detect_recall"]])
+                p, r = run["detect_precision"], run["detect_recall"]  # p is nan when nothing was flagged
+                _shows(f1, [0.0 if r == 0 or math.isnan(p) else 2 * p * r / (p + r)])
             _shows(overview_rows[method][settings.index(setting)], [run["last_accuracy"]])
         # the clean-label reference ran once; its accuracy is repeated in every column
         _shows(overview_rows[reference][settings.index(setting)], [runs["clean", reference]["last_accuracy"]])
         _shows(overview_rows[clean_default][settings.index(setting)], [runs["clean", clean_default]["last_accuracy"]])
+    # confident learning: its retraining is cross-entropy on the kept samples plus the clean meta set,
+    # after cleanlab flagged some of the annotated ones (fewer training samples than the added-set row)
+    confident = "confident learning (cleanlab, 5-fold), then cross-entropy + clean meta set"
+    for setting in settings:
+        run = runs[setting, confident]
+        assert run["config"]["meta_in_train"] and run["config"]["strategy"] == "none"
+        assert 0 < run["detect_recall"] <= 1 and not math.isnan(run["detect_average_precision"])
+        assert run["wall_time"] > runs[setting, added]["wall_time"]  # six trainings, not one
     assert "Targets (issue 14" in text and "no cost on clean labels" in text
     # a second run finds every cell done and reproduces the same table
     again = _smoke("noisy_labels.py", tmp_path, "--datasets", "digits")
-    assert "34 of 34 cells already done; running 0" in again.stdout
+    assert "36 of 36 cells already done; running 0" in again.stdout
     assert (tmp_path / "noisy_labels_smoke.md").read_text() == text
 
 

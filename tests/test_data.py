@@ -202,3 +202,27 @@ def test_cifar10_asymmetric_noise_uses_the_standard_flips(tmp_path):
     for src, dst in CIFAR10_FLIPS.items():
         assert (s.labels.noisy[changed & (s.labels.true == src)] == dst).all()
     assert set(s.labels.true[changed].unique().tolist()) <= set(CIFAR10_FLIPS)
+
+
+@pytest.mark.parametrize("source", ["digits", "cifar10"])
+def test_subset_keeps_the_chosen_samples_reindexed(tmp_path, source):
+    """``Splits.subset``: the kept samples, in order, with their inputs, annotations and truth, indexed
+    0..M-1 for the label table; in memory (digits) and read from files (CIFAR-10)."""
+    if source == "cifar10":
+        _write_cifar10(tmp_path)
+    s = make_splits(source, meta_per_class=1, noise="symmetric", noise_rate=0.5, seed=3, data_root=str(tmp_path))
+    keep = torch.arange(len(s.labels.noisy)) % 3 != 1
+    sub = s.subset(keep)
+    assert len(sub.train) == int(keep.sum()) and sub.meta is s.meta and sub.test is s.test
+    assert torch.equal(sub.labels.noisy, s.labels.noisy[keep]) and torch.equal(sub.labels.true, s.labels.true[keep])
+    x, y, idx = next(iter(loader(sub.train, len(sub.train), shuffle=False)))
+    x_all, _, _ = next(iter(loader(s.train, len(s.train), shuffle=False)))
+    assert torch.equal(idx, torch.arange(len(sub.train))) and torch.equal(y, sub.labels.noisy)
+    if source == "digits":
+        assert torch.equal(x, x_all[keep])
+    else:  # augmented on every read: the kept samples are the same files' samples, in order
+        assert sub.train.dataset.dataset is s.train.dataset and sub.train.dataset.indices == keep.nonzero()[:, 0].tolist()
+    with pytest.raises(ValueError, match=r"keep must be a BoolTensor\[%d\]" % len(s.labels.noisy)):
+        s.subset(keep[:-1])
+    with pytest.raises(ValueError, match="selects no training sample"):
+        s.subset(torch.zeros_like(keep))

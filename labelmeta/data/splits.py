@@ -1,6 +1,7 @@
 """Splits: a dataset source's data held out into train / meta / test, with the training labels corrupted."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Tuple, Union
@@ -33,6 +34,26 @@ class Splits:
     num_classes: int
     input_shape: Tuple[int, ...]
     class_names: Optional[Tuple[str, ...]] = None
+
+    def subset(self, keep: Tensor) -> "Splits":
+        """These splits with only the training samples where ``keep`` (``BoolTensor[N]``) holds,
+        re-indexed ``0..M-1`` in their order (their annotations and truth with them); the meta and
+        test sets unchanged. For cross-validation and for training on the samples a filter keeps."""
+        n = len(self.labels.noisy)
+        if keep.dtype != torch.bool or keep.shape != (n,):
+            raise ValueError(f"keep must be a BoolTensor[{n}] (one flag per training sample), "
+                             f"got {keep.dtype} {tuple(keep.shape)}")
+        if not bool(keep.any()):
+            raise ValueError("keep selects no training sample")
+        idx = keep.nonzero().squeeze(1)
+        labels = NoisyLabels(self.labels.noisy[idx], self.labels.true[idx], self.labels.nominal_rate)
+        if isinstance(self.train, IndexedTensorDataset):
+            train: Dataset = IndexedTensorDataset(self.train.x[idx], labels.noisy)
+        elif isinstance(self.train, Indexed):
+            train = Indexed(Subset(self.train.dataset, idx.tolist()), labels.noisy)
+        else:
+            raise TypeError(f"cannot take a subset of a {type(self.train).__name__} training set")
+        return dataclasses.replace(self, train=train, labels=labels)
 
 
 

@@ -1,0 +1,196 @@
+"""Label issues: which annotations a trained run distrusts, ranked, with the label it suggests.
+
+Every run reports through one rule (:func:`find_label_issues`), whatever it learned:
+
+* ``q_i``, the run's label distribution for sample ``i``: its learned soft label when the labels are
+  learnable, otherwise the model's predicted probabilities;
+* ``ω_i = min(w_i, 1)``, the sample's last weight relative to uniform (``1`` is an average sample),
+  for a method that learns weights; ``1`` otherwise;
+* the suspicion score ``1 − ω_i · q_i[annotated_i]``: how much of the annotation the run withdrew
+  (for cross-entropy it is cleanlab's *self-confidence* ranking);
+* the suggested label ``argmax q_i`` and its probability;
+* the flag: the suggested label differs from the annotation, or the sample's weight is zero.
+
+Where the truth is known (synthetic noise), :meth:`LabelIssues.stats` gives the flags' precision,
+recall and F1 and the average precision of the ranking (the area under the precision–recall curve,
+as scikit-learn's ``average_precision_score`` computes it). A run with ``output=RUN.json`` writes
+its issues to ``RUN.issues.csv`` (:func:`issues_path`), most suspect first.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .metrics import annotation_flags
+
+#: the CSV's columns, in order (``true`` is empty where the truth is unknown)
+COLUMNS = ("rank", "index", "annotated", "suggested", "suggested_probability", "score", "flagged", "true")
+
+
+@dataclass
+class IssueStats:
+    """How the flags and the ranking find the corrupted annotations (``nan`` where undefined:
+    precision with nothing flagged, anything with nothing corrupted)."""
+
+    precision: float
+    recall: float
+    f1: float
+    average_precision: float  #: area under the ranking's precision–recall curve (step-wise, as scikit-learn's)
+    flagged: int
+    corrupted: int
+
+
+@dataclass
+class LabelIssues:
+    """Per training sample (``[N]`` tensors, indexed like the label table).
+
+    Attributes:
+        score: suspicion in ``[0, 1]``; higher is more suspect.
+        suggested: the run's label for the sample.
+        suggested_probability: its probability.
+        annotated: the annotation training saw.
+        flagged: whether the run says the annotation is wrong.
+        true: the truth, where known (synthetic noise); else ``None``.
+    """
+
+    score: Tensor
+    suggested: Tensor
+    suggested_probability: Tensor
+    annotated: Tensor
+    flagged: Tensor
+    true: Optional[Tensor] = None
+
+    def __post_init__(self) -> None:
+        n = self.score.shape
+        named = [("suggested", self.suggested), ("suggested_probability", self.suggested_probability),
+                 ("annotated", self.annotated), ("flagged", self.flagged)]
+        named += [("true", self.true)] if self.true is not None else []
+        for name, tensor in named:
+            if tensor.shape != n:
+                raise ValueError(f"{name} has shape {tuple(tensor.shape)}, the scores {tuple(n)}")
+
+    def __len__(self) -> int:
+        return self.score.numel()
+
+    def ranking(self) -> Tensor:
+        """Sample indices, most suspect first (ties in index order)."""
+        return torch.sort(self.score.double(), descending=True, stable=True).indices
+
+    def _corrupted(self) -> Tensor:
+        if self.true is None:
+            raise ValueError("the truth of these labels is unknown: no precision or recall can be computed")
+        return self.annotated != self.true
+
+    def precision_recall(self) -> Tuple[Tensor, Tensor, Tensor]:
+        """``(precision, recall, thresholds)``: flagging every sample whose score is ``>= thresholds[j]``
+        gives ``precision[j]`` and ``recall[j]``, thresholds decreasing (one per distinct score)."""
+        corrupted = self._corrupted()
+        score = self.score.double()
+        order = torch.sort(score, descending=True, stable=True).indices
+        score, hits = score[order], corrupted[order].double()
+        # the last position of each run of equal scores: a threshold flags all of a tie or none of it
+        last = torch.cat([torch.nonzero(score[1:] != score[:-1]).flatten(), torch.tensor([len(score) - 1])])
+        true_positives = hits.cumsum(0)[last]
+        flagged = (last + 1).double()
+        total = hits.sum()
+        recall = true_positives / total if total > 0 else torch.full_like(true_positives, math.nan)
+        return true_positives / flagged, recall, score[last]
+
+    def stats(self) -> IssueStats:
+        """Precision, recall and F1 of the flags; average precision of the ranking."""
+        corrupted = self._corrupted()
+        n_flagged, n_corrupted = int(self.flagged.sum()), int(corrupted.sum())
+        hits = int((self.flagged & corrupted).sum())
+        precision = hits / n_flagged if n_flagged else math.nan
+        recall = hits / n_corrupted if n_corrupted else math.nan
+        f1 = 2 * hits / (n_flagged + n_corrupted) if n_corrupted else math.nan
+        if n_corrupted:
+            p, r, _ = self.precision_recall()
+            ap = float((torch.diff(r, prepend=torch.zeros(1, dtype=r.dtype)) * p).sum())
+        else:
+            ap = math.nan
+        return IssueStats(precision, recall, f1, ap, n_flagged, n_corrupted)
+
+    def to_csv(self, path: str | Path) -> None:
+        """Write one row per sample, most suspect first (columns :data:`COLUMNS`)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(COLUMNS)
+            for rank, i in enumerate(self.ranking().tolist(), start=1):
+                writer.writerow([rank, i, int(self.annotated[i]), int(self.suggested[i]),
+                                 f"{float(self.suggested_probability[i]):.6g}", f"{float(self.score[i]):.6g}",
+                                 int(self.flagged[i]), "" if self.true is None else int(self.true[i])])
+
+    @classmethod
+    def from_csv(cls, path: str | Path) -> "LabelIssues":
+        """Read what :meth:`to_csv` wrote; ``ValueError`` naming the file if it is not such a file."""
+        path = Path(path)
+        try:
+            with open(path, newline="") as f:
+                rows = list(csv.reader(f))
+        except FileNotFoundError:
+            raise ValueError(f"{str(path)!r} does not exist") from None
+        if not rows or tuple(rows[0]) != COLUMNS:
+            raise ValueError(f"{str(path)!r} is not a label-issues CSV (expected the columns {', '.join(COLUMNS)})")
+        body = rows[1:]
+        try:
+            index = torch.tensor([int(r[1]) for r in body], dtype=torch.long)
+            if sorted(index.tolist()) != list(range(len(body))):
+                raise ValueError("the indices are not 0..N-1, each once")
+            order = torch.argsort(index)
+            column = lambda j, kind: torch.tensor([kind(r[j]) for r in body])[order]  # noqa: E731
+            truth = [r[7] for r in body]
+            true = None if all(t == "" for t in truth) else torch.tensor([int(t) for t in truth])[order]
+            return cls(score=column(5, float), suggested=column(3, int), suggested_probability=column(4, float),
+                       annotated=column(2, int), flagged=column(6, int).bool(), true=true)
+        except (ValueError, IndexError) as err:
+            raise ValueError(f"{str(path)!r} has a malformed row ({err})") from None
+
+
+def find_label_issues(annotated: Tensor, distribution: Tensor, weights: Optional[Tensor] = None,
+                      true: Optional[Tensor] = None) -> LabelIssues:
+    """The rule of this module's docstring.
+
+    Args:
+        annotated: ``LongTensor[N]``, the annotations.
+        distribution: ``[N, C]`` rows summing to one: the learned soft labels, or the model's
+            probabilities for a method without learned labels.
+        weights: ``[N]`` non-negative weights relative to uniform, for a method that learns them.
+        true: ``LongTensor[N]``, the truth where known.
+    """
+    if distribution.dim() != 2 or distribution.shape[0] != annotated.numel():
+        raise ValueError(f"distribution must be [N={annotated.numel()}, C], got {tuple(distribution.shape)}")
+    distribution, annotated = distribution.detach().double().cpu(), annotated.cpu().long()
+    probability, suggested = distribution.max(1)
+    trust = distribution.gather(1, annotated[:, None]).squeeze(1)
+    if weights is not None:
+        weights = weights.detach().double().cpu()
+        if weights.shape != annotated.shape or bool((weights < 0).any()):
+            raise ValueError(f"weights must be [N={annotated.numel()}] and non-negative")
+        trust = trust * weights.clamp(max=1)
+    return LabelIssues(score=(1 - trust).clamp(0, 1), suggested=suggested, suggested_probability=probability,
+                       annotated=annotated, flagged=annotation_flags(suggested, annotated, weights),
+                       true=None if true is None else true.cpu().long())
+
+
+def issues_path(results_path: str | Path) -> Path:
+    """Where a run whose results go to ``results_path`` writes its label issues: ``RUN.json`` -> ``RUN.issues.csv``."""
+    path = Path(results_path)
+    return path.with_name(path.stem + ".issues.csv")
+
+
+def read_label_issues(results_path: str | Path) -> LabelIssues:
+    """The label issues a run wrote beside its results (``RUN.json`` -> ``RUN.issues.csv``)."""
+    path = issues_path(results_path)
+    if not path.exists():
+        raise ValueError(f"{str(path)!r} does not exist: label issues are written by runs with an output file "
+                         f"(labelmeta train --output {Path(results_path).name})")
+    return LabelIssues.from_csv(path)

@@ -1,0 +1,151 @@
+"""Label issues (labelmeta.label_issues): the rule in closed form, its precision–recall figures against
+scikit-learn and a direct count, the CSV, and what a real run writes, prints and draws."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from labelmeta import Config, LabelIssues, find_label_issues, fit, fit_learner, read_label_issues
+from labelmeta.label_issues import issues_path
+
+TINY = Config(dataset="digits", model="mlp", noise_rate=0.4, meta_per_class=5, meta_batch_size=50, epochs=3,
+              warmup_epochs=1, progress=False)
+
+
+def test_the_rule_in_closed_form():
+    """Three samples, two classes: learned labels only, then with weights (a zero weight is a flag)."""
+    annotated = torch.tensor([0, 1, 1])
+    q = torch.tensor([[0.9, 0.1], [0.7, 0.3], [0.4, 0.6]])
+    found = find_label_issues(annotated, q, true=torch.tensor([0, 0, 0]))
+    assert torch.allclose(found.score, torch.tensor([0.1, 0.7, 0.4], dtype=torch.float64))
+    assert found.suggested.tolist() == [0, 0, 1] and found.flagged.tolist() == [False, True, False]
+    assert torch.allclose(found.suggested_probability, torch.tensor([0.9, 0.7, 0.6], dtype=torch.float64))
+    assert found.ranking().tolist() == [1, 2, 0]
+    weighted = find_label_issues(annotated, q, weights=torch.tensor([2.0, 0.5, 0.0]), true=torch.tensor([0, 0, 0]))
+    # trust = q[annotated] * min(w, 1): 0.9, 0.15, 0
+    assert torch.allclose(weighted.score, torch.tensor([0.1, 0.85, 1.0], dtype=torch.float64))
+    assert weighted.flagged.tolist() == [False, True, True]
+    stats = weighted.stats()
+    assert (stats.precision, stats.recall, stats.flagged, stats.corrupted) == (1.0, 1.0, 2, 2)
+    assert stats.f1 == 1.0 and stats.average_precision == 1.0
+
+
+def test_precision_recall_against_scikit_learn_and_a_direct_count():
+    from sklearn.metrics import average_precision_score
+
+    gen = torch.Generator().manual_seed(0)
+    n, c = 400, 5
+    annotated = torch.randint(c, (n,), generator=gen)
+    true = torch.where(torch.rand(n, generator=gen) < 0.3, torch.randint(c, (n,), generator=gen), annotated)
+    logits = torch.randn(n, c, generator=gen) + 2 * torch.nn.functional.one_hot(true, c)
+    q = torch.softmax(logits.round(decimals=1), 1)  # rounding makes ties, which a threshold takes whole
+    found = find_label_issues(annotated, q, weights=(torch.rand(n, generator=gen) * 2).round(), true=true)
+    corrupted = (annotated != true).numpy()
+    precision, recall, thresholds = found.precision_recall()
+    for p, r, t in zip(precision.tolist(), recall.tolist(), thresholds.tolist()):
+        taken = found.score >= t
+        hits = (taken & torch.from_numpy(corrupted)).sum().item()
+        assert p == pytest.approx(hits / taken.sum().item()) and r == pytest.approx(hits / corrupted.sum())
+    assert len(thresholds) == len(torch.unique(found.score))
+    stats = found.stats()
+    assert stats.average_precision == pytest.approx(average_precision_score(corrupted, found.score.numpy()), abs=1e-12)
+    hits = (found.flagged.numpy() & corrupted).sum()
+    assert stats.f1 == pytest.approx(2 * hits / (found.flagged.sum().item() + corrupted.sum()))
+
+
+def test_nothing_corrupted_or_nothing_flagged_gives_nan_not_a_crash():
+    annotated = torch.tensor([0, 1])
+    clean = find_label_issues(annotated, torch.tensor([[0.8, 0.2], [0.3, 0.7]]), true=annotated).stats()
+    assert math.isnan(clean.recall) and math.isnan(clean.f1) and math.isnan(clean.average_precision)
+    assert clean.precision != clean.precision and clean.flagged == 0
+    unknown = find_label_issues(annotated, torch.tensor([[0.8, 0.2], [0.3, 0.7]]))
+    with pytest.raises(ValueError, match="truth of these labels is unknown"):
+        unknown.stats()
+
+
+def test_bad_inputs_are_named():
+    with pytest.raises(ValueError, match=r"distribution must be \[N=3, C\], got \(2, 2\)"):
+        find_label_issues(torch.tensor([0, 1, 1]), torch.full((2, 2), 0.5))
+    with pytest.raises(ValueError, match="weights must be"):
+        find_label_issues(torch.tensor([0, 1]), torch.full((2, 2), 0.5), weights=torch.tensor([1.0, -1.0]))
+    with pytest.raises(ValueError, match="suggested has shape"):
+        LabelIssues(score=torch.zeros(3), suggested=torch.zeros(2), suggested_probability=torch.zeros(3),
+                    annotated=torch.zeros(3), flagged=torch.zeros(3, dtype=torch.bool))
+
+
+def test_csv_round_trip_and_errors(tmp_path):
+    annotated = torch.tensor([0, 1, 1, 2])
+    q = torch.tensor([[0.5, 0.25, 0.25], [0.6, 0.2, 0.2], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]])
+    for true in (torch.tensor([0, 0, 1, 1]), None):
+        found = find_label_issues(annotated, q, weights=torch.tensor([1.0, 1.0, 0.0, 1.0]), true=true)
+        found.to_csv(tmp_path / "a.csv")
+        back = LabelIssues.from_csv(tmp_path / "a.csv")
+        for name in ("suggested", "annotated", "flagged"):
+            assert torch.equal(getattr(back, name), getattr(found, name))
+        assert torch.allclose(back.score.double(), found.score, atol=1e-6)
+        assert (back.true is None) == (true is None)
+    lines = (tmp_path / "a.csv").read_text().splitlines()
+    assert lines[1].split(",")[:2] == ["1", "2"]  # most suspect first: the zero-weight sample
+    with pytest.raises(ValueError, match="does not exist"):
+        LabelIssues.from_csv(tmp_path / "missing.csv")
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="is not a label-issues CSV"):
+        LabelIssues.from_csv(tmp_path / "bad.csv")
+    (tmp_path / "short.csv").write_text(lines[0] + "\n" + lines[1] + "\n")
+    with pytest.raises(ValueError, match="malformed row"):
+        LabelIssues.from_csv(tmp_path / "short.csv")
+
+
+def test_a_run_writes_its_issues_from_its_learned_labels_and_weights(tmp_path):
+    """The default learns labels and weights: the CSV's suggestions are its learned hard labels, a zero
+    last weight is a flag, and the results carry the same figures."""
+    output = tmp_path / "run.json"
+    learner, results = fit_learner(TINY.replace(output=str(output)))
+    found = read_label_issues(output)
+    assert issues_path(output) == tmp_path / "run.issues.csv"
+    assert len(found) == learner.labels.num_samples
+    assert torch.equal(found.annotated, learner.labels.targets.cpu())
+    assert torch.equal(found.suggested, learner.labels.hard_labels().cpu())
+    assert bool(found.flagged.any()) and bool((found.flagged & (found.suggested == found.annotated)).any())
+    stats = found.stats()
+    assert results.detect_f1 == pytest.approx(stats.f1, abs=1e-6)
+    assert results.detect_average_precision == pytest.approx(stats.average_precision, abs=1e-4)
+    assert results.detect_precision == pytest.approx(results.history[-1].detect_precision)
+
+
+def test_a_run_without_learned_labels_reports_the_models_disagreement(tmp_path):
+    from labelmeta.build import splits_for
+    from labelmeta.data import loader
+    from labelmeta.metrics import predict
+
+    config = TINY.replace(labels="one-hot", strategy="none", output=str(tmp_path / "ce.json"))
+    learner, results = fit_learner(config)
+    found = read_label_issues(config.output)
+    splits = splits_for(config)
+    logits, annotated = predict(learner.model, loader(splits.train, 64, shuffle=False))
+    assert torch.equal(found.annotated, annotated) and torch.equal(found.suggested, logits.argmax(1))
+    assert torch.equal(found.flagged, logits.argmax(1) != annotated)
+    assert torch.allclose(found.score.double(), 1 - torch.softmax(logits.double(), 1).gather(1, annotated[:, None])[:, 0],
+                          atol=1e-5)
+    assert results.detect_precision == pytest.approx(found.stats().precision)
+    assert results.history[-1].detect_precision is None  # epochs record no model pass over the training set
+
+
+def test_cli_and_plot(tmp_path, capsys):
+    from labelmeta.cli import main
+
+    paths = []
+    for name, overrides in (("default", {}), ("ce", dict(labels="one-hot", strategy="none"))):
+        paths.append(str(tmp_path / f"{name}.json"))
+        fit(TINY.replace(output=paths[-1], epochs=2, **overrides))
+    assert main(["issues", paths[0], "--top", "5"]) == 0
+    out = capsys.readouterr().out
+    stats = read_label_issues(paths[0]).stats()
+    assert f"F1 {stats.f1:.3f}" in out and len([line for line in out.splitlines() if line[:4].strip().isdigit()]) == 5
+    assert main(["plot", *paths, "--out", str(tmp_path / "plots")]) == 0
+    assert (tmp_path / "plots" / "label_issues.png").stat().st_size > 0
+    capsys.readouterr()
+    assert main(["issues", str(tmp_path / "nothing.json")]) != 0
+    assert "nothing.issues.csv' does not exist" in capsys.readouterr().err
