@@ -22,7 +22,8 @@ import torch
 
 from labelmeta import Config, LabelIssues, Results, fit
 from labelmeta.build import splits_for
-from labelmeta.data import Splits
+from labelmeta.data import Splits, loader
+from labelmeta.metrics import predict
 from labelmeta.runner import fit_learner
 
 FOLDS = 5
@@ -55,23 +56,12 @@ def out_of_fold_probabilities(config: Config, splits: Splits, noisy: int, folds:
     fold = fold_of(noisy, folds, config.seed)
     probabilities = torch.empty(noisy, splits.num_classes)
     for k in range(folds):
-        keep = torch.ones(n, dtype=torch.bool)
-        keep[:noisy] = fold != k
-        learner, _ = fit_learner(config.replace(output=None, checkpoint=None, log_dir=None), splits.subset(keep))
-        held_out = (fold == k).nonzero().squeeze(1)
-        probabilities[held_out] = _probabilities(learner.model, splits, held_out, config)
+        held_out = torch.zeros(n, dtype=torch.bool)
+        held_out[:noisy] = fold == k
+        learner, _ = fit_learner(config.replace(output=None, checkpoint=None, log_dir=None), splits.subset(~held_out))
+        logits, _ = predict(learner.model, loader(splits.subset(held_out).train, 1000, shuffle=False), config.device)
+        probabilities[fold == k] = torch.softmax(logits, 1)
     return probabilities
-
-
-def _probabilities(model: torch.nn.Module, splits: Splits, indices: torch.Tensor, config: Config) -> torch.Tensor:
-    """The model's probabilities on the training samples at ``indices`` (in their order)."""
-    from labelmeta.data import loader
-    from labelmeta.metrics import predict
-
-    keep = torch.zeros(len(splits.labels.noisy), dtype=torch.bool)
-    keep[indices] = True
-    logits, _ = predict(model, loader(splits.subset(keep).train, 1000, shuffle=False), config.device)
-    return torch.softmax(logits, 1)
 
 
 def confident_learning(config: Config, folds: int = FOLDS) -> Tuple[Results, LabelIssues]:

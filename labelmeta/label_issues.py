@@ -91,9 +91,8 @@ class LabelIssues:
         """``(precision, recall, thresholds)``: flagging every sample whose score is ``>= thresholds[j]``
         gives ``precision[j]`` and ``recall[j]``, thresholds decreasing (one per distinct score)."""
         corrupted = self._corrupted()
-        score = self.score.double()
-        order = torch.sort(score, descending=True, stable=True).indices
-        score, hits = score[order], corrupted[order].double()
+        order = self.ranking()
+        score, hits = self.score.double()[order], corrupted[order].double()
         # the last position of each run of equal scores: a threshold flags all of a tie or none of it
         last = torch.cat([torch.nonzero(score[1:] != score[:-1]).flatten(), torch.tensor([len(score) - 1])])
         true_positives = hits.cumsum(0)[last]
