@@ -10,7 +10,9 @@ reference) at 20/40/80 % symmetric noise and 40 % flips, then the per-sample can
 (3 seeds, the 5 settings), where a cell takes seconds. The winner became the default and went into
 ``noisy_labels.py`` (3 seeds, both datasets, every method, and the ablation). A second round tried
 what might beat it (an amortised corrector, relabelling instead of dropping, the GCE loss, binary
-weights), on clean labels too, against the default in the same run. Writes
+weights), on clean labels too, against the default in the same run. A third round (issue 26) tried
+the label-correction network (``corrector``) on digits, its step and options; the step it chose
+went into ``noisy_labels.py`` beside the untuned one. Writes
 ``default_candidates.{json,md}`` under ``--out``.
 """
 from __future__ import annotations
@@ -54,14 +56,34 @@ CANDIDATES: Dict[str, dict] = {
 GCE_RELABEL = "weights + self-ensemble labels, not meta-learned, GCE loss"
 CANDIDATES[GCE_RELABEL] = dict(labels="per-sample-ensemble", label_lr=1e-9, loss="gce")
 SECOND = [WEIGHTS_ONLY, DEFAULT] + [name for name in list(CANDIDATES)[7:] if name != GCE_RELABEL]
-#: the stages as run: (dataset, candidates, settings, seeds)
-STAGES: List[Tuple[str, List[str], List[str], List[int]]] = [
-    ("mnist1d", list(CANDIDATES)[:4], ["symmetric-20", "symmetric-40", "symmetric-80", "asymmetric-40"], [0]),
-    ("digits", [WEIGHTS_ONLY, "Meta-Weight-Net", DEFAULT, "weights + per-sample labels, label lr 2.0",
-                "weights + per-sample labels, scale 2"], list(nl.SETTINGS), [0, 1, 2]),
+#: the third round (issue 26): the label-correction network (labelmeta.labels.Corrector) under the
+#: weights, its step, its ensemble's momentum, its prior, its width, a longer warm-up, and without weights
+CORRECTORS: Dict[str, dict] = {
+    "weights + corrector labels": dict(labels="corrector"),
+    "weights + corrector labels, label lr 0.2, momentum 0.9": dict(labels="corrector", label_lr=0.2,
+                                                                   label_options=dict(momentum=0.9)),
+    "weights + corrector labels, label lr 0.1": dict(labels="corrector", label_lr=0.1),
+    "weights + corrector labels, label lr 0.1, momentum 0.9": dict(labels="corrector", label_lr=0.1,
+                                                                   label_options=dict(momentum=0.9)),
+    "weights + corrector labels, label lr 0.05": dict(labels="corrector", label_lr=0.05),
+    "weights + corrector labels, scale 8": dict(labels="corrector", label_options=dict(scale=8.0)),
+    "weights + corrector labels, label lr 0.1, hidden 16": dict(labels="corrector", label_lr=0.1,
+                                                                label_options=dict(hidden=16)),
+    "weights + corrector labels, label lr 0.1, 6 warm-up epochs": dict(labels="corrector", label_lr=0.1,
+                                                                       warmup_epochs=6),
+    "corrector labels alone (no weights)": dict(labels="corrector", strategy="one-step"),
+}
+CANDIDATES.update(CORRECTORS)
+#: the stages as run: (round, dataset, candidates, settings, seeds)
+STAGES: List[Tuple[str, str, List[str], List[str], List[int]]] = [
+    ("first round", "mnist1d", list(CANDIDATES)[:4], ["symmetric-20", "symmetric-40", "symmetric-80", "asymmetric-40"], [0]),
+    ("first round", "digits", [WEIGHTS_ONLY, "Meta-Weight-Net", DEFAULT, "weights + per-sample labels, label lr 2.0",
+                               "weights + per-sample labels, scale 2"], list(nl.SETTINGS), [0, 1, 2]),
     # the second round, on clean labels too (the default must cost nothing there)
-    ("mnist1d", SECOND, ["clean", "symmetric-20", "symmetric-40", "symmetric-80", "asymmetric-40"], [0]),
-    ("digits", SECOND + [GCE_RELABEL], ["clean"] + list(nl.SETTINGS), [0, 1, 2]),
+    ("second round", "mnist1d", SECOND, ["clean", "symmetric-20", "symmetric-40", "symmetric-80", "asymmetric-40"], [0]),
+    ("second round", "digits", SECOND + [GCE_RELABEL], ["clean"] + list(nl.SETTINGS), [0, 1, 2]),
+    ("third round", "digits", [WEIGHTS_ONLY, DEFAULT] + list(CORRECTORS),
+     ["symmetric-20", "symmetric-40", "symmetric-80", "asymmetric-40"], [0, 1, 2]),
 ]
 
 
@@ -72,9 +94,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     stem = "default_candidates_smoke" if args.smoke else "default_candidates"
-    stages = [(d, c, s[:1], seeds[:1]) for d, c, s, seeds in STAGES] if args.smoke else STAGES
+    stages = [(r, d, c, s[:1], seeds[:1]) for r, d, c, s, seeds in STAGES] if args.smoke else STAGES
     cells = {}
-    for dataset, candidates, settings, seeds in stages:
+    for _, dataset, candidates, settings, seeds in stages:
         cells.update(nl.plan([dataset], settings, candidates, seeds, {}, small=args.smoke, table=CANDIDATES))
     start = time.time()
     store = harness.run_cells(cells, Path(args.out) / f"{stem}.json", args.jobs)
@@ -84,8 +106,7 @@ def main(argv=None) -> int:
              f"Command: `{command.strip()}`. Last-epoch test accuracy (%), mean ± std over the seeds shown; "
              "*corr.* corrupted labels corrected, *broken* clean labels broken (%). The chosen candidate went "
              "into `noisy_labels.py` (3 seeds, every method, the ablation).", ""]
-    for dataset, candidates, settings, seeds in stages:
-        round_ = "second round" if "clean" in settings else "first round"
+    for round_, dataset, candidates, settings, seeds in stages:
         lines += [f"## {dataset}, {round_}, seeds {seeds}", "", "| candidate | " + " | ".join(settings) + " |",
                   "|---|" + "---|" * len(settings)]
         for name in candidates:

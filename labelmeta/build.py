@@ -52,7 +52,7 @@ def build_learner(config: Config, splits: Splits, labels: Optional[LabelParamete
     strategy = None if config.strategy == "none" else make_strategy(config.strategy, **options(config, "strategy"))
     label_opt = None
     if strategy is not None and labels.learnable:
-        label_opt = make_label_optimizer(config.label_optimizer, labels.parameters(), config.label_lr * labels.lr_scale,
+        label_opt = make_label_optimizer(config.label_optimizer, labels.param_groups(), config.label_lr * labels.lr_scale,
                                          **options(config, "label_optimizer"))
     return Learner(model, optimizer, labels, strategy, label_opt, loss=loss, distributed=distributed,
                    amp=config.amp)

@@ -189,6 +189,9 @@ def check_config(config: Config) -> None:
         registry.get(getattr(config, name))  # an unknown name lists the registered ones
     for component in COMPONENTS:
         component_options(config, component)
+    expected = getattr(LOSSES.get(config.loss), "expects_labels", None)
+    if expected is not None and config.labels != expected:  # e.g. elr: its term would push away from other labels
+        raise ValueError(f"loss {config.loss!r} reads the soft targets of labels {expected!r}, got labels {config.labels!r}")
     for name in ("epochs", "batch_size", "meta_batch_size", "meta_every"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")

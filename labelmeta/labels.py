@@ -109,6 +109,12 @@ class LabelParameterization(nn.Module, abc.ABC):
             raise ValueError(f"logits must be [B={indices.numel()}, C={self.num_classes}], "
                              f"got {tuple(logits.shape)}")
 
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The parameters as the label optimiser's groups. A group with ``"tables": False`` holds
+        parameters that are not tables of label logits (a network's), which the ``mirror``
+        optimiser steps by its plain normalised gradient; the default is one group of all."""
+        return [{"params": list(self.parameters())}]
+
     def set_epochs(self, epochs: int) -> None:
         """Optional hook: the run's length in epochs, told before training (by
         :func:`~labelmeta.build.build_learner`), for labels whose schedule depends on it. The default
@@ -278,6 +284,78 @@ class EnsembleTrust(_RunningPredictions):
         b = self.log_weight[pick].clamp(-20.0, 20.0).exp().unsqueeze(1)
         one_hot = F.one_hot(targets, self.num_classes).to(a.dtype)
         return F.softmax(a * one_hot + b * self.log_ensemble(indices).to(a.dtype), dim=1)
+
+
+@LABELS.register("temporal-ensemble")
+class TemporalEnsemble(_RunningPredictions):
+    """Fixed targets: each sample's temporal ensemble ``e_i`` of the model's predictions (see
+    :class:`SelfEnsembled`), the targets of early-learning regularisation (the ``elr`` loss, Liu et
+    al., 2020), which is the only loss that expects them. Not meta-learned.
+
+    Args:
+        momentum: ensemble momentum per visit of a sample, in ``[0, 1)``; default 0.7 (ELR's ``beta``
+            for CIFAR-10).
+    """
+
+    learnable = False
+
+    def __init__(self, targets: Targets, num_classes: int, *, momentum: float = 0.7) -> None:
+        super().__init__(targets, num_classes)
+        self._init_ensemble(momentum)
+
+    def soft_targets(self, indices: Indices, targets: Targets) -> SoftTargets:
+        return self.ensemble[indices]
+
+
+@LABELS.register("corrector")
+class Corrector(_RunningPredictions):
+    """A meta-learned label-correction network (MLC, Zheng et al., 2021), amortised over all samples.
+
+    The soft target of sample ``i`` annotated ``y`` is ``softmax(a_y * onehot(y) + g(log e_i, y))``:
+    ``e_i`` is the temporal ensemble of the model's predictions for the sample (see
+    :class:`SelfEnsembled`; a buffer, so a constant to the meta-gradient), ``g`` a small network
+    ``Linear(2C, hidden) - ReLU - Linear(hidden, C)`` of the ensemble's log-probabilities and the
+    annotation, and ``a_y > 0`` a learned trust in the annotation, one per annotated class (the
+    mix toward the annotation MLC's authors advise for stability). Every sample of every batch
+    trains the same parameters, so the meta-gradient's signal accumulates instead of being spread
+    over ``N`` rows, and a correction learned on some samples applies to all that look alike. The
+    last layer starts at zero: the labels start as :class:`PerSample`'s.
+
+    MLC feeds the network the model's penultimate features; this one sees the model's output only
+    (its running predictions), which any model has and which the ensemble smooths over visits.
+
+    Args:
+        hidden: width of the hidden layer (>= 1); default 64.
+        scale: initial ``a`` (> 0); default 4, as :class:`PerSample`'s ``scale``.
+        momentum: ensemble momentum per visit of a sample, in ``[0, 1)``; default 0.7.
+
+    Its parameters are a network's, not tables of label logits: the ``mirror`` label optimiser
+    steps them by its normalised gradient (:meth:`param_groups`). ``lr_scale`` is 0.02.
+    """
+
+    lr_scale = 0.02
+
+    def __init__(self, targets: Targets, num_classes: int, *, hidden: int = 64, scale: float = 4.0,
+                 momentum: float = 0.7) -> None:
+        super().__init__(targets, num_classes)
+        if int(hidden) != hidden or hidden < 1:
+            raise ValueError(f"hidden must be a positive integer, got {hidden}")
+        scale = check_range("scale", scale, 0.0, low_open=True)  # kept as a log
+        self.log_scale = nn.Parameter(torch.full((num_classes,), math.log(scale)))
+        self.net = nn.Sequential(nn.Linear(2 * num_classes, int(hidden)), nn.ReLU(),
+                                 nn.Linear(int(hidden), num_classes))
+        nn.init.zeros_(self.net[2].weight)
+        nn.init.zeros_(self.net[2].bias)
+        self._init_ensemble(momentum)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [{"params": list(self.parameters()), "tables": False}]
+
+    def soft_targets(self, indices: Indices, targets: Targets) -> SoftTargets:
+        one_hot = F.one_hot(targets, self.num_classes).to(self.log_scale.dtype)
+        features = torch.cat([self.log_ensemble(indices).to(one_hot.dtype), one_hot], dim=1)
+        a = self.log_scale[targets].clamp(-20.0, 20.0).exp().unsqueeze(1)
+        return F.softmax(a * one_hot + self.net(features), dim=1)
 
 
 class _EpochCounter(LabelParameterization):

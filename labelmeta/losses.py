@@ -216,6 +216,39 @@ class Distillation(Loss):
         return _reduce(per_sample, weights)
 
 
+@LOSSES.register("elr")
+class EarlyLearningRegularization(Loss):
+    """Early-learning regularisation, ELR (Liu et al., 2020): ``CE(s, y) + lam * log(1 - <p, t>)``.
+
+    ``p`` is the model's softmax (clamped to ``[1e-4, 1 - 1e-4]``, as the paper's code does) and ``t``
+    each sample's temporal ensemble of the model's own predictions: the soft targets must be those of
+    the ``temporal-ensemble`` labels (:attr:`expects_labels`; the configuration check refuses other labels,
+    whose targets this term would push the model *away* from). Minimising ``log(1 - <p, t>)`` keeps
+    the prediction near what the model predicted early in training, before it memorised the noise.
+    ``y`` are the annotated class ids. The ensemble is updated after each model step, so ``t`` holds
+    the sample's earlier visits; the paper also mixes in the current prediction (weight ``1 - beta``).
+
+    Args:
+        lam: weight of the regulariser (>= 0); default 3 (the paper's for CIFAR-10).
+    """
+
+    #: the label parameterisation whose soft targets this loss reads (checked before training)
+    expects_labels = "temporal-ensemble"
+
+    def __init__(self, *, lam: float = 3.0) -> None:
+        if not lam >= 0 or lam == float("inf"):
+            raise ValueError(f"lam must be finite and >= 0, got {lam}")
+        self.lam = lam
+
+    def compute(self, logits: Tensor, soft_targets: Tensor, weights: Optional[Tensor],
+                targets: Optional[Tensor]) -> Tensor:
+        if targets is None:
+            raise ValueError("elr needs the annotated targets for its cross-entropy term")
+        probs = F.softmax(logits, dim=1).clamp(1e-4, 1 - 1e-4)
+        regulariser = torch.log(1 - (soft_targets.detach() * probs).sum(1))
+        return _reduce(F.cross_entropy(logits, targets, reduction="none") + self.lam * regulariser, weights)
+
+
 def make_loss(name: str, **options) -> TrainingLoss:
     """Build the registered training loss ``name`` (see ``LOSSES.names()``) with its declared ``options``."""
     return LOSSES.build(name, options=options)

@@ -42,7 +42,10 @@ class MirrorDescent(torch.optim.Optimizer):
     of rows) or each such row unit norm (``normalize="row"``), which makes ``lr`` a step length
     in logit space regardless of the tiny raw scale of hypergradients.
 
-    Parameters that are not 2-D (e.g. temperatures) get the plain normalised gradient step.
+    Parameters that are not 2-D (e.g. temperatures), and those of a param group with
+    ``"tables": False`` (a label network's: see
+    :meth:`~labelmeta.labels.LabelParameterization.param_groups`), get the plain normalised
+    gradient step.
 
     Args:
         params: label parameters.
@@ -65,7 +68,7 @@ class MirrorDescent(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                if p.dim() == 2:
+                if p.dim() == 2 and group.get("tables", True):
                     # only the rows in the batch have a gradient: work on those alone (O(B), not O(N))
                     active = p.grad.ne(0).any(dim=1).nonzero().squeeze(1)
                     if active.numel() == 0:

@@ -91,15 +91,16 @@ def _last_and_best_are_the_history(run: dict) -> None:
 
 def test_noisy_labels_smoke_and_resume(tmp_path):
     first = _smoke("noisy_labels.py", tmp_path, "--datasets", "digits")
-    assert "0 of 36 cells already done; running 36" in first.stdout
+    assert "0 of 45 cells already done; running 45" in first.stdout
     for name in ("noisy_labels_smoke.md", "noisy_labels_smoke_accuracy.png", "noisy_labels_smoke_correction.png"):
         assert (tmp_path / name).stat().st_size > 0
     text = (tmp_path / "noisy_labels_smoke.md").read_text()
     cells = json.loads((tmp_path / "noisy_labels_smoke.json").read_text())["cells"]
-    assert len(cells) == 36
+    assert len(cells) == 45
     reference = "cross-entropy on clean labels (reference)"
     added = "cross-entropy, clean meta set added to training"
     clean_default = "learned labels + weights (default) on clean labels"
+    clean_corrector = "learned labels: corrector + weights, label lr 0.1, on clean labels"
     runs: Dict[tuple, dict] = {}
     for key, run in cells.items():
         dataset, setting, method, seed = key.split(" | ")
@@ -107,14 +108,14 @@ def test_noisy_labels_smoke_and_resume(tmp_path):
         _last_and_best_are_the_history(run)
         runs[setting, method] = run
     settings = ["symmetric-40", "asymmetric-40"]
-    methods = sorted({m for _, m in runs} - {reference, clean_default})
-    assert len(methods) == 17
+    methods = sorted({m for _, m in runs} - {reference, clean_default, clean_corrector})
+    assert len(methods) == 21
     sections = _sections(text)
     [overview] = _tables(sections["digits"])
     [ablation] = _tables(sections["digits: targets and ablation"])
     assert overview[0] == ["method", *settings]
     overview_rows = _rows(overview)
-    assert sorted(overview_rows) == sorted(methods + [reference, clean_default])
+    assert sorted(overview_rows) == sorted(methods + [reference, clean_default, clean_corrector])
     # the ablation: the default, then each row without one of its components, with the difference
     default = "learned labels + weights (default)"
     ablation_rows = _rows(ablation)
@@ -128,8 +129,10 @@ def test_noisy_labels_smoke_and_resume(tmp_path):
     for setting in settings:
         # every method of a setting trained on the same noise draw; the heading gives its rate
         confident = "confident learning (cleanlab, 5-fold), then cross-entropy + clean meta set"
-        [rate] = {runs[setting, m]["effective_noise"] for m in methods if m not in (added, confident)}
+        elr = "ELR (λ 3, β 0.7), clean meta set added to training"
+        [rate] = {runs[setting, m]["effective_noise"] for m in methods if m not in (added, confident, elr)}
         assert runs[setting, confident]["effective_noise"] == runs[setting, added]["effective_noise"]
+        assert runs[setting, elr]["effective_noise"] == runs[setting, added]["effective_noise"]
         # the run that also trains on the 50 clean meta samples has the same corrupted samples among
         # N + 50: its rate is rate * N / (N + 50) for a whole number N
         n = 50 * runs[setting, added]["effective_noise"] / (rate - runs[setting, added]["effective_noise"])
@@ -157,7 +160,8 @@ def test_noisy_labels_smoke_and_resume(tmp_path):
             _shows(overview_rows[method][settings.index(setting)], [run["last_accuracy"]])
         # the clean-label reference ran once; its accuracy is repeated in every column
         _shows(overview_rows[reference][settings.index(setting)], [runs["clean", reference]["last_accuracy"]])
-        _shows(overview_rows[clean_default][settings.index(setting)], [runs["clean", clean_default]["last_accuracy"]])
+        for clean in (clean_default, clean_corrector):
+            _shows(overview_rows[clean][settings.index(setting)], [runs["clean", clean]["last_accuracy"]])
     # confident learning: its retraining is cross-entropy on the kept samples plus the clean meta set,
     # after cleanlab flagged some of the annotated ones (fewer training samples than the added-set row)
     confident = "confident learning (cleanlab, 5-fold), then cross-entropy + clean meta set"
@@ -169,7 +173,7 @@ def test_noisy_labels_smoke_and_resume(tmp_path):
     assert "Targets (issue 14" in text and "no cost on clean labels" in text
     # a second run finds every cell done and reproduces the same table
     again = _smoke("noisy_labels.py", tmp_path, "--datasets", "digits")
-    assert "36 of 36 cells already done; running 0" in again.stdout
+    assert "45 of 45 cells already done; running 0" in again.stdout
     assert (tmp_path / "noisy_labels_smoke.md").read_text() == text
 
 
@@ -177,15 +181,24 @@ def test_default_candidates_smoke(tmp_path):
     out = _smoke("default_candidates.py", tmp_path)
     text = (tmp_path / "default_candidates_smoke.md").read_text()
     cells = json.loads((tmp_path / "default_candidates_smoke.json").read_text())["cells"]
-    # first round: 4 + 5 candidates at one noise setting; second round: 9 + 10 on clean labels
-    assert len(cells) == 28 and "running 28" in out.stdout
+    # first round: 4 + 5 candidates at one noise setting; second round: 9 + 10 on clean labels;
+    # third round: 9 new on digits (its two references are cells of the first round)
+    assert len(cells) == 37 and "running 37" in out.stdout
     sections = _sections(text)
+    rounds = {"first round": "symmetric-20", "second round": "clean", "third round": "symmetric-20"}
     for key, run in cells.items():
         dataset, setting, name, _ = key.split(" | ")
-        round_ = "second round" if setting == "clean" else "first round"
-        [table] = _tables(sections[f"{dataset}, {round_}, seeds [0]"])
-        shown = _rows(table)[name][table[0].index(setting) - 1]
-        _close(shown.split(" (")[0], 100 * run["last_accuracy"])  # one seed: the number, no spread
+        found = 0
+        for round_, first in rounds.items():
+            heading = f"{dataset}, {round_}, seeds [0]"
+            if first != setting or heading not in sections:
+                continue
+            [table] = _tables(sections[heading])
+            if name in _rows(table):
+                shown = _rows(table)[name][table[0].index(setting) - 1]
+                _close(shown.split(" (")[0], 100 * run["last_accuracy"])  # one seed: the number, no spread
+                found += 1
+        assert found, key
 
 
 def test_overhead_smoke(tmp_path):

@@ -318,13 +318,17 @@ def test_one_step_matches_the_unroll(model_kind, optimizer, loss, k, product, fl
     model, opt, labels, batch, meta = _setup(model_kind, "per-sample", optimizer)
     weights = torch.rand(len(batch[0]), generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     for w in (None, weights):
+        # elr reads its targets as constants (the running predictions): only the weights have a hypergradient
+        names = (["labels"] if loss != "elr" else []) + (["weights"] if w is not None else [])
+        if not names:
+            continue
         problem = MetaProblem(model, opt, labels, batch, meta, make_loss(loss))
-        params = list(labels.parameters())
+        params = list(labels.parameters()) if "labels" in names else []
         inputs = params + ([w.requires_grad_()] if w is not None else [])
         expected = torch.autograd.grad(reference.meta_loss(problem, w), inputs)
         value, grads = OneStep(steps=k, product=product).hypergradient(problem, inputs, w)
         assert value == pytest.approx(reference.meta_loss(problem, w).item(), rel=1e-12)
-        for a, b, name in zip(grads, expected, ["labels", "weights"]):
+        for a, b, name in zip(grads, expected, names):
             assert_close(a, b, 1e-10, f"{loss} {optimizer} k={k} {name}")
 
 

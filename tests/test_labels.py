@@ -38,7 +38,10 @@ def test_contract_valid_distributions(labels):
     assert labels.table().shape == (N, C)
 
 
-def test_contract_starts_at_the_annotations(labels):
+def test_contract_starts_at_the_annotations(name, labels):
+    if name == "temporal-ensemble":  # the model's running predictions (ELR's targets), uniform until it has seen some
+        torch.testing.assert_close(labels.table(), torch.full((N, C), 1 / C))
+        return
     targets = _targets()
     assert torch.equal(labels.hard_labels(), targets)
     table = labels.table()
@@ -299,3 +302,43 @@ def test_class_temperature_is_a_preset_of_temperature_with_the_old_state_dict():
     assert type(ClassTemperature(_targets(), C)) is Temperature  # the old name still builds it
     with pytest.raises(ValueError, match="has no option 'per_class'"):
         make_labels("class-temperature", _targets(), C, per_class=False)
+
+
+def test_corrector_closed_form(float64):
+    """``softmax(a_y onehot(y) + W2 relu(W1 [log e; onehot(y)] + b1) + b2)``, written out with the
+    network's own matrices; ``e`` the running predictions, ``a`` per annotated class."""
+    targets = _targets()
+    lab = make_labels("corrector", targets, C, hidden=5, scale=3.0, momentum=0.6)
+    g = torch.Generator().manual_seed(6)
+    with torch.no_grad():  # off the start (its last layer is zero there)
+        for p in lab.parameters():
+            p.add_(0.5 * torch.randn(p.shape, generator=g))
+    idx = torch.tensor([2, 17, 40, 41])
+    first = torch.randn(4, C, generator=g)
+    lab.observe(idx, first)
+    e = 0.6 / C + 0.4 * torch.softmax(first, 1)
+    y = targets[idx]
+    one_hot = torch.nn.functional.one_hot(y, C).double()
+    w1, b1, w2, b2 = (p.detach() for p in (lab.net[0].weight, lab.net[0].bias, lab.net[2].weight, lab.net[2].bias))
+    hidden = (torch.cat([e.log(), one_hot], 1) @ w1.T + b1).clamp_min(0)
+    a = lab.log_scale.detach()[y].exp()
+    expected = torch.softmax(a[:, None] * one_hot + hidden @ w2.T + b2, 1)
+    torch.testing.assert_close(lab(idx), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_corrector_starts_as_per_sample_labels(float64):
+    targets = _targets()
+    torch.testing.assert_close(make_labels("corrector", targets, C, scale=2.5).table(),
+                               make_labels("per-sample", targets, C, scale=2.5).table(), rtol=1e-12, atol=1e-12)
+    groups = make_labels("corrector", targets, C).param_groups()
+    assert [group["tables"] for group in groups] == [False]  # a network: the mirror step does not apply
+    assert make_labels("per-sample", targets, C).param_groups()[0].get("tables", True)
+
+
+def test_corrector_bad_options():
+    for option, value, message in [("hidden", 0, "hidden must be a positive integer, got 0"),
+                                   ("hidden", 2.5, "option 'hidden' takes int, got 2.5"),
+                                   ("scale", 0.0, "scale must be > 0, got 0.0"),
+                                   ("momentum", 1.0, r"momentum must lie in \[0, 1\), got 1.0")]:
+        with pytest.raises(ValueError, match=message):
+            make_labels("corrector", _targets(), C, **{option: value})

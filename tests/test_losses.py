@@ -69,7 +69,7 @@ def test_bad_options_and_unknown_name():
         make_loss("gce", q=0)
     with pytest.raises(ValueError, match=r"beta must lie in \[0, 1\], got 1.5"):
         make_loss("bootstrap-soft", beta=1.5)
-    with pytest.raises(ValueError, match="unknown training loss 'mae'; available: bootstrap-hard, bootstrap-soft, ce, distillation, gce"):
+    with pytest.raises(ValueError, match="unknown training loss 'mae'; available: bootstrap-hard, bootstrap-soft, ce, distillation, elr, gce"):
         make_loss("mae")
 
 
@@ -195,3 +195,36 @@ def test_a_plain_function_is_still_a_loss_where_losses_are_accepted():
             learner.step((x, y, torch.arange(8)))
         runs.append(model.weight.detach().clone())
     assert torch.equal(runs[0], runs[1]) and torch.equal(runs[1], runs[2])
+
+
+def test_elr_gradient_is_the_papers(float64):
+    """ELR's gradient with respect to the logits (Liu et al., 2020, Lemma 1): cross-entropy's
+    ``p - onehot(y)`` plus ``-lam * p * (t - <p, t>) / (1 - <p, t>)``, written out, not autograd's
+    of the same formula; the targets ``t`` are a constant (no gradient reaches them)."""
+    logits, t, _ = _data(4)
+    y = torch.tensor([0, 3, 1, 4, 2, 2])
+    z, s = logits.clone().requires_grad_(), t.clone().requires_grad_()
+    value = make_loss("elr", lam=2.5)(z, s, None, y)
+    grad_z, grad_t = torch.autograd.grad(value, (z, s), allow_unused=True)
+    p = torch.softmax(logits, 1)
+    assert ((p > 1e-4) & (p < 1 - 1e-4)).all()  # the clamp is inactive here
+    inner = (p * t).sum(1, keepdim=True)
+    expected = (p - F.one_hot(y, 5) - 2.5 * p * (t - inner) / (1 - inner)) / len(y)
+    torch.testing.assert_close(grad_z, expected, rtol=1e-10, atol=1e-12)
+    assert grad_t is None or torch.equal(grad_t, torch.zeros_like(t))
+    # lam = 0 is cross-entropy on the annotations
+    torch.testing.assert_close(make_loss("elr", lam=0.0)(logits, t, None, y), F.cross_entropy(logits, y), rtol=1e-12, atol=0)
+
+
+def test_elr_needs_the_annotations_and_its_own_labels():
+    from labelmeta import Config
+    from labelmeta.config import check_config
+
+    logits, t, _ = _data()
+    with pytest.raises(ValueError, match="elr needs the annotated targets"):
+        make_loss("elr")(logits, t)
+    with pytest.raises(ValueError, match="lam must be finite and >= 0, got -1"):
+        make_loss("elr", lam=-1.0)
+    with pytest.raises(ValueError, match="loss 'elr' reads the soft targets of labels 'temporal-ensemble', got labels 'per-sample'"):
+        check_config(Config(loss="elr"))
+    check_config(Config(loss="elr", labels="temporal-ensemble", strategy="none"))

@@ -77,3 +77,19 @@ def test_bad_options_and_registry():
         MirrorDescent(p, lr=1, normalize="layer")
     assert {"sgd", "adam", "mirror"} <= set(LABEL_OPTIMIZERS.names())
     assert isinstance(make_label_optimizer("mirror", p, 1.0), MirrorDescent)
+
+
+def test_a_networks_group_takes_the_plain_normalised_step(float64):
+    """A group marked ``"tables": False`` (a label network's weights) is not a table of label logits:
+    its 2-D parameters take ``-lr * g / rms(g)`` over their nonzero entries, not the simplex step."""
+    g = torch.Generator().manual_seed(2)
+    w, b = torch.randn(4, 3, generator=g), torch.randn(4, generator=g)
+    gw, gb = torch.randn(4, 3, generator=g), torch.randn(4, generator=g)
+    gw[1] = 0  # entries without a gradient stay
+    pw, pb = torch.nn.Parameter(w.clone()), torch.nn.Parameter(b.clone())
+    pw.grad, pb.grad = gw.clone(), gb.clone()
+    make_label_optimizer("mirror", [{"params": [pw, pb], "tables": False}], 0.5).step()
+    for p, start, grad in ((pw, w, gw), (pb, b, gb)):
+        rms = grad[grad != 0].pow(2).mean().sqrt()
+        torch.testing.assert_close(p.detach(), start - 0.5 * grad / rms, rtol=1e-12, atol=1e-12)
+    assert torch.equal(pw.detach()[1], w[1])
