@@ -592,3 +592,31 @@ def test_harness_refuses_a_results_file_of_an_older_layout(tmp_path):
         harness.run_cells({}, path, jobs=1)
     assert json.loads(path.read_text()) == {"rows": [1, 2]}
     assert harness.load_store(tmp_path / "absent.json") == {"cells": {}}
+
+
+def test_the_small_clean_set_column_changes_only_the_clean_set():
+    """``small-clean-40``: 40 % symmetric noise with 10 clean samples a class; the rest of a cell's
+    configuration is symmetric-40's (digits' base already holds 10 a class: there the two are one)."""
+    import noisy_labels as nl
+
+    for dataset in ("mnist1d", "digits"):
+        small, usual = (next(iter(nl.plan([dataset], [s], [nl.LEARNED], [0], {}).values()))
+                        for s in ("small-clean-40", "symmetric-40"))
+        assert (small.meta_per_class, small.meta_batch_size, small.noise, small.noise_rate) == (10, 100, "symmetric", 0.4)
+        assert small.replace(meta_per_class=usual.meta_per_class, meta_batch_size=usual.meta_batch_size) == usual
+    assert next(iter(nl.plan(["mnist1d"], ["symmetric-40"], [nl.LEARNED], [0], {}).values())).meta_per_class == 50
+
+
+def test_meta_weight_net_smoke(tmp_path):
+    out = _smoke("meta_weight_net.py", tmp_path)
+    assert "running 4" in out.stdout
+    cells = json.loads((tmp_path / "meta_weight_net_smoke.json").read_text())["cells"]
+    [table] = _tables(_sections((tmp_path / "meta_weight_net_smoke.md").read_text())["digits"])
+    rows = _rows(table)
+    for key, run in cells.items():
+        _, setting, name, _ = key.split(" | ")
+        assert run["config"]["strategy"] == "meta-weight-net"
+        assert f"network lr {run['config']['strategy_options']['lr']:g}" in name
+        _close(rows[name][0], 100 * run["last_accuracy"])
+    # no noisy_labels store beside it: the reference rows say so instead of inventing figures
+    assert rows["meta-reweighting (L2RW, k=1 unroll) (stored)"] == ["–"]
