@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .options import check_range
+from .options import check_count, check_range
 from .registry import Registry
 from .typing import Indices, Logits, SoftTargets, Targets
 
@@ -338,12 +338,10 @@ class Corrector(_RunningPredictions):
     def __init__(self, targets: Targets, num_classes: int, *, hidden: int = 64, scale: float = 4.0,
                  momentum: float = 0.7) -> None:
         super().__init__(targets, num_classes)
-        if int(hidden) != hidden or hidden < 1:
-            raise ValueError(f"hidden must be a positive integer, got {hidden}")
+        hidden = check_count("hidden", hidden)
         scale = check_range("scale", scale, 0.0, low_open=True)  # kept as a log
         self.log_scale = nn.Parameter(torch.full((num_classes,), math.log(scale)))
-        self.net = nn.Sequential(nn.Linear(2 * num_classes, int(hidden)), nn.ReLU(),
-                                 nn.Linear(int(hidden), num_classes))
+        self.net = nn.Sequential(nn.Linear(2 * num_classes, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
         nn.init.zeros_(self.net[2].weight)
         nn.init.zeros_(self.net[2].bias)
         self._init_ensemble(momentum)

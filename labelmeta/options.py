@@ -187,6 +187,14 @@ def _docstring_args(doc: str) -> Dict[str, str]:
 __all__ = ["Option", "Schema"]
 
 
+def check_count(name: str, value: float) -> int:
+    """``value`` as an ``int`` if it is a whole number >= 1 (a width, a number of steps), else
+    ``ValueError`` naming ``name`` and ``value``."""
+    if int(value) != value or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return int(value)
+
+
 def check_range(name: str, value: float, low: float, high: float = math.inf, *,
                 low_open: bool = False, high_open: bool = True) -> float:
     """``value`` as a float if it lies between ``low`` and ``high``, else ``ValueError`` naming ``name``

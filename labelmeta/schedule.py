@@ -5,6 +5,8 @@ from typing import Literal, Optional
 
 import torch
 
+from .options import check_count
+
 #: a learning-rate schedule: cosine decay over the steps that use it, or constant
 LRSchedule = Literal["cosine", "constant"]
 
@@ -39,11 +41,10 @@ class MetaSchedule:
 
     def __init__(self, *, steps_per_epoch: int, epochs: int, warmup_epochs: int = 0, every: int = 1,
                  label_schedule: LRSchedule = "cosine") -> None:
-        if int(every) != every or every < 1:
-            raise ValueError(f"meta_every must be a positive integer, got {every}")
+        every = check_count("meta_every", every)
         if warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
-        self.steps_per_epoch, self.epochs, self.every = steps_per_epoch, epochs, int(every)
+        self.steps_per_epoch, self.epochs, self.every = steps_per_epoch, epochs, every
         self.label_schedule = label_schedule
         self.total_steps = epochs * steps_per_epoch
         self.first_step = min(warmup_epochs, epochs) * steps_per_epoch

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ..labels import LabelParameterization
 from ..losses import LOSSES, TrainingLoss, make_loss, soft_cross_entropy
+from ..options import check_count
 from ..typing import Batch
 
 if TYPE_CHECKING:  # annotations only: strategies never import the process-group module
@@ -116,6 +117,4 @@ def trainable(labels: LabelParameterization) -> List[Tensor]:
 
 def inner_steps(steps: int) -> int:
     """``steps`` as an ``int`` (the ``steps`` option every unrolling backend declares), or ``ValueError``."""
-    if int(steps) != steps or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps}")
-    return int(steps)
+    return check_count("steps", steps)

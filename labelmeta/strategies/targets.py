@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..options import check_count
 from ..registry import Registry
 from .base import MetaProblem, MetaStats, accumulate_label_grads, normalised, trainable
 from .unroll import FunctionalUnroll
@@ -197,13 +198,12 @@ class WeightNet(Target):
     supports_distributed = False  # its weights are normalised over the local batch
 
     def __init__(self, *, hidden: int = 100, lr: float = 1e-3, weight_decay: float = 1e-4) -> None:
-        if int(hidden) != hidden or hidden < 1:
-            raise ValueError(f"hidden must be a positive integer, got {hidden}")
+        hidden = check_count("hidden", hidden)
         if lr <= 0:
             raise ValueError(f"lr must be > 0, got {lr}")
         if weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-        self.net = nn.Sequential(nn.Linear(1, int(hidden)), nn.ReLU(), nn.Linear(int(hidden), 1), nn.Sigmoid())
+        self.net = nn.Sequential(nn.Linear(1, hidden), nn.ReLU(), nn.Linear(hidden, 1), nn.Sigmoid())
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr, weight_decay=weight_decay)
 
     def weights(self, losses: Tensor) -> Tensor:
