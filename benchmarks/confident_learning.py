@@ -5,8 +5,9 @@ The recipe of cleanlab's own benchmarks, on the same model, loop and data as eve
 1. out-of-fold probabilities: the training set split into ``FOLDS`` stratified-at-random folds; for
    each, cross-entropy trained on the other folds (plus the clean meta samples, the clean data the
    meta methods get) predicts the held-out fold;
-2. ``cleanlab.filter.find_label_issues`` on those probabilities flags the label errors (its default
-   rule, ``prune_by_noise_rate``); they are ranked by cleanlab's self-confidence quality score;
+2. ``cleanlab.filter.find_label_issues`` on those probabilities flags the label errors (by default its
+   default rule, ``prune_by_noise_rate``; ``FILTERS`` are the rules it offers, the knob
+   ``benchmarks/tuning.py`` searches); they are ranked by cleanlab's self-confidence quality score;
 3. cross-entropy retrained on the samples it keeps plus the clean meta samples: the reported run.
 
 ``cleanlab`` is an optional extra (``pip install -e '.[benchmarks]'``); the core never imports it.
@@ -27,6 +28,8 @@ from labelmeta.metrics import predict
 from labelmeta.runner import fit_learner
 
 FOLDS = 5
+#: cleanlab's rules for which samples to flag (``find_label_issues(filter_by=...)``); the first is its default
+FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning")
 
 
 def import_cleanlab():
@@ -64,7 +67,7 @@ def out_of_fold_probabilities(config: Config, splits: Splits, noisy: int, folds:
     return probabilities
 
 
-def confident_learning(config: Config, folds: int = FOLDS) -> Tuple[Results, LabelIssues]:
+def confident_learning(config: Config, folds: int = FOLDS, filter_by: str = FILTERS[0]) -> Tuple[Results, LabelIssues]:
     """The recipe of this module's docstring for the retraining configuration ``config``: the
     retrained run's Results (its wall time the whole recipe's, its detection figures those of the
     filter, its effective noise that of the data before the filter) and the filter's label issues on
@@ -72,6 +75,8 @@ def confident_learning(config: Config, folds: int = FOLDS) -> Tuple[Results, Lab
     import time
 
     cleanlab = import_cleanlab()
+    if filter_by not in FILTERS:
+        raise ValueError(f"filter_by must be one of {', '.join(FILTERS)}, got {filter_by!r}")
     if not config.meta_in_train or config.meta_per_class == 0:
         raise ValueError("confident learning retrains on the kept samples plus the clean meta samples: "
                          "config needs meta_in_train=True and meta_per_class > 0")
@@ -81,7 +86,7 @@ def confident_learning(config: Config, folds: int = FOLDS) -> Tuple[Results, Lab
     annotated, true = splits.labels.noisy[:noisy], splits.labels.true[:noisy]
     probabilities = out_of_fold_probabilities(config, splits, noisy, folds)
     labels, pred_probs = annotated.numpy(), probabilities.double().numpy()
-    issues = torch.from_numpy(cleanlab.filter.find_label_issues(labels, pred_probs, n_jobs=1))
+    issues = torch.from_numpy(cleanlab.filter.find_label_issues(labels, pred_probs, filter_by=filter_by, n_jobs=1))
     quality = torch.from_numpy(cleanlab.rank.get_label_quality_scores(labels, pred_probs))
     suggestion, suggested = probabilities.double().max(1)
     found = LabelIssues(score=1 - quality, suggested=suggested, suggested_probability=suggestion,
@@ -98,6 +103,12 @@ def confident_learning(config: Config, folds: int = FOLDS) -> Tuple[Results, Lab
     return results, found
 
 
-def fit_cell(config: Config) -> dict:
-    """The harness cell: :func:`confident_learning`'s Results as a dict."""
-    return dataclasses.asdict(confident_learning(config)[0])
+def fit_cell(config: Config, filter_by: str = FILTERS[0]) -> dict:
+    """The harness cell: :func:`confident_learning`'s Results as a dict, with the ``"filter_by"`` it
+    ran (not a Config field, so a store tells the rules apart by it; see :func:`ran_filter`)."""
+    return {**dataclasses.asdict(confident_learning(config, filter_by=filter_by)[0]), "filter_by": filter_by}
+
+
+def ran_filter(stored: dict) -> str:
+    """The cleanlab rule a stored cell ran (cells from before it was recorded ran the default)."""
+    return stored.get("filter_by", FILTERS[0])

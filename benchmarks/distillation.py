@@ -100,7 +100,7 @@ def main(argv=None) -> int:
                   for s in seeds}
     grid_keys = {student_key(t, a) for t in temperatures for a in alphas}
     harness.run_cells(teacher_jobs, path, args.jobs, run=functools.partial(job, temperatures=temperatures, alphas=alphas),
-                      complete=lambda stored: set(stored["students"]) == grid_keys)
+                      complete=lambda key, stored: set(stored["students"]) == grid_keys)
     store = harness.run_cells(alone_jobs, path, args.jobs, run=alone)
 
     def teacher_runs(name: str) -> List[Results]:

@@ -69,7 +69,7 @@ def _start_worker(warm_up: Optional[Config]) -> None:
 
 
 def run_cells(cells: Dict[str, Config], path: Path, jobs: int, run: Callable[[Config], dict] = fit_cell,
-              warm_up: Optional[Config] = None, complete: Optional[Callable[[dict], bool]] = None,
+              warm_up: Optional[Config] = None, complete: Optional[Callable[[str, dict], bool]] = None,
               runners: Optional[Mapping[str, Callable[[Config], dict]]] = None) -> dict:
     """Run the cells not yet in the store at ``path`` (or whose configuration changed), ``jobs`` at a
     time, each in a worker process on one torch thread; return the whole store.
@@ -77,14 +77,14 @@ def run_cells(cells: Dict[str, Config], path: Path, jobs: int, run: Callable[[Co
     ``run(config)`` returns the cell as a JSON-able dict holding ``"config"`` (default: the Results of
     :func:`labelmeta.fit`); ``runners``: a cell key -> its own ``run``, for a method that is more than one
     ``fit`` (a module-level function: it runs in a worker process). ``warm_up``: a (small) configuration each worker runs first and throws
-    away, where the cells' wall times are figures. ``complete(stored)``: whether a stored cell of an
-    unchanged configuration also holds everything the script now asks of it (default: yes).
+    away, where the cells' wall times are figures. ``complete(key, stored)``: whether the stored cell
+    ``key`` of an unchanged configuration also holds everything the script now asks of it (default: yes).
     Progress: a bar on a terminal, a line per cell elsewhere."""
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     store = load_store(path)
     todo = {k: c for k, c in cells.items()
-            if not (is_done(store, k, c) and (complete is None or complete(store["cells"][k])))}
+            if not (is_done(store, k, c) and (complete is None or complete(k, store["cells"][k])))}
     print(f"{len(cells) - len(todo)} of {len(cells)} cells already done; running {len(todo)} on {jobs} process(es)",
           flush=True)
     if not todo:
@@ -138,9 +138,12 @@ def add_jobs_argument(parser) -> None:
 def group_runs(store: dict, keys: Iterable[str], parts: int = 3) -> Dict[Tuple[str, ...], List[Results]]:
     """The stored results of ``keys``, grouped by the first ``parts`` parts of their keys (the last
     part is the seed): ``(part, ...) -> [Results per seed]``."""
+    fields = {f.name for f in dataclasses.fields(Results)}
     out: Dict[Tuple[str, ...], List[Results]] = {}
     for key in keys:
-        out.setdefault(tuple(key.split(" | ")[:parts]), []).append(Results.from_dict(store["cells"][key]))
+        # a cell may hold more than its Results: what its runner adds (e.g. confident learning's rule)
+        results = {k: v for k, v in store["cells"][key].items() if k in fields}
+        out.setdefault(tuple(key.split(" | ")[:parts]), []).append(Results.from_dict(results))
     return out
 
 

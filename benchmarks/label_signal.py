@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     stem = "label_signal_smoke" if args.smoke else "label_signal"
     store = harness.run_cells({f"seed {s}": config.replace(seed=s) for s in seeds}, Path(args.out) / f"{stem}.json",
                               args.jobs, run=functools.partial(signal_cell, epochs=epochs),
-                              complete=lambda stored: set(stored["epochs"]) == {str(e) for e in epochs})
+                              complete=lambda key, stored: set(stored["epochs"]) == {str(e) for e in epochs})
     rows: Dict[int, List[Dict[str, float]]] = {e: [store["cells"][f"seed {s}"]["epochs"][str(e)] for s in seeds]
                                                for e in epochs}
 

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import platform
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import confident_learning
 import harness
@@ -53,7 +54,12 @@ SETTINGS: Dict[str, Tuple[str, float]] = {
 SMALL_CLEAN: Dict[str, dict] = {"small-clean-40": dict(meta_per_class=10, meta_batch_size=100)}
 
 LEARNED = "learned labels + weights (default)"
-ELR = "ELR (λ 3, β 0.7), clean meta set added to training"
+ELR = "ELR (β 0.7), clean meta set added to training"
+#: the default's weights with ELR's loss and targets in place of learned labels (issue 26's lead)
+WEIGHTS_ELR = "learned weights + ELR loss (β 0.7)"
+SMOOTHING, GCE = "label smoothing", "generalised cross-entropy"
+BOOT_SOFT, BOOT_HARD = "bootstrapping, soft", "bootstrapping, hard"
+L2RW = "meta-reweighting (L2RW, k=1 unroll)"
 CONFIDENT = "confident learning (cleanlab, 5-fold), then cross-entropy + clean meta set"
 REFERENCE = "cross-entropy on clean labels (reference)"
 CLEAN_LEARNED = "learned labels + weights (default) on clean labels"
@@ -70,12 +76,12 @@ ABLATION = {
 #: rows learn the labels alone (the ``labels`` target) by ``one-step``.
 METHODS: Dict[str, dict] = {
     "cross-entropy": dict(labels="one-hot", strategy="none"),
-    "label smoothing 0.1": dict(labels="smoothing", strategy="none"),
+    SMOOTHING: dict(labels="smoothing", strategy="none"),
     "cross-entropy, clean meta set added to training": dict(labels="one-hot", strategy="none", meta_in_train=True),
-    "bootstrapping, soft (β 0.95)": dict(labels="one-hot", strategy="none", loss="bootstrap-soft"),
-    "bootstrapping, hard (β 0.8)": dict(labels="one-hot", strategy="none", loss="bootstrap-hard"),
-    "generalised cross-entropy (q 0.7)": dict(labels="one-hot", strategy="none", loss="gce"),
-    "meta-reweighting (L2RW, k=1 unroll)": dict(labels="one-hot", strategy="reweight"),
+    BOOT_SOFT: dict(labels="one-hot", strategy="none", loss="bootstrap-soft"),
+    BOOT_HARD: dict(labels="one-hot", strategy="none", loss="bootstrap-hard"),
+    GCE: dict(labels="one-hot", strategy="none", loss="gce"),
+    L2RW: dict(labels="one-hot", strategy="reweight"),
     # the retraining's configuration; the filter before it is confident_learning.fit_cell (RUNNERS)
     CONFIDENT: dict(labels="one-hot", strategy="none", meta_in_train=True),
     "Meta-Weight-Net": dict(labels="one-hot", strategy="meta-weight-net"),
@@ -83,6 +89,7 @@ METHODS: Dict[str, dict] = {
     # as the retraining after confident learning does
     ELR: dict(labels="temporal-ensemble", loss="elr", strategy="none", meta_in_train=True),
     LEARNED: dict(),
+    WEIGHTS_ELR: dict(labels="temporal-ensemble", loss="elr"),
     "ablation: weights only (labels fixed; L2RW by one-step)": dict(labels="one-hot"),
     "learned labels: per-sample (labels only, no weights)": dict(labels="per-sample", strategy="one-step"),
     "learned labels: per-sample-ensemble (previous default)": dict(labels="per-sample-ensemble", strategy="one-step"),
@@ -112,11 +119,22 @@ def cell_key(dataset: str, setting: str, method: str, seed: int) -> str:
     return f"{dataset} | {setting} | {method} | seed {seed}"
 
 
+def tuned_row(chosen: Optional[Mapping], dataset: str, setting: str, method: str, row: dict) -> Tuple[dict, dict]:
+    """``(Config overrides, runner options)`` of ``method`` in a column: its row ``row`` with the value
+    ``benchmarks/tuning.py`` chose on a validation split on top, where ``chosen`` holds one."""
+    import tuning  # it imports this module
+
+    tuned = tuning.chosen_overrides(chosen or {}, dataset, setting, method)
+    return tuning.split_runner_options(tuning.merge(row, tuned or {}))
+
+
 def plan(datasets: List[str], settings: List[str], methods: List[str], seeds: List[int],
-         overrides: dict, small: bool = False, table: Dict[str, dict] = METHODS) -> Dict[str, Config]:
+         overrides: dict, small: bool = False, table: Dict[str, dict] = METHODS,
+         chosen: Optional[Mapping] = None) -> Dict[str, Config]:
     """Every cell to run, keyed by :func:`cell_key`, with its full configuration (``small``: the smoke
-    version); ``table`` maps the method names to their Config overrides. The rows in ``CLEAN`` run
-    once, on clean labels; a setting named ``"clean"`` runs any method without noise."""
+    version); ``table`` maps the method names to their Config overrides; ``chosen``: the values
+    ``benchmarks/tuning.py`` chose (``tuning.load_chosen``), applied where it chose one. The rows in
+    ``CLEAN`` run once, on clean labels; a setting named ``"clean"`` runs any method without noise."""
     cells: Dict[str, Config] = {}
     for dataset in datasets:
         base = DATASETS[dataset].replace(progress=False, **overrides)
@@ -127,8 +145,27 @@ def plan(datasets: List[str], settings: List[str], methods: List[str], seeds: Li
                     noise = (dict(noise="none", noise_rate=0.0) if setting == "clean"
                              else dict(noise=SETTINGS[setting][0], noise_rate=SETTINGS[setting][1],
                                        **SMALL_CLEAN.get(setting, {})))
-                    cells[cell_key(dataset, setting, method, seed)] = base.replace(seed=seed, **{**noise, **table[method]})
+                    row, _ = tuned_row(chosen, dataset, setting, method, table[method])
+                    cells[cell_key(dataset, setting, method, seed)] = base.replace(seed=seed, **{**noise, **row})
     return cells
+
+
+def runners_for(cells: Mapping[str, Config], chosen: Optional[Mapping]) -> Dict[str, Callable[[Config], dict]]:
+    """The cells of the methods in ``RUNNERS`` -> their runner, with the options chosen for the column."""
+    runners = {}
+    for key in cells:
+        dataset, setting, method, _ = key.split(" | ")
+        if method in RUNNERS:
+            runners[key] = functools.partial(RUNNERS[method], **tuned_row(chosen, dataset, setting, method, {})[1])
+    return runners
+
+
+def ran_as_planned(runners: Mapping[str, Callable]) -> Callable[[str, dict], bool]:
+    """The harness's ``complete``: a stored confident-learning cell ran the cleanlab rule now asked for."""
+    def complete(key: str, stored: dict) -> bool:
+        wanted = getattr(runners.get(key), "keywords", {}).get("filter_by", confident_learning.FILTERS[0])
+        return key not in runners or confident_learning.ran_filter(stored) == wanted
+    return complete
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,7 +201,7 @@ def targets_report(runs, dataset: str, settings: List[str]) -> List[str]:
     if not math.isnan(clean):
         lines.append(f"- no cost on clean labels: the default {clean:.1f} vs one-hot {ref:.1f} → {check(clean >= ref)} "
                      f"({clean - ref:+.1f})")
-    l2rw = "meta-reweighting (L2RW, k=1 unroll)"
+    l2rw = L2RW
     times = [(stat(s, LEARNED, "wall_time", 1.0), stat(s, l2rw, "wall_time", 1.0)) for s in settings]
     if times and not any(math.isnan(t) for pair in times for t in pair):
         mine, theirs = sum(t for t, _ in times), sum(t for _, t in times)
@@ -197,8 +234,23 @@ def f1_score(precision: float, recall: float) -> float:
     return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
 
 
-def report(store: dict, cells: Dict[str, Config], datasets, settings, methods, seeds, command: str, jobs: int) -> str:
+def tuning_report(chosen: Mapping, dataset: str, methods: List[str]) -> Dict[str, str]:
+    """The values ``benchmarks/tuning.py`` chose for ``dataset``'s rows: tuned method -> a line saying them."""
+    import tuning
+
+    lines = {}
+    for method in methods:
+        picks = [(column, chosen.get(dataset, {}).get(column, {}).get(method)) for column in tuning.FAMILY]
+        if method in tuning.SEARCH and any(v is not None for _, v in picks):
+            lines[method] = f"- {method}: {tuning.SEARCH[method][0]} " + ", ".join(
+                f"{v} ({', '.join(tuning.FAMILY[c])})" for c, v in picks if v is not None)
+    return lines
+
+
+def report(store: dict, cells: Dict[str, Config], datasets, settings, methods, seeds, command: str, jobs: int,
+           chosen: Optional[Mapping] = None) -> str:
     runs = harness.group_runs(store, cells)
+    chosen = chosen or {}
     lines = [
         "# Noisy-label benchmark",
         "",
@@ -209,10 +261,14 @@ def report(store: dict, cells: Dict[str, Config], datasets, settings, methods, s
         "confident learning, cleanlab's label issues; for methods that learn neither, the model's own "
         "disagreement with the annotation at the end), precision / recall / F1 against the truth; *AP*: "
         "the average precision of the method's ranking of the samples by suspicion "
-        "(`labelmeta.label_issues`; – for cells run before it was recorded).",
+        "(`labelmeta.label_issues`; – for cells run before it was recorded). **†**: the row's knob was chosen "
+        "on a validation split carved out of the clean set, with the same search budget for every tuned row "
+        "(`benchmarks/tuning.py`, `tuning.md`); the values are listed under each dataset. Rows without † keep "
+        "their papers' (or our defaults') values.",
         "",
     ]
     for dataset in datasets:
+        tuned = tuning_report(chosen, dataset, methods)
         lines += [f"## {dataset}", "", "Last-epoch test accuracy (%):", ""]
         header = "| method | " + " | ".join(settings) + " |"
         lines += [header, "|---" * (len(settings) + 1) + "|"]
@@ -220,7 +276,7 @@ def report(store: dict, cells: Dict[str, Config], datasets, settings, methods, s
             if method in CLEAN:
                 continue
             row = [cell(harness.stat(runs[(dataset, s, method)], "last_accuracy")) for s in settings]
-            lines.append(f"| {method} | " + " | ".join(row) + " |")
+            lines.append(f"| {method}{' †' if method in tuned else ''} | " + " | ".join(row) + " |")
         for method in CLEAN:
             if method in methods:
                 clean = cell(harness.stat(runs[(dataset, "clean", method)], "last_accuracy"))
@@ -244,6 +300,8 @@ def report(store: dict, cells: Dict[str, Config], datasets, settings, methods, s
                              f"{cell(harness.stat(rs, 'corrected'))} | {cell(harness.stat(rs, 'clean_broken'), 2)} | {flags} | "
                              f"{'–' if math.isnan(ap[0]) else cell(ap, 0)} | "
                              f"{cell(harness.stat(rs, 'wall_time', 1.0), 0)} |")
+        if tuned:
+            lines += ["", "† Values chosen on the validation split (the columns each serves):", ""] + list(tuned.values())
         lines += ["", f"### {dataset}: targets and ablation", "", "Targets (issue 14, means of the seeds above):",
                   ""] + targets_report(runs, dataset, settings)
         ablation = ablation_report(runs, dataset, settings)
@@ -294,7 +352,7 @@ def plot(store: dict, cells: Dict[str, Config], datasets, settings, methods, out
         ax.legend(fontsize=6, loc="lower left")
     save_figure(fig, out / f"{stem}_accuracy.png")
 
-    learned = [m for m in methods if m.startswith(("learned", "self-ensemble")) and m not in CLEAN]
+    learned = [m for m in methods if m.startswith(("learned labels", "self-ensemble")) and m not in CLEAN]
     shown = [s for s in ("symmetric-40", "asymmetric-40", "symmetric-80") if s in settings]
     if not learned or not shown:
         return
@@ -324,6 +382,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu")
     harness.add_jobs_argument(parser)
     parser.add_argument("--smoke", action="store_true", help="tiny data, 2 epochs, 1 seed, 2 settings")
+    parser.add_argument("--untuned", action="store_true",
+                        help="the rows' own (papers') values, not those tuning.py chose on a validation split")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
 
@@ -339,12 +399,15 @@ def main(argv=None) -> int:
     out = Path(args.out)
     if any(method in RUNNERS for method in args.methods):
         confident_learning.import_cleanlab()  # a missing extra is an error now, not after hours of cells
-    cells = plan(args.datasets, settings, args.methods, seeds, overrides, small=args.smoke)
-    runners = {key: RUNNERS[key.split(" | ")[2]] for key in cells if key.split(" | ")[2] in RUNNERS}
+    import tuning
+
+    chosen = {} if args.untuned else tuning.load_chosen(out / f"{'tuning_smoke' if args.smoke else 'tuning'}.json")
+    cells = plan(args.datasets, settings, args.methods, seeds, overrides, small=args.smoke, chosen=chosen)
+    runners = runners_for(cells, chosen)
     start = time.time()
-    store = harness.run_cells(cells, out / f"{stem}.json", args.jobs, runners=runners)
+    store = harness.run_cells(cells, out / f"{stem}.json", args.jobs, runners=runners, complete=ran_as_planned(runners))
     command = "python benchmarks/noisy_labels.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = report(store, cells, args.datasets, settings, args.methods, seeds, command.strip(), args.jobs)
+    text = report(store, cells, args.datasets, settings, args.methods, seeds, command.strip(), args.jobs, chosen)
     (out / f"{stem}.md").write_text(text)
     plot(store, cells, args.datasets, settings, args.methods, out, stem)
     print(text)

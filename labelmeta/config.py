@@ -59,6 +59,9 @@ class Config:
     #: meta batches from "clean" (the held-out samples) or "train" data
     meta_source: Literal["clean", "train"] = field(default="clean", metadata=_DATA)
     meta_in_train: bool = field(default=False, metadata=_DATA)         #: also train on the clean meta samples
+    #: hold out this many of the meta_per_class clean samples a class as a validation set that replaces the
+    #: test set in every figure the run reports (for choosing hyper-parameters off the test set; 0: off)
+    validation_per_class: int = field(default=0, metadata=_DATA)
     noise: str = field(default="symmetric", metadata=_DATA)           #: a name in ``NOISE`` (none, symmetric, ...)
     noise_rate: float = field(default=0.4, metadata=_DATA)             #: nominal rate in [0, 1) (symmetric, asymmetric)
     noise_matrix: Optional[str] = field(default=None, metadata=_DATA)  #: .npy/.csv/.json C x C transition matrix (matrix)
@@ -197,6 +200,11 @@ def check_config(config: Config) -> None:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
     if config.workers < 0:
         raise ValueError(f"workers must be >= 0, got {config.workers}")
+    if config.validation_per_class and (config.meta_source != "clean"
+                                        or not 0 < config.validation_per_class < config.meta_per_class):
+        raise ValueError(f"validation_per_class={config.validation_per_class} must be in [0, meta_per_class="
+                         f"{config.meta_per_class}) with meta_source='clean' (got {config.meta_source!r}): the "
+                         "validation samples come out of the clean meta split, and at least one a class stays in it")
     if config.persistent_workers and config.workers == 0:
         raise ValueError("persistent_workers=True needs workers > 0 (worker processes to keep)")
     if config.warmup_epochs < 0:

@@ -91,12 +91,12 @@ def _last_and_best_are_the_history(run: dict) -> None:
 
 def test_noisy_labels_smoke_and_resume(tmp_path):
     first = _smoke("noisy_labels.py", tmp_path, "--datasets", "digits")
-    assert "0 of 45 cells already done; running 45" in first.stdout
+    assert "0 of 47 cells already done; running 47" in first.stdout
     for name in ("noisy_labels_smoke.md", "noisy_labels_smoke_accuracy.png", "noisy_labels_smoke_correction.png"):
         assert (tmp_path / name).stat().st_size > 0
     text = (tmp_path / "noisy_labels_smoke.md").read_text()
     cells = json.loads((tmp_path / "noisy_labels_smoke.json").read_text())["cells"]
-    assert len(cells) == 45
+    assert len(cells) == 47
     reference = "cross-entropy on clean labels (reference)"
     added = "cross-entropy, clean meta set added to training"
     clean_default = "learned labels + weights (default) on clean labels"
@@ -109,7 +109,7 @@ def test_noisy_labels_smoke_and_resume(tmp_path):
         runs[setting, method] = run
     settings = ["symmetric-40", "asymmetric-40"]
     methods = sorted({m for _, m in runs} - {reference, clean_default, clean_corrector})
-    assert len(methods) == 21
+    assert len(methods) == 22
     sections = _sections(text)
     [overview] = _tables(sections["digits"])
     [ablation] = _tables(sections["digits: targets and ablation"])
@@ -129,7 +129,7 @@ def test_noisy_labels_smoke_and_resume(tmp_path):
     for setting in settings:
         # every method of a setting trained on the same noise draw; the heading gives its rate
         confident = "confident learning (cleanlab, 5-fold), then cross-entropy + clean meta set"
-        elr = "ELR (λ 3, β 0.7), clean meta set added to training"
+        elr = "ELR (β 0.7), clean meta set added to training"
         [rate] = {runs[setting, m]["effective_noise"] for m in methods if m not in (added, confident, elr)}
         assert runs[setting, confident]["effective_noise"] == runs[setting, added]["effective_noise"]
         assert runs[setting, elr]["effective_noise"] == runs[setting, added]["effective_noise"]
@@ -173,7 +173,7 @@ def test_noisy_labels_smoke_and_resume(tmp_path):
     assert "Targets (issue 14" in text and "no cost on clean labels" in text
     # a second run finds every cell done and reproduces the same table
     again = _smoke("noisy_labels.py", tmp_path, "--datasets", "digits")
-    assert "45 of 45 cells already done; running 0" in again.stdout
+    assert "47 of 47 cells already done; running 0" in again.stdout
     assert (tmp_path / "noisy_labels_smoke.md").read_text() == text
 
 
@@ -620,3 +620,65 @@ def test_meta_weight_net_smoke(tmp_path):
         _close(rows[name][0], 100 * run["last_accuracy"])
     # no noisy_labels store beside it: the reference rows say so instead of inventing figures
     assert rows["meta-reweighting (L2RW, k=1 unroll) (stored)"] == ["–"]
+
+
+def test_tuning_smoke_chooses_on_the_validation_split(tmp_path):
+    """``tuning.py``: every method gets the same budget of values, every run validates on half of the
+    clean set it would otherwise get (never the test set), and the chosen value is the best mean."""
+    import tuning
+
+    _smoke("tuning.py", tmp_path, "--jobs", "2")
+    store = json.loads((tmp_path / "tuning_smoke.json").read_text())
+    [table] = _tables(_sections((tmp_path / "tuning_smoke.md").read_text())["digits"])
+    rows = _rows(table)
+    assert sorted(rows) == sorted(tuning.SEARCH)
+    per_method: Dict[str, Dict[str, float]] = {}
+    for key, run in store["cells"].items():
+        dataset, setting, name, seed = key.split(" | ")
+        method, value = name.split(" @ ")
+        config = run["config"]
+        assert (dataset, setting, seed) == ("digits", "symmetric-40", "seed 10")
+        assert config["validation_per_class"] == config["meta_per_class"] // 2 > 0
+        per_method.setdefault(method, {})[value.rsplit(" ", 1)[1]] = run["last_accuracy"]
+        if method == tuning.nl.CONFIDENT:  # the rule is not a Config field: the cell records it
+            assert run["filter_by"] == value.rsplit(" ", 1)[1]
+    for method, found in per_method.items():
+        assert list(found) == list(tuning.SEARCH[method][1]) and len(found) == tuning.BUDGET
+        best = max(found.values())
+        pick = store["chosen"]["digits"]["symmetric-40"][method]
+        assert found[pick] == best and all(found[v] < best for v in list(found)[:list(found).index(pick)])
+        shown = rows[method][1].split("<br>")
+        assert [f"**{pick}: " in part for part in shown] == [v == pick for v in found]
+        for part, (value, accuracy) in zip(shown, found.items()):
+            _shows(part.strip("*").split(": ")[1], [accuracy])
+
+
+def test_noisy_labels_applies_the_chosen_values_per_family():
+    """A value chosen on symmetric-40 serves every symmetric column (small-clean-40 too), one chosen on
+    asymmetric-40 the flips; untuned rows and datasets without a choice keep their own values."""
+    import noisy_labels as nl
+    import tuning
+
+    chosen = {"mnist1d": {"symmetric-40": {nl.ELR: "7", nl.CONFIDENT: "both"},
+                          "asymmetric-40": {nl.ELR: "1", nl.LEARNED: "2"}}}
+    settings = ["symmetric-20", "small-clean-40", "asymmetric-40"]
+    cells = nl.plan(["mnist1d", "digits"], settings, [nl.ELR, nl.LEARNED, nl.CONFIDENT], [0], {}, chosen=chosen)
+    plain = nl.plan(["mnist1d", "digits"], settings, [nl.ELR, nl.LEARNED, nl.CONFIDENT], [0], {})
+    lam = {k: c.loss_options.get("lam") for k, c in cells.items() if nl.ELR in k}
+    assert lam == {nl.cell_key("mnist1d", "symmetric-20", nl.ELR, 0): 7.0, nl.cell_key("mnist1d", "small-clean-40", nl.ELR, 0): 7.0,
+                   nl.cell_key("mnist1d", "asymmetric-40", nl.ELR, 0): 1.0, nl.cell_key("digits", "symmetric-20", nl.ELR, 0): None,
+                   nl.cell_key("digits", "small-clean-40", nl.ELR, 0): None, nl.cell_key("digits", "asymmetric-40", nl.ELR, 0): None}
+    for key, config in cells.items():
+        changed = {f for f in config.__dataclass_fields__ if getattr(config, f) != getattr(plain[key], f)}
+        expected = {nl.ELR: {"loss_options"}, nl.LEARNED: {"label_lr"}}.get(key.split(" | ")[2], set())
+        assert changed == (expected if key.startswith("mnist1d") and (nl.ELR in key or "asymmetric" in key) else set())
+    assert cells[nl.cell_key("mnist1d", "asymmetric-40", nl.LEARNED, 0)].label_lr == 2.0
+    runners = nl.runners_for(cells, chosen)
+    assert {k: r.keywords for k, r in runners.items()} == {
+        nl.cell_key(d, s, nl.CONFIDENT, 0): ({"filter_by": "both"} if d == "mnist1d" and s != "asymmetric-40" else {})
+        for d in ("mnist1d", "digits") for s in settings}
+    complete = nl.ran_as_planned(runners)
+    symmetric, flips = (nl.cell_key("mnist1d", s, nl.CONFIDENT, 0) for s in ("symmetric-20", "asymmetric-40"))
+    assert not complete(symmetric, {}) and complete(symmetric, {"filter_by": "both"})
+    assert complete(flips, {}) and not complete(flips, {"filter_by": "both"})  # stored before the rule was kept
+    assert tuning.chosen_overrides(chosen, "mnist1d", "symmetric-80", nl.L2RW) is None

@@ -226,3 +226,36 @@ def test_subset_keeps_the_chosen_samples_reindexed(tmp_path, source):
         s.subset(keep[:-1])
     with pytest.raises(ValueError, match="selects no training sample"):
         s.subset(torch.zeros_like(keep))
+
+
+@pytest.mark.parametrize("source", ["digits", "cifar10"])
+def test_validation_split_comes_out_of_the_meta_split_and_replaces_the_test_set(tmp_path, source):
+    """``validation_per_class``: v clean samples a class of the meta split become the evaluation set;
+    the training set and its noise draw are untouched, the meta split keeps the rest, ``meta_in_train``
+    adds only those, and nothing of the test set is read."""
+    if source == "cifar10":
+        _write_cifar10(tmp_path)
+    per_class, v = (6, 2) if source == "digits" else (2, 1)
+    base = make_splits(source, meta_per_class=per_class, noise="symmetric", noise_rate=0.5, seed=4,
+                       data_root=str(tmp_path))
+    val = make_splits(source, meta_per_class=per_class, noise="symmetric", noise_rate=0.5, seed=4,
+                      validation_per_class=v, data_root=str(tmp_path))
+    added = make_splits(source, meta_per_class=per_class, noise="symmetric", noise_rate=0.5, seed=4,
+                        validation_per_class=v, meta_in_train=True, data_root=str(tmp_path))
+    assert torch.equal(val.labels.noisy, base.labels.noisy) and torch.equal(val.labels.true, base.labels.true)
+    _, ym, _ = next(iter(loader(val.meta, 1000, shuffle=False)))
+    xv, yv, _ = next(iter(loader(val.test, 1000, shuffle=False)))
+    xb, yb, _ = next(iter(loader(base.meta, 1000, shuffle=False)))
+    assert torch.equal(torch.bincount(yv, minlength=10), torch.full((10,), v))
+    assert torch.equal(torch.bincount(ym, minlength=10), torch.full((10,), per_class - v))
+    # the validation samples are meta samples of the plain split, with their true labels
+    rows = {tuple(r.flatten().tolist()): int(c) for r, c in zip(xb, yb)}
+    assert all(rows.get(tuple(r.flatten().tolist())) == int(c) for r, c in zip(xv, yv))
+    assert len(added.train) == len(val.train) + 10 * (per_class - v)
+    if source == "digits":  # no validation sample is trained on, and the test set is not the evaluation set
+        xt, _, _ = next(iter(loader(added.train, 2000, shuffle=False)))
+        trained = {tuple(r.tolist()) for r in xt}
+        assert not any(tuple(r.tolist()) in trained for r in xv) and len(val.test) != len(base.test)
+    for bad in (per_class, -1):
+        with pytest.raises(ValueError, match=f"validation_per_class={bad} must be in"):
+            make_splits(source, meta_per_class=per_class, validation_per_class=bad, data_root=str(tmp_path))

@@ -285,6 +285,9 @@ CONFIG_CASES = [
     (dict(label_lr=-0.5), r"^label_lr must be >= 0, got -0.5$"),
     (dict(label_lr=float("inf")), r"^label_lr must be finite and >= 0, got inf$"),
     (dict(noise_rate=1.2), r"^noise rate must lie in \[0, 1\), got 1.2$"),  # before any data is loaded
+    (dict(meta_per_class=5, validation_per_class=5), r"^validation_per_class=5 must be in \[0, meta_per_class=5\)"),
+    (dict(meta_per_class=5, validation_per_class=-2), r"^validation_per_class=-2 must be in"),
+    (dict(meta_source="train", meta_per_class=0, validation_per_class=1), r"with meta_source='clean' \(got 'train'\)"),
 ]
 
 

@@ -64,6 +64,7 @@ def make_splits(
     noise_rate: float = 0.0,
     seed: int = 0,
     meta_in_train: bool = False,
+    validation_per_class: int = 0,
     noise_matrix: Union[Tensor, str, Path, None] = None,
     data_root: Optional[str] = None,
     **dataset_options: Any,
@@ -82,12 +83,20 @@ def make_splits(
         seed: seeds the meta split and the noise draw.
         meta_in_train: also train on the clean meta samples (appended after the noisy ones, with
             their true labels) — the fair baseline for methods that use the meta set.
+        validation_per_class: hold out this many of each class's ``meta_per_class`` clean samples as a
+            validation set that takes the test set's place (``Splits.test``), for choosing
+            hyper-parameters off the test set; the meta split keeps the rest (and ``meta_in_train``
+            adds only those). The run then never reads the test set. 0: the test set, as usual.
         data_root: the user's data folder, handed to the dataset source.
         **dataset_options: the dataset's declared options (e.g. ``num_samples`` for ``mnist1d``);
             an option it does not declare is an error.
     """
     if meta_per_class < 0:
         raise ValueError(f"meta_per_class must be >= 0, got {meta_per_class}")
+    if validation_per_class and not 0 < validation_per_class < meta_per_class:
+        raise ValueError(f"validation_per_class={validation_per_class} must be in [0, meta_per_class): the "
+                         f"validation samples come out of the {meta_per_class} clean samples a class, and at "
+                         "least one a class stays in the meta split")
     matrix_file = str(noise_matrix) if isinstance(noise_matrix, (str, Path)) else None
     if matrix_file is not None:  # read and checked before the dataset is built, which may take long
         noise_matrix = load_matrix(matrix_file) if noise == "matrix" else None  # other noise ignores it
@@ -100,6 +109,10 @@ def make_splits(
     meta_mask = stratified_mask(raw.train_targets, raw.num_classes, seed, per_class=meta_per_class) \
         if meta_per_class else torch.zeros(len(raw.train_targets), dtype=torch.bool)
     train_idx, meta_idx = (~meta_mask).nonzero().squeeze(1), meta_mask.nonzero().squeeze(1)
+    validation_idx = None
+    if validation_per_class:  # drawn inside the meta split, so the training set and its noise are unchanged
+        held = stratified_mask(raw.train_targets[meta_idx], raw.num_classes, seed + 1, per_class=validation_per_class)
+        meta_idx, validation_idx = meta_idx[~held], meta_idx[held]
     labels = add_noise(raw.train_targets[train_idx], raw.num_classes, noise, noise_rate, seed=seed,
                        flips=raw.flips, matrix=noise_matrix)
     if meta_in_train:
@@ -111,7 +124,12 @@ def make_splits(
     if isinstance(raw.train, IndexedTensorDataset):
         train: Dataset = IndexedTensorDataset(raw.train.x[train_idx], labels.noisy)
         meta = IndexedTensorDataset(raw.train.x[meta_idx], raw.train_targets[meta_idx]) if meta_per_class else None
+        test = raw.test if validation_idx is None else \
+            IndexedTensorDataset(raw.train.x[validation_idx], raw.train_targets[validation_idx])
     else:
         train = Indexed(Subset(raw.train, train_idx.tolist()), labels.noisy)
         meta = Indexed(Subset(meta_source, meta_idx.tolist()), raw.train_targets[meta_idx]) if meta_per_class else None
-    return Splits(train, meta, raw.test, labels, raw.num_classes, raw.input_shape, raw.class_names)
+        # the validation samples are read as the test set is (no training augmentation)
+        test = raw.test if validation_idx is None else \
+            Indexed(Subset(meta_source, validation_idx.tolist()), raw.train_targets[validation_idx])
+    return Splits(train, meta, test, labels, raw.num_classes, raw.input_shape, raw.class_names)
