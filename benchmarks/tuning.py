@@ -51,27 +51,34 @@ LRS = (0.02, 0.05, 0.1, 0.2)
 RUNNER_OPTIONS = "runner_options"
 
 
-def _knob(name: str, values: tuple, overrides) -> Tuple[str, Dict[str, dict]]:
-    return name, {f"{v:g}" if isinstance(v, float) else str(v): overrides(v) for v in values}
+def _label(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-#: noisy_labels row -> (knob, value label -> the overrides on top of the row's own)
-SEARCH: Dict[str, Tuple[str, Dict[str, dict]]] = {
-    "cross-entropy": _knob("lr", LRS, lambda v: dict(lr=v)),
-    nl.SMOOTHING: _knob("ε", (0.05, 0.1, 0.2, 0.4), lambda v: dict(label_options=dict(smoothing=v))),
-    "cross-entropy, clean meta set added to training": _knob("lr", LRS, lambda v: dict(lr=v)),
-    nl.BOOT_SOFT: _knob("β", (0.6, 0.8, 0.9, 0.95), lambda v: dict(loss_options=dict(beta=v))),
-    nl.BOOT_HARD: _knob("β", (0.6, 0.7, 0.8, 0.9), lambda v: dict(loss_options=dict(beta=v))),
-    nl.GCE: _knob("q", (0.3, 0.5, 0.7, 0.9), lambda v: dict(loss_options=dict(q=v))),
-    nl.L2RW: _knob("lr", LRS, lambda v: dict(lr=v)),
-    nl.CONFIDENT: _knob("filter_by", confident_learning.FILTERS, lambda v: {RUNNER_OPTIONS: dict(filter_by=v)}),
-    "Meta-Weight-Net": _knob("network lr", (1e-4, 1e-3, 1e-2, 3e-2), lambda v: dict(strategy_options=dict(lr=v))),
-    nl.ELR: _knob("λ", (1.0, 3.0, 7.0, 15.0), lambda v: dict(loss_options=dict(lam=v))),
-    nl.WEIGHTS_ELR: _knob("λ", (1.0, 3.0, 7.0, 15.0), lambda v: dict(loss_options=dict(lam=v))),
-    nl.LEARNED: _knob("label lr", (0.25, 0.5, 1.0, 2.0), lambda v: dict(label_lr=v)),
-    nl.CORRECTOR: _knob("label lr", (0.05, 0.1, 0.25, 0.5), lambda v: dict(label_lr=v)),
+def _knob(name: str, values: tuple, overrides, incumbent: Any) -> Tuple[str, Dict[str, dict], str]:
+    assert incumbent in values, "the value the benchmark ran before is one of those searched"
+    return name, {_label(v): overrides(v) for v in values}, _label(incumbent)
+
+
+#: noisy_labels row -> (knob, value label -> the overrides on top of the row's own, the incumbent: the
+#: value the row had before, its paper's or our default)
+SEARCH: Dict[str, Tuple[str, Dict[str, dict], str]] = {
+    "cross-entropy": _knob("lr", LRS, lambda v: dict(lr=v), 0.05),
+    nl.SMOOTHING: _knob("ε", (0.05, 0.1, 0.2, 0.4), lambda v: dict(label_options=dict(smoothing=v)), 0.1),
+    "cross-entropy, clean meta set added to training": _knob("lr", LRS, lambda v: dict(lr=v), 0.05),
+    nl.BOOT_SOFT: _knob("β", (0.6, 0.8, 0.9, 0.95), lambda v: dict(loss_options=dict(beta=v)), 0.95),
+    nl.BOOT_HARD: _knob("β", (0.6, 0.7, 0.8, 0.9), lambda v: dict(loss_options=dict(beta=v)), 0.8),
+    nl.GCE: _knob("q", (0.3, 0.5, 0.7, 0.9), lambda v: dict(loss_options=dict(q=v)), 0.7),
+    nl.L2RW: _knob("lr", LRS, lambda v: dict(lr=v), 0.05),
+    nl.CONFIDENT: _knob("filter_by", confident_learning.FILTERS, lambda v: {RUNNER_OPTIONS: dict(filter_by=v)},
+                        confident_learning.FILTERS[0]),
+    "Meta-Weight-Net": _knob("network lr", (1e-4, 1e-3, 1e-2, 3e-2), lambda v: dict(strategy_options=dict(lr=v)), 1e-3),
+    nl.ELR: _knob("λ", (1.0, 3.0, 7.0, 15.0), lambda v: dict(loss_options=dict(lam=v)), 3.0),
+    nl.WEIGHTS_ELR: _knob("λ", (1.0, 3.0, 7.0, 15.0), lambda v: dict(loss_options=dict(lam=v)), 3.0),
+    nl.LEARNED: _knob("label lr", (0.25, 0.5, 1.0, 2.0), lambda v: dict(label_lr=v), 0.5),
+    nl.CORRECTOR: _knob("label lr", (0.05, 0.1, 0.25, 0.5), lambda v: dict(label_lr=v), 0.5),
 }
-assert all(len(values) == BUDGET for _, values in SEARCH.values()), "every method gets the same budget"
+assert all(len(values) == BUDGET for _, values, _ in SEARCH.values()), "every method gets the same budget"
 
 
 def merge(row: Mapping[str, Any], tuned: Mapping[str, Any]) -> dict:
@@ -125,22 +132,27 @@ def scores(store: dict, cells: Dict[str, Config]) -> Dict[Tuple[str, str, str, s
 
 
 def choose(found: Mapping[Tuple[str, str, str, str], Tuple[float, float]]) -> Dict[str, Dict[str, Dict[str, str]]]:
-    """``dataset -> column -> method -> the chosen value`` (the best mean; of equal ones, the first listed)."""
+    """``dataset -> column -> method -> the chosen value``: the best mean; of equal means the incumbent
+    (no change without evidence), else the first listed."""
     chosen: Dict[str, Dict[str, Dict[str, str]]] = {}
     for (dataset, column, method, _) in found:
-        values = list(SEARCH[method][1])
+        _, table, incumbent = SEARCH[method]
+        values = list(table)
         if all((dataset, column, method, v) in found for v in values):
-            best = max(values, key=lambda v: (found[dataset, column, method, v][0], -values.index(v)))
+            best = max(values, key=lambda v: (found[dataset, column, method, v][0], v == incumbent, -values.index(v)))
             chosen.setdefault(dataset, {}).setdefault(column, {})[method] = best
     return chosen
 
 
 def chosen_overrides(chosen: Mapping, dataset: str, setting: str, method: str) -> Optional[dict]:
     """The overrides the search chose for ``method`` in the benchmark column ``setting`` (``None``: not
-    tuned there, or no choice stored)."""
+    tuned there, no choice stored, or the incumbent chosen: the row's own configuration, so that its
+    stored cells stand)."""
     column = next((c for c, served in FAMILY.items() if setting in served), None)
     value = chosen.get(dataset, {}).get(column, {}).get(method) if column else None
-    return None if value is None or method not in SEARCH else SEARCH[method][1][value]
+    if value is None or method not in SEARCH or value == SEARCH[method][2]:
+        return None
+    return SEARCH[method][1][value]
 
 
 def load_chosen(path: Path) -> dict:
@@ -154,20 +166,21 @@ def report(found, chosen, datasets, columns, methods, seeds, command: str, jobs:
              f"over {BUDGET} values (the same budget for all); each run holds out half of each class's clean meta "
              "samples as its validation split and trains with the other half as its clean set; the score is the "
              "last-epoch validation accuracy (%), mean ± std over the tuning seeds. The test set is never read. "
-             "**Bold**: the chosen value (the best mean; of equal means, the first listed). The choice on "
+             "**Bold**: the chosen value (the best mean; of equal means the incumbent, else the first listed); "
+             "°: the incumbent, the value the benchmark ran before (its paper's, or our default). The choice on "
              "symmetric-40 serves every symmetric column of `noisy_labels.py` (small-clean-40 included), the "
              "choice on asymmetric-40 its flips column.", ""]
     for dataset in datasets:
         lines += [f"## {dataset}", "", "| method | knob | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
         for method in methods:
-            knob, values = SEARCH[method]
+            knob, values, incumbent = SEARCH[method]
             row = []
             for column in columns:
                 pick = chosen.get(dataset, {}).get(column, {}).get(method)
                 parts = []
                 for v in values:
                     got = found.get((dataset, column, method, v))
-                    text = f"{v}: " + ("–" if got is None else cell(got))
+                    text = f"{v}{'°' if v == incumbent else ''}: " + ("–" if got is None else cell(got))
                     parts.append(f"**{text}**" if v == pick else text)
                 row.append("<br>".join(parts))
             lines.append(f"| {method} | {knob} | " + " | ".join(row) + " |")
