@@ -10,7 +10,9 @@ Resumable: every finished cell (dataset, setting, method, seed) is stored in
 unchanged. Writes ``noisy_labels.{json,md}``, ``noisy_labels_accuracy.png`` (test accuracy vs
 noise) and ``noisy_labels_correction.png`` (corrupted labels corrected per epoch) under ``--out``.
 Every method is a set of :class:`~labelmeta.Config` overrides run by :func:`labelmeta.fit` on the
-same data, noise draw and seed.
+same data, noise draw and seed; where ``benchmarks/tuning.py`` chose a row's knob on a validation
+split, the value it stored in ``tuning.json`` beside this script's results is applied (``--untuned``:
+the rows' own values).
 """
 from __future__ import annotations
 
@@ -201,8 +203,7 @@ def targets_report(runs, dataset: str, settings: List[str]) -> List[str]:
     if not math.isnan(clean):
         lines.append(f"- no cost on clean labels: the default {clean:.1f} vs one-hot {ref:.1f} → {check(clean >= ref)} "
                      f"({clean - ref:+.1f})")
-    l2rw = L2RW
-    times = [(stat(s, LEARNED, "wall_time", 1.0), stat(s, l2rw, "wall_time", 1.0)) for s in settings]
+    times = [(stat(s, LEARNED, "wall_time", 1.0), stat(s, L2RW, "wall_time", 1.0)) for s in settings]
     if times and not any(math.isnan(t) for pair in times for t in pair):
         mine, theirs = sum(t for t, _ in times), sum(t for _, t in times)
         lines.append(f"- whole-run time ≤ L2RW's (sum over the settings, mean over seeds): {mine:.0f} s vs {theirs:.0f} s "
