@@ -25,6 +25,7 @@ from typing import Any, Dict, Literal, Optional, Tuple
 import torch
 
 from .data import DATASETS
+from .data.splits import check_validation_split
 from .labels import LABELS
 from .losses import LOSSES
 from .models import MODELS
@@ -200,11 +201,10 @@ def check_config(config: Config) -> None:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
     if config.workers < 0:
         raise ValueError(f"workers must be >= 0, got {config.workers}")
-    if config.validation_per_class and (config.meta_source != "clean"
-                                        or not 0 < config.validation_per_class < config.meta_per_class):
-        raise ValueError(f"validation_per_class={config.validation_per_class} must be in [0, meta_per_class="
-                         f"{config.meta_per_class}) with meta_source='clean' (got {config.meta_source!r}): the "
-                         "validation samples come out of the clean meta split, and at least one a class stays in it")
+    if config.validation_per_class and config.meta_source != "clean":
+        raise ValueError(f"validation_per_class={config.validation_per_class} needs a clean meta split: set it "
+                         f"with meta_source='clean' (got {config.meta_source!r})")
+    check_validation_split(config.validation_per_class, config.meta_per_class)
     if config.persistent_workers and config.workers == 0:
         raise ValueError("persistent_workers=True needs workers > 0 (worker processes to keep)")
     if config.warmup_epochs < 0:

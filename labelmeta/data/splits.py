@@ -57,6 +57,14 @@ class Splits:
 
 
 
+def check_validation_split(validation_per_class: int, meta_per_class: int) -> None:
+    """``ValueError`` unless ``validation_per_class`` is 0 or leaves at least one meta sample a class."""
+    if validation_per_class and not 0 < validation_per_class < meta_per_class:
+        raise ValueError(f"validation_per_class={validation_per_class} must be in [0, meta_per_class="
+                         f"{meta_per_class}): the validation samples come out of the clean meta split, and at "
+                         "least one a class stays in it")
+
+
 def make_splits(
     dataset: str = "mnist1d",
     meta_per_class: int = 50,
@@ -93,10 +101,7 @@ def make_splits(
     """
     if meta_per_class < 0:
         raise ValueError(f"meta_per_class must be >= 0, got {meta_per_class}")
-    if validation_per_class and not 0 < validation_per_class < meta_per_class:
-        raise ValueError(f"validation_per_class={validation_per_class} must be in [0, meta_per_class): the "
-                         f"validation samples come out of the {meta_per_class} clean samples a class, and at "
-                         "least one a class stays in the meta split")
+    check_validation_split(validation_per_class, meta_per_class)
     matrix_file = str(noise_matrix) if isinstance(noise_matrix, (str, Path)) else None
     if matrix_file is not None:  # read and checked before the dataset is built, which may take long
         noise_matrix = load_matrix(matrix_file) if noise == "matrix" else None  # other noise ignores it
