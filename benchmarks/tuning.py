@@ -230,8 +230,7 @@ def main(argv=None) -> int:
     cells, runners = plan(datasets, columns, args.methods, seeds, small=args.smoke)
     start = time.time()
     store = harness.run_cells(cells, out / f"{stem}.json", args.jobs, runners=runners,
-                              complete=lambda key, stored: key not in runners or
-                              confident_learning.ran_filter(stored) == runners[key].keywords["filter_by"])
+                              complete=nl.ran_as_planned(runners))
     found = scores(store, cells)
     chosen = choose(found)
     store["chosen"] = chosen
