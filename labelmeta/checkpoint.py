@@ -33,7 +33,7 @@ from .records import EpochRecord
 
 #: format 2: ``train_order`` at an epoch's end is the next epoch's start (in format 1, the finished one's);
 #: format 3: component options in per-component dicts of the Config, typed epoch records
-FORMAT = "labelmeta-checkpoint-3"
+FORMAT = "labelmeta-checkpoint-4"
 
 
 @dataclass
@@ -48,8 +48,21 @@ class RunState:
     losses: List[float] = field(default_factory=list)       #: this epoch's training losses so far
     meta_losses: List[float] = field(default_factory=list)  #: this epoch's meta losses so far
     history: List[EpochRecord] = field(default_factory=list)
-    last_weight: Optional[torch.Tensor] = None  #: each sample's weight at its last visit (reweighting)
+    #: per training sample, for a strategy that learns weights: the visits at which it got a weight,
+    #: and those at which the weight was zero (:meth:`kept`)
+    weighed: Optional[torch.Tensor] = None
+    rejected: Optional[torch.Tensor] = None
     elapsed: float = 0.0                 #: seconds spent before this process took over
+
+    def record_weights(self, indices: torch.Tensor, weights: torch.Tensor) -> None:
+        """Count a step's ``[B]`` weights of the samples ``indices`` (a visit; a rejection where zero)."""
+        indices = indices.cpu()
+        self.weighed[indices] += 1
+        self.rejected[indices] += (weights.detach().cpu() == 0).to(self.rejected.dtype)
+
+    def kept(self) -> torch.Tensor:
+        """``[N]``: the share of each sample's weighed visits at which its weight was positive (1 if never weighed)."""
+        return 1 - self.rejected / self.weighed.clamp_min(1)
 
 
 def _rng_state() -> Dict[str, Any]:

@@ -4,12 +4,15 @@ Every run reports through one rule (:func:`find_label_issues`), whatever it lear
 
 * ``q_i``, the run's label distribution for sample ``i``: its learned soft label when the labels are
   learnable, otherwise the model's predicted probabilities;
-* ``ω_i = min(w_i, 1)``, the sample's last weight relative to uniform (``1`` is an average sample),
-  for a method that learns weights; ``1`` otherwise;
+* ``ω_i``, for a method that learns weights, the share of the sample's visits at which its weight
+  was positive (``1`` otherwise): the meta-gradient's verdict over training rather than at one
+  step, where a weight of zero is often a clean sample that does not help this meta batch
+  (``benchmarks/weight_history.py`` measured the two: the history ranks far better);
 * the suspicion score ``1 − ω_i · q_i[annotated_i]``: how much of the annotation the run withdrew
   (for cross-entropy it is cleanlab's *self-confidence* ranking);
 * the suggested label ``argmax q_i`` and its probability;
-* the flag: the suggested label differs from the annotation, or the sample's weight is zero.
+* the flag: the suggested label differs from the annotation, or the sample's weight was zero at most
+  of its visits (``ω_i < 1/2``).
 
 Where the truth is known (synthetic noise), :meth:`LabelIssues.stats` gives the flags' precision,
 recall and F1 and the average precision of the ranking (the area under the precision–recall curve,
@@ -154,7 +157,7 @@ class LabelIssues:
             raise ValueError(f"{str(path)!r} has a malformed row ({err})") from None
 
 
-def find_label_issues(annotated: Tensor, distribution: Tensor, weights: Optional[Tensor] = None,
+def find_label_issues(annotated: Tensor, distribution: Tensor, kept: Optional[Tensor] = None,
                       true: Optional[Tensor] = None) -> LabelIssues:
     """The rule of this module's docstring.
 
@@ -162,7 +165,8 @@ def find_label_issues(annotated: Tensor, distribution: Tensor, weights: Optional
         annotated: ``LongTensor[N]``, the annotations.
         distribution: ``[N, C]`` rows summing to one: the learned soft labels, or the model's
             probabilities for a method without learned labels.
-        weights: ``[N]`` non-negative weights relative to uniform, for a method that learns them.
+        kept: ``[N]`` in ``[0, 1]``, for a method that learns weights: the share of each sample's
+            visits at which its weight was positive.
         true: ``LongTensor[N]``, the truth where known.
     """
     if distribution.dim() != 2 or distribution.shape[0] != annotated.numel():
@@ -170,13 +174,14 @@ def find_label_issues(annotated: Tensor, distribution: Tensor, weights: Optional
     distribution, annotated = distribution.detach().double().cpu(), annotated.cpu().long()
     probability, suggested = distribution.max(1)
     trust = distribution.gather(1, annotated[:, None]).squeeze(1)
-    if weights is not None:
-        weights = weights.detach().double().cpu()
-        if weights.shape != annotated.shape or bool((weights < 0).any()):
-            raise ValueError(f"weights must be [N={annotated.numel()}] and non-negative")
-        trust = trust * weights.clamp(max=1)
+    if kept is not None:
+        kept = kept.detach().double().cpu()
+        if kept.shape != annotated.shape or not bool(((kept >= 0) & (kept <= 1)).all()):
+            raise ValueError(f"kept must be [N={annotated.numel()}] shares in [0, 1], got shape {tuple(kept.shape)}"
+                             + (f" and values in [{float(kept.min()):g}, {float(kept.max()):g}]" if kept.numel() else ""))
+        trust = trust * kept
     return LabelIssues(score=(1 - trust).clamp(0, 1), suggested=suggested, suggested_probability=probability,
-                       annotated=annotated, flagged=annotation_flags(suggested, annotated, weights),
+                       annotated=annotated, flagged=annotation_flags(suggested, annotated, kept),
                        true=None if true is None else true.cpu().long())
 
 

@@ -26,6 +26,8 @@ class StepStats:
     meta_loss: Optional[float] = None
     #: ``[B]`` weights of the model step, from a strategy that learns them (else ``None``)
     sample_weights: Optional[Tensor] = None
+    #: ``[B]`` the step's training samples (their rows in the label table), matching ``sample_weights``
+    indices: Optional[Tensor] = None
 
 
 class Learner:
@@ -190,7 +192,7 @@ class Learner:
             with phase("labelmeta: model step"):
                 loss = self._model_step(batch, scale, weights, logits)
         self.num_steps += 1
-        return StepStats(loss / scale, meta.meta_loss if meta else None, weights)
+        return StepStats(loss / scale, meta.meta_loss if meta else None, weights, batch[2])
 
     def probe(self, batch: Batch, meta_batch: Batch) -> None:
         """Check, on copies and the first few samples of each batch, that the strategy can differentiate

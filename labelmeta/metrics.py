@@ -116,20 +116,21 @@ def _same_shape(*named: Tuple[str, Tensor]) -> None:
         raise ValueError(f"{', '.join(shapes[:-1])} and {shapes[-1]} must have the same shape")
 
 
-def annotation_flags(hard_labels: Tensor, annotated: Tensor, sample_weights: Optional[Tensor] = None) -> Tensor:
+def annotation_flags(hard_labels: Tensor, annotated: Tensor, kept: Optional[Tensor] = None) -> Tensor:
     """``BoolTensor[N]``: the samples a method says are mislabelled: its label left the annotation, or
-    (a method that learns weights) it gave the sample zero weight."""
+    (a method that learns weights; ``kept [N]``, the share of each sample's visits at which its weight
+    was positive) it gave the sample zero weight at most of its visits."""
     flagged = hard_labels.cpu() != annotated.cpu()
-    if sample_weights is not None:
-        flagged |= sample_weights.cpu() == 0
+    if kept is not None:
+        flagged |= kept.cpu() < 0.5
     return flagged
 
 
-def label_quality(labels, annotations, sample_weights: Optional[Tensor] = None) -> Dict[str, float]:
+def label_quality(labels, annotations, kept: Optional[Tensor] = None) -> Dict[str, float]:
     """What a method says about the annotations, as :class:`~labelmeta.records.EpochRecord` fields.
 
     Learned labels (``labels.learnable``) give their corrections (:func:`label_correction`); a method
-    that learns labels or weights (``sample_weights [N]``, each sample's weight at its last visit) gets
+    that learns labels or weights (``kept [N]``, each sample's share of visits with a positive weight) gets
     the precision and recall (:func:`noise_detection`) of its flags (:func:`annotation_flags`); other
     methods get nothing (their flags need the model's predictions on the training set:
     :mod:`labelmeta.label_issues`, at the end of a run).
@@ -137,7 +138,7 @@ def label_quality(labels, annotations, sample_weights: Optional[Tensor] = None) 
     Args:
         labels: the run's :class:`~labelmeta.labels.LabelParameterization`.
         annotations: the training set's :class:`~labelmeta.noise.NoisyLabels` (annotated and true).
-        sample_weights: per-sample weights, for a method that learns them; else ``None``.
+        kept: per-sample shares of visits with a positive weight, for a method that learns weights; else ``None``.
     """
     noisy, true = annotations.noisy, annotations.true
     out: Dict[str, float] = {}
@@ -145,10 +146,10 @@ def label_quality(labels, annotations, sample_weights: Optional[Tensor] = None) 
         hard = labels.hard_labels().cpu()
         quality = label_correction(hard, noisy, true)
         out.update(corrected=quality.corrected, clean_broken=quality.clean_broken)
-    elif sample_weights is not None:
+    elif kept is not None:
         hard = noisy
     else:
         return out
-    detection = noise_detection(annotation_flags(hard, noisy, sample_weights), noisy, true)
+    detection = noise_detection(annotation_flags(hard, noisy, kept), noisy, true)
     out.update(detect_precision=detection.precision, detect_recall=detection.recall)
     return out

@@ -8,7 +8,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -83,11 +83,13 @@ class Run:
 
 
 def fit_learner(config: Config, splits: Optional[Splits] = None, labels: Optional[LabelParameterization] = None,
-                on_epoch: Optional[Callable[[Learner, Splits, EpochRecord], None]] = None) -> Tuple[Learner, Results]:
+                on_epoch: Optional[Callable[[Learner, Splits, EpochRecord], None]] = None,
+                hooks: Sequence[RunHook] = ()) -> Tuple[Learner, Results]:
     """:func:`fit`, also returning the trained :class:`~labelmeta.learner.Learner` (model, labels...).
 
     ``on_epoch(learner, splits, record)`` is called after every epoch's evaluation (analysis,
-    logging); it must not change the learner if the run is to stay reproducible.
+    logging); ``hooks`` (:class:`~labelmeta.hooks.RunHook`) also see every step, after the user's
+    callback. Neither may change the learner if the run is to stay reproducible.
     """
     check_config(config)
     if config.log_dir:  # before any data or training: a missing extra is a set-up error
@@ -109,7 +111,7 @@ def fit_learner(config: Config, splits: Optional[Splits] = None, labels: Optiona
                       f"the '{config.strategy}' strategy changes nothing", stacklevel=3)
     _warn_idle_speed_settings(config, splits)
     run = _set_up(config, splits, learner, start)
-    hooks = _hooks(run, on_epoch, main_process=distributed is None or distributed.is_main)
+    hooks = _hooks(run, on_epoch, hooks, main_process=distributed is None or distributed.is_main)
     for epoch in range(run.state.epoch, config.epochs):
         seconds = _train_epoch(run, hooks)
         record = _evaluate(run, epoch, seconds)
@@ -153,7 +155,8 @@ def _set_up(config: Config, splits: Splits, learner: Learner, start: float) -> R
                   schedule.label_scheduler(learner.label_optimizer))
     run = Run(config, splits, learner, device, train_loader, meta_batches,
               loader(splits.test, 1000, shuffle=False, **options), schedule, schedulers,
-              RunState(last_weight=torch.ones(len(splits.labels.noisy))), start)
+              RunState(weighed=torch.zeros(len(splits.labels.noisy)), rejected=torch.zeros(len(splits.labels.noisy))),
+              start)
     if config.resume and Path(config.checkpoint).exists():
         run.state = checkpoint.restore(checkpoint.load(config.checkpoint, config), learner, schedulers, meta_batches)
     return run
@@ -166,13 +169,15 @@ def _loader_options(config: Config, device: torch.device) -> Dict[str, Any]:
 
 
 def _hooks(run: Run, on_epoch: Optional[Callable[[Learner, Splits, EpochRecord], None]],
-           main_process: bool) -> List[RunHook]:
-    """The run's hooks, in the order they are called: event log, the user's callback, checkpoints, progress."""
+           extra: Sequence[RunHook], main_process: bool) -> List[RunHook]:
+    """The run's hooks, in the order they are called: event log, the user's callback and hooks,
+    checkpoints, progress."""
     config, hooks = run.config, []  # type: ignore[var-annotated]
     if config.log_dir and main_process:
         hooks.append(EventLogHook(config.log_dir, run))
     if on_epoch is not None:
         hooks.append(EpochCallback(on_epoch))
+    hooks.extend(extra)
     if config.checkpoint and main_process:
         hooks.append(Checkpointing(config.checkpoint, config.checkpoint_every))
     desc = f"{config.labels}/{config.strategy if config.strategy != 'none' else 'plain'} seed {config.seed}"
@@ -196,8 +201,8 @@ def _train_epoch(run: Run, hooks: List[RunHook]) -> float:
         batch = run.to_device(batch)
         due = learner.meta_enabled and run.schedule.due(learner.num_steps)
         stats = learner.step(batch, run.to_device(next(run.meta_batches)) if due else None)
-        if stats.sample_weights is not None:  # relative to uniform: 1 is an average sample
-            state.last_weight[batch[2].cpu()] = stats.sample_weights.cpu().float() * len(batch[2])
+        if stats.sample_weights is not None:
+            state.record_weights(stats.indices, stats.sample_weights)
         if model_scheduler is not None:
             model_scheduler.step()
         if label_scheduler is not None and stats.meta_loss is not None:
@@ -227,7 +232,7 @@ def _evaluate(run: Run, epoch: int, seconds: float) -> EpochRecord:
     return EpochRecord(epoch=epoch + 1, train_loss=float(np.mean(state.losses)),
                        meta_loss=float(np.mean(state.meta_losses)) if state.meta_losses else None,
                        seconds=seconds, test_accuracy=test["accuracy"], test_ece=test["ece"],
-                       train_accuracy=train_accuracy, **_label_quality(learner, run.splits, state.last_weight))
+                       train_accuracy=train_accuracy, **_label_quality(learner, run.splits, state))
 
 
 def _results(run: Run, write: bool) -> Results:
@@ -273,12 +278,12 @@ def _label_issues(run: Run) -> LabelIssues:
             with accel.autocast(run.device, run.config.amp):
                 run.train_probabilities = _train_probabilities(run)
         distribution = run.train_probabilities
-    return find_label_issues(labels.noisy, distribution, _learned_weights(learner, run.state.last_weight), labels.true)
+    return find_label_issues(labels.noisy, distribution, _kept(learner, run.state), labels.true)
 
 
-def _learned_weights(learner: Learner, last_weight: torch.Tensor) -> Optional[torch.Tensor]:
-    """Each sample's weight at its last visit, for a strategy that learns weights; else ``None``."""
-    return last_weight if learner.strategy is not None and learner.strategy.learns_weights else None
+def _kept(learner: Learner, state: RunState) -> Optional[torch.Tensor]:
+    """Each sample's share of visits with a positive weight, for a strategy that learns weights; else ``None``."""
+    return state.kept() if learner.strategy is not None and learner.strategy.learns_weights else None
 
 
 def _warn_idle_speed_settings(config: Config, splits: Splits) -> None:
@@ -302,6 +307,6 @@ def _label_matrix(labels: LabelParameterization):
     return None if similarity is None else similarity().detach().double().cpu().tolist()
 
 
-def _label_quality(learner: Learner, splits: Splits, last_weight: torch.Tensor):
+def _label_quality(learner: Learner, splits: Splits, state: RunState):
     """The label-quality fields of an epoch's record (none for a method without such figures)."""
-    return label_quality(learner.labels, splits.labels, _learned_weights(learner, last_weight))
+    return label_quality(learner.labels, splits.labels, _kept(learner, state))

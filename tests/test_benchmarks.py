@@ -684,3 +684,46 @@ def test_noisy_labels_applies_the_chosen_values_per_family():
     assert not complete(symmetric, {}) and complete(symmetric, {"filter_by": "both"})
     assert complete(flips, {}) and not complete(flips, {"filter_by": "both"})  # stored before the rule was kept
     assert tuning.chosen_overrides(chosen, "mnist1d", "symmetric-80", nl.L2RW) is None
+
+
+def test_weight_history_rules_closed_form():
+    from types import SimpleNamespace
+
+    import torch
+    import weight_history
+
+    history = weight_history.WeightHistory()
+    run = SimpleNamespace(splits=SimpleNamespace(labels=SimpleNamespace(noisy=torch.zeros(4))))
+    # sample 0: weights 2, 0, 0 (relative to uniform); sample 1: 1, 1, 0; sample 2: 0 then 0.5; sample 3: never weighed
+    for indices, weights in (([0, 1], [2.0, 1.0]), ([0, 1, 2], [0.0, 1.0, 0.0]), ([0, 1, 2], [0.0, 0.0, 0.5])):
+        index, w = torch.tensor(indices), torch.tensor(weights)
+        history.after_step(run, SimpleNamespace(indices=index, sample_weights=w / len(indices)))
+    history.after_step(run, SimpleNamespace(indices=torch.tensor([3]), sample_weights=None))  # a plain step
+    assert history.visits.tolist() == [3, 3, 2, 0] and history.zeros.tolist() == [2, 1, 1, 0]
+    assert torch.allclose(history.total, torch.tensor([2.0, 2.0, 0.5, 0.0], dtype=torch.float64))
+    score, flag = weight_history.RULES["zero fraction"](history)
+    assert torch.allclose(score, torch.tensor([2 / 3, 1 / 3, 0.5, 0.0])) and flag.tolist() == [True, False, False, False]
+    score, flag = weight_history.RULES["mean weight"](history)
+    assert torch.allclose(score, torch.tensor([1 / 3, 1 / 3, 0.75, 1.0], dtype=torch.float64))
+    assert flag.tolist() == [False, False, True, False]
+    score, flag = weight_history.RULES["last weight"](history)
+    assert torch.allclose(score, torch.tensor([1.0, 1.0, 0.5, 0.0], dtype=torch.float64))
+    assert flag.tolist() == [True, True, False, False]
+
+
+def test_weight_history_smoke(tmp_path):
+    import weight_history
+
+    _smoke("weight_history.py", tmp_path)
+    cells = json.loads((tmp_path / "weight_history_smoke.json").read_text())["cells"]
+    [table] = _tables((tmp_path / "weight_history_smoke.md").read_text())
+    shown = _rows(table, key_cells=3)
+    assert len(shown) == len(weight_history.METHODS) * len(weight_history.RULES)
+    for key, row in shown.items():
+        setting, method, rule = key.split(" | ")
+        [stored] = [c for k, c in cells.items() if k.startswith(f"mnist1d | {setting} | {method} | ")]
+        _shows(row[0], [stored["last_accuracy"]])
+        for value, field in zip(row[1:], ("precision", "recall", "f1", "average precision")):
+            figure = stored["rules"][rule][field]
+            assert math.isnan(figure) or 0.0 <= figure <= 1.0
+            _shows(value, [figure])

@@ -15,7 +15,7 @@ TINY = Config(dataset="digits", model="mlp", noise_rate=0.4, meta_per_class=5, m
 
 
 def test_the_rule_in_closed_form():
-    """Three samples, two classes: learned labels only, then with weights (a zero weight is a flag)."""
+    """Three samples, two classes: learned labels only, then with weights (zero at most visits is a flag)."""
     annotated = torch.tensor([0, 1, 1])
     q = torch.tensor([[0.9, 0.1], [0.7, 0.3], [0.4, 0.6]])
     found = find_label_issues(annotated, q, true=torch.tensor([0, 0, 0]))
@@ -23,9 +23,9 @@ def test_the_rule_in_closed_form():
     assert found.suggested.tolist() == [0, 0, 1] and found.flagged.tolist() == [False, True, False]
     assert torch.allclose(found.suggested_probability, torch.tensor([0.9, 0.7, 0.6], dtype=torch.float64))
     assert found.ranking().tolist() == [1, 2, 0]
-    weighted = find_label_issues(annotated, q, weights=torch.tensor([2.0, 0.5, 0.0]), true=torch.tensor([0, 0, 0]))
-    # trust = q[annotated] * min(w, 1): 0.9, 0.15, 0
-    assert torch.allclose(weighted.score, torch.tensor([0.1, 0.85, 1.0], dtype=torch.float64))
+    weighted = find_label_issues(annotated, q, kept=torch.tensor([1.0, 0.5, 0.25]), true=torch.tensor([0, 0, 0]))
+    # trust = q[annotated] * kept: 0.9, 0.15, 0.15; kept 0.5 is not most visits rejected, 0.25 is
+    assert torch.allclose(weighted.score, torch.tensor([0.1, 0.85, 0.85], dtype=torch.float64))
     assert weighted.flagged.tolist() == [False, True, True]
     stats = weighted.stats()
     assert (stats.precision, stats.recall, stats.flagged, stats.corrupted) == (1.0, 1.0, 2, 2)
@@ -41,7 +41,7 @@ def test_precision_recall_against_scikit_learn_and_a_direct_count():
     true = torch.where(torch.rand(n, generator=gen) < 0.3, torch.randint(c, (n,), generator=gen), annotated)
     logits = torch.randn(n, c, generator=gen) + 2 * torch.nn.functional.one_hot(true, c)
     q = torch.softmax(logits.round(decimals=1), 1)  # rounding makes ties, which a threshold takes whole
-    found = find_label_issues(annotated, q, weights=(torch.rand(n, generator=gen) * 2).round(), true=true)
+    found = find_label_issues(annotated, q, kept=(torch.rand(n, generator=gen) * 4).round() / 4, true=true)
     corrupted = (annotated != true).numpy()
     precision, recall, thresholds = found.precision_recall()
     for p, r, t in zip(precision.tolist(), recall.tolist(), thresholds.tolist()):
@@ -68,8 +68,10 @@ def test_nothing_corrupted_or_nothing_flagged_gives_nan_not_a_crash():
 def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match=r"distribution must be \[N=3, C\], got \(2, 2\)"):
         find_label_issues(torch.tensor([0, 1, 1]), torch.full((2, 2), 0.5))
-    with pytest.raises(ValueError, match="weights must be"):
-        find_label_issues(torch.tensor([0, 1]), torch.full((2, 2), 0.5), weights=torch.tensor([1.0, -1.0]))
+    with pytest.raises(ValueError, match=r"kept must be \[N=2\] shares in \[0, 1\], got shape \(2,\) and values in \[-1, 1\]"):
+        find_label_issues(torch.tensor([0, 1]), torch.full((2, 2), 0.5), kept=torch.tensor([1.0, -1.0]))
+    with pytest.raises(ValueError, match="kept must be"):
+        find_label_issues(torch.tensor([0, 1]), torch.full((2, 2), 0.5), kept=torch.tensor([1.0, 1.5]))
     with pytest.raises(ValueError, match="suggested has shape"):
         LabelIssues(score=torch.zeros(3), suggested=torch.zeros(2), suggested_probability=torch.zeros(3),
                     annotated=torch.zeros(3), flagged=torch.zeros(3, dtype=torch.bool))
@@ -79,7 +81,7 @@ def test_csv_round_trip_and_errors(tmp_path):
     annotated = torch.tensor([0, 1, 1, 2])
     q = torch.tensor([[0.5, 0.25, 0.25], [0.6, 0.2, 0.2], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]])
     for true in (torch.tensor([0, 0, 1, 1]), None):
-        found = find_label_issues(annotated, q, weights=torch.tensor([1.0, 1.0, 0.0, 1.0]), true=true)
+        found = find_label_issues(annotated, q, kept=torch.tensor([1.0, 1.0, 0.0, 1.0]), true=true)
         found.to_csv(tmp_path / "a.csv")
         back = LabelIssues.from_csv(tmp_path / "a.csv")
         for name in ("suggested", "annotated", "flagged"):
@@ -87,7 +89,7 @@ def test_csv_round_trip_and_errors(tmp_path):
         assert torch.allclose(back.score.double(), found.score, atol=1e-6)
         assert (back.true is None) == (true is None)
     lines = (tmp_path / "a.csv").read_text().splitlines()
-    assert lines[1].split(",")[:2] == ["1", "2"]  # most suspect first: the zero-weight sample
+    assert lines[1].split(",")[:2] == ["1", "2"]  # most suspect first: the sample always rejected
     with pytest.raises(ValueError, match="does not exist"):
         LabelIssues.from_csv(tmp_path / "missing.csv")
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
@@ -99,15 +101,35 @@ def test_csv_round_trip_and_errors(tmp_path):
 
 
 def test_a_run_writes_its_issues_from_its_learned_labels_and_weights(tmp_path):
-    """The default learns labels and weights: the CSV's suggestions are its learned hard labels, a zero
-    last weight is a flag, and the results carry the same figures."""
-    output = tmp_path / "run.json"
-    learner, results = fit_learner(TINY.replace(output=str(output)))
+    """The default learns labels and weights: the CSV's suggestions are its learned hard labels, a
+    sample whose weight was zero at most of its visits (counted here from every step) is a flag, and
+    the results carry the same figures."""
+    from labelmeta.hooks import RunHook
+
+    class Visits(RunHook):
+        def __init__(self):
+            self.weighed, self.rejected = {}, {}
+
+        def after_step(self, run, stats):
+            if stats.sample_weights is not None:
+                for i, w in zip(stats.indices.tolist(), stats.sample_weights.tolist()):
+                    self.weighed[i] = self.weighed.get(i, 0) + 1
+                    self.rejected[i] = self.rejected.get(i, 0) + (w == 0)
+
+    output, visits = tmp_path / "run.json", Visits()
+    learner, results = fit_learner(TINY.replace(output=str(output)), hooks=[visits])
     found = read_label_issues(output)
     assert issues_path(output) == tmp_path / "run.issues.csv"
     assert len(found) == learner.labels.num_samples
     assert torch.equal(found.annotated, learner.labels.targets.cpu())
     assert torch.equal(found.suggested, learner.labels.hard_labels().cpu())
+    kept = torch.tensor([1 - visits.rejected.get(i, 0) / visits.weighed[i] if i in visits.weighed else 1.0
+                         for i in range(len(found))], dtype=torch.float64)
+    assert set(visits.weighed) == set(range(len(found)))  # two meta epochs visit every sample
+    table = learner.labels.table().detach().double()
+    trust = table.gather(1, found.annotated[:, None])[:, 0] * kept
+    assert torch.allclose(found.score.double(), 1 - trust, atol=1e-5)
+    assert torch.equal(found.flagged, (found.suggested != found.annotated) | (kept < 0.5))
     assert bool(found.flagged.any()) and bool((found.flagged & (found.suggested == found.annotated)).any())
     stats = found.stats()
     assert results.detect_f1 == pytest.approx(stats.f1, abs=1e-6)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from labelmeta import Config, fit
 from labelmeta.build import build_learner, splits_for
@@ -85,6 +86,36 @@ def test_loss_and_label_optimizer_options_reach_their_factories():
     learner = build_learner(TINY.replace(label_optimizer="mirror", label_optimizer_options=dict(normalize="row")),
                             splits_for(TINY))
     assert learner.label_optimizer.param_groups[0]["normalize"] == "row"
+
+
+def test_user_hooks_see_every_step_with_its_samples_and_weights():
+    from labelmeta.hooks import RunHook
+    from labelmeta.runner import fit_learner
+
+    class Seen(RunHook):
+        def __init__(self):
+            self.steps, self.state = [], None
+
+        def after_step(self, run, stats):
+            self.steps.append((run.state.epoch, stats.indices.clone(), stats.sample_weights))
+            self.state = run.state
+
+    seen = Seen()
+    config = TINY.replace(labels="one-hot", strategy="reweight", epochs=2, warmup_epochs=1)
+    learner, results = fit_learner(config, hooks=[seen])
+    n = len(splits_for(config).train)
+    for epoch in (0, 1):
+        indices = torch.cat([i for e, i, _ in seen.steps if e == epoch])
+        assert sorted(indices.tolist()) == list(range(n))  # each training sample once an epoch
+    rejected = torch.zeros(n)
+    for epoch, indices, weights in seen.steps:
+        assert (weights is None) == (epoch == 0)  # the warm-up epoch has no meta step
+        if weights is not None:
+            rejected[indices] += (weights == 0).float()
+    # the run counts the same visits and rejections: one weighed visit a sample (one meta epoch)
+    assert torch.equal(seen.state.weighed, torch.ones(n)) and torch.equal(seen.state.rejected, rejected)
+    assert torch.equal(seen.state.kept(), 1 - rejected)
+    assert fit(config).last_accuracy == results.last_accuracy  # watching changes nothing
 
 
 def test_reweighting_run_reports_its_flags():
