@@ -3,7 +3,7 @@ meta target (what receives it and how the model step uses it).
 
 - Backends (:data:`BACKENDS`, :mod:`.backend`): ``unrolled`` (``higher``), ``functional``
   (``torch.func``), ``truncated``, ``head-only``, ``one-step`` (a Jacobian-vector product),
-  ``finite-difference``. A backend implements ``hypergradient(problem, inputs, weights)``, or an
+  ``finite-difference``, ``implicit`` (the implicit function theorem: conjugate gradient or Neumann). A backend implements ``hypergradient(problem, inputs, weights)``, or an
   unroll's ``meta_loss(problem, weights)``.
 - Targets (:data:`TARGETS`, :mod:`.targets`): ``labels``, ``weights`` (learning to reweight),
   ``labels+weights`` (the default's), ``weight-net`` (Meta-Weight-Net). A target implements
@@ -20,6 +20,7 @@ from .backend import BACKENDS, Backend, KStepBackend, UnrollBackend
 from .base import MetaProblem, MetaStats, accumulate_label_grads, trainable
 from .finite_difference import FiniteDifference
 from .functional import Functional, HeadOnly, Truncated, find_head
+from .implicit import Implicit
 from .one_step import OneStep
 from .strategy import (DEFAULT_STRATEGY, STRATEGIES, MetaReweight, MetaWeightNet, OneStepReweight, Strategy,
                        as_strategy, make_strategy)
@@ -27,7 +28,7 @@ from .targets import TARGETS, Labels, LabelsAndWeights, MetaParameters, Target, 
 from .unrolled import Unrolled
 from ..update_rules import supported_optimizers
 
-__all__ = ["BACKENDS", "Backend", "DEFAULT_STRATEGY", "FiniteDifference", "Functional", "HeadOnly", "KStepBackend",
+__all__ = ["BACKENDS", "Backend", "DEFAULT_STRATEGY", "FiniteDifference", "Functional", "HeadOnly", "Implicit", "KStepBackend",
            "Labels", "LabelsAndWeights", "MetaParameters", "MetaProblem", "MetaReweight", "MetaStats", "MetaWeightNet",
            "OneStep", "OneStepReweight", "STRATEGIES", "Strategy", "TARGETS", "Target", "Truncated", "UnrollBackend",
            "Unrolled", "WeightNet", "Weights", "accumulate_label_grads", "as_strategy", "find_head", "make_strategy",

@@ -9,9 +9,11 @@ same update rules (:mod:`labelmeta.update_rules`, ``torch.optim``'s arithmetic) 
 """
 from __future__ import annotations
 
+import functools
 from typing import FrozenSet, List, Optional, Tuple
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 from torch.func import functional_call
 
@@ -28,12 +30,27 @@ class Functional(KStepBackend):
     :mod:`labelmeta.update_rules`: SGD, Adam, AdamW with all their arithmetic options), with less
     Python per step. BatchNorm buffers are cloned, so the unroll never changes running statistics.
 
+    ``checkpoint=s`` keeps the graph of only one segment of ``s`` differentiated steps at a time:
+    the forward pass stores the fast weights and optimiser state at segment boundaries, and the
+    backward pass recomputes each segment's steps (``torch.utils.checkpoint``, random state
+    restored, so dropout draws the same masks). Memory is about ``k / s + s`` steps' graphs instead
+    of ``k`` (least at ``s ~ sqrt(k)``), for one more forward pass of every step; the gradient is the
+    plain unroll's to round-off.
+
     Args:
         steps: inner steps ``k`` (>= 1); default 1.
+        checkpoint: differentiated steps per recomputed segment (0: keep the whole graph); default 0.
     """
 
     #: the machinery that steps the functional copy (a subclass can instrument it)
     unroll_class = FunctionalUnroll
+
+    def __init__(self, *, steps: int = 1, checkpoint: int = 0) -> None:
+        super().__init__(steps=steps)
+        if isinstance(checkpoint, bool) or int(checkpoint) != checkpoint or checkpoint < 0:
+            raise ValueError(f"checkpoint must be an integer >= 0 (steps per recomputed segment; 0: off), "
+                             f"got {checkpoint!r}")
+        self.checkpoint = int(checkpoint)
 
     def meta_loss(self, problem: MetaProblem, weights: Optional[Tensor] = None) -> Tensor:
         return self.unroll(problem, problem.model, problem.batch[0], problem.meta_batch[0], weights)
@@ -44,10 +61,25 @@ class Functional(KStepBackend):
         unroll = self.unroll_class(module, problem.optimizer)
         fast, states = unroll.start()
         first_tracked = 0 if self.through is None else self.steps - self.through
-        for step in range(self.steps):
-            fast, states = unroll.step(problem, fast, states, x, problem.soft_targets, weights,
-                                       track=step >= first_tracked)
+        for _ in range(first_tracked):
+            fast, states = unroll.step(problem, fast, states, x, problem.soft_targets, weights, track=False)
+        tracked = self.steps - first_tracked
+        segment = self.checkpoint or tracked
+        for start in range(0, tracked, segment):
+            run = functools.partial(_tracked_steps, unroll, problem, x, weights, min(segment, tracked - start))
+            if self.checkpoint:
+                fast, states = torch.utils.checkpoint.checkpoint(run, fast, states, use_reentrant=False)
+            else:
+                fast, states = run(fast, states)
         return problem.meta_loss(unroll(fast, x_meta))
+
+
+def _tracked_steps(unroll: FunctionalUnroll, problem: MetaProblem, x: Tensor, weights: Optional[Tensor], count: int,
+                   fast: List[Tensor], states: List[dict]) -> Tuple[List[Tensor], List[dict]]:
+    """``count`` differentiable steps of ``unroll`` from ``(fast, states)`` (one checkpointed segment)."""
+    for _ in range(count):
+        fast, states = unroll.step(problem, fast, states, x, problem.soft_targets, weights, track=True)
+    return fast, states
 
 
 @BACKENDS.register("truncated")
@@ -60,10 +92,11 @@ class Truncated(Functional):
     Args:
         steps: inner steps ``k``; default 1.
         through: ``t``, the steps differentiated (``1 <= t <= k``); default 1.
+        checkpoint: differentiated steps per recomputed segment (see :class:`Functional`); default 0.
     """
 
-    def __init__(self, *, steps: int = 1, through: int = 1) -> None:
-        super().__init__(steps=steps)
+    def __init__(self, *, steps: int = 1, through: int = 1, checkpoint: int = 0) -> None:
+        super().__init__(steps=steps, checkpoint=checkpoint)
         if int(through) != through or not 1 <= through <= self.steps:
             raise ValueError(f"through must be an integer in [1, steps={self.steps}], got {through}")
         self.through = int(through)
@@ -98,10 +131,11 @@ class HeadOnly(Functional):
     Args:
         steps: inner steps ``k`` of the head; default 1.
         head: name of the head submodule; default: guessed (``head``, ``fc``, ``classifier``, else the last linear layer).
+        checkpoint: differentiated steps per recomputed segment (see :class:`Functional`); default 0.
     """
 
-    def __init__(self, *, steps: int = 1, head: Optional[str] = None) -> None:
-        super().__init__(steps=steps)
+    def __init__(self, *, steps: int = 1, head: Optional[str] = None, checkpoint: int = 0) -> None:
+        super().__init__(steps=steps, checkpoint=checkpoint)
         self.head = head
 
     def derivatives(self, model: nn.Module) -> FrozenSet[str]:
