@@ -80,6 +80,26 @@ def saved_tensor_bytes() -> Iterator[Dict[str, int]]:
     result["bytes"] = sum(seen.values())
 
 
+def peak_cpu_bytes(step: Callable[[], None]) -> int:
+    """The most bytes of CPU tensors alive at once during one call of ``step``, above those alive before
+    it (the profiler's memory timeline: every allocation and free, autograd's graph, a checkpointed
+    unroll's recomputation and temporaries included; the allocator's caching is not)."""
+    import tempfile
+    import warnings
+
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        step()
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # deprecated for CUDA's snapshots; the CPU has no other
+        path = Path(folder) / "timeline.json"
+        prof.export_memory_timeline(str(path), device="cpu")
+        _, sizes = json.loads(path.read_text())
+    totals = [sum(categories) for categories in sizes]
+    return max(totals) - totals[0] if totals else 0
+
+
 def peak_cuda_bytes(step: Callable[[], None], device: str) -> int:
     """``torch.cuda.max_memory_allocated`` during one call of ``step``, above what was allocated before."""
     sync(device)

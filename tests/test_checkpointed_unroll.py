@@ -76,3 +76,18 @@ def test_bad_checkpoint_is_refused(value):
         Functional(steps=4, checkpoint=value)
     with pytest.raises(ValueError, match="checkpoint"):
         make_strategy("functional", steps=4, checkpoint=value)
+
+
+def test_a_weight_network_gets_the_same_gradient_through_its_weights():
+    from labelmeta.strategies import WeightNet
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(D, 8), nn.Tanh(), nn.Linear(8, C)).double()
+    problem = _problem(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
+    target = WeightNet(hidden=5)
+    target.net.double()
+    results = []
+    for backend in (Functional(steps=5, checkpoint=2), Functional(steps=5)):
+        meta = target.parameters(problem)
+        results.append(backend.hypergradient(problem, meta.inputs, meta.weights()))
+    _same(*results, 1e-12)

@@ -9,16 +9,15 @@ same update rules (:mod:`labelmeta.update_rules`, ``torch.optim``'s arithmetic) 
 """
 from __future__ import annotations
 
-import functools
-from typing import FrozenSet, List, Optional, Tuple
+from typing import FrozenSet, List, Optional, Sequence, Tuple
 
 import torch
-import torch.utils.checkpoint
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from .backend import BACKENDS, KStepBackend
 from .base import MetaProblem
+from .checkpointed import segmented_hypergradient
 from .unroll import FunctionalUnroll
 
 
@@ -30,12 +29,11 @@ class Functional(KStepBackend):
     :mod:`labelmeta.update_rules`: SGD, Adam, AdamW with all their arithmetic options), with less
     Python per step. BatchNorm buffers are cloned, so the unroll never changes running statistics.
 
-    ``checkpoint=s`` keeps the graph of only one segment of ``s`` differentiated steps at a time:
-    the forward pass stores the fast weights and optimiser state at segment boundaries, and the
-    backward pass recomputes each segment's steps (``torch.utils.checkpoint``, random state
-    restored, so dropout draws the same masks). Memory is about ``k / s + s`` steps' graphs instead
-    of ``k`` (least at ``s ~ sqrt(k)``), for one more forward pass of every step; the gradient is the
-    plain unroll's to round-off.
+    ``checkpoint=s`` keeps the graph of only one segment of ``s`` differentiated steps at a time
+    (:mod:`.checkpointed`): the forward pass stores the fast weights, optimiser state and random
+    state at segment starts, and the backward pass recomputes each segment's steps. Memory is about
+    ``k / s`` stored states plus ``s`` steps' graph instead of ``k`` steps' graph (least near
+    ``s ~ sqrt(k)``), for a second pass of every step; the gradient is the plain unroll's to round-off.
 
     Args:
         steps: inner steps ``k`` (>= 1); default 1.
@@ -52,8 +50,21 @@ class Functional(KStepBackend):
                              f"got {checkpoint!r}")
         self.checkpoint = int(checkpoint)
 
+    def unrolled(self, problem: MetaProblem) -> Tuple[nn.Module, Tensor, Tensor]:
+        """``(module, x, x_meta)``: what is unrolled, on which training and meta inputs."""
+        return problem.model, problem.batch[0], problem.meta_batch[0]
+
+    def hypergradient(self, problem: MetaProblem, inputs: Sequence[Tensor],
+                      weights: Optional[Tensor] = None) -> Tuple[float, List[Optional[Tensor]]]:
+        if not self.checkpoint:
+            return super().hypergradient(problem, inputs, weights)
+        module, x, x_meta = self.unrolled(problem)
+        graph_free = 0 if self.through is None else self.steps - self.through
+        return segmented_hypergradient(problem, self.unroll_class(module, problem.optimizer), x, x_meta, inputs,
+                                       weights, graph_free, self.steps - graph_free, self.checkpoint)
+
     def meta_loss(self, problem: MetaProblem, weights: Optional[Tensor] = None) -> Tensor:
-        return self.unroll(problem, problem.model, problem.batch[0], problem.meta_batch[0], weights)
+        return self.unroll(problem, *self.unrolled(problem), weights)
 
     def unroll(self, problem: MetaProblem, module: nn.Module, x: Tensor, x_meta: Tensor,
                weights: Optional[Tensor] = None) -> Tensor:
@@ -61,25 +72,10 @@ class Functional(KStepBackend):
         unroll = self.unroll_class(module, problem.optimizer)
         fast, states = unroll.start()
         first_tracked = 0 if self.through is None else self.steps - self.through
-        for _ in range(first_tracked):
-            fast, states = unroll.step(problem, fast, states, x, problem.soft_targets, weights, track=False)
-        tracked = self.steps - first_tracked
-        segment = self.checkpoint or tracked
-        for start in range(0, tracked, segment):
-            run = functools.partial(_tracked_steps, unroll, problem, x, weights, min(segment, tracked - start))
-            if self.checkpoint:
-                fast, states = torch.utils.checkpoint.checkpoint(run, fast, states, use_reentrant=False)
-            else:
-                fast, states = run(fast, states)
+        for step in range(self.steps):
+            fast, states = unroll.step(problem, fast, states, x, problem.soft_targets, weights,
+                                       track=step >= first_tracked)
         return problem.meta_loss(unroll(fast, x_meta))
-
-
-def _tracked_steps(unroll: FunctionalUnroll, problem: MetaProblem, x: Tensor, weights: Optional[Tensor], count: int,
-                   fast: List[Tensor], states: List[dict]) -> Tuple[List[Tensor], List[dict]]:
-    """``count`` differentiable steps of ``unroll`` from ``(fast, states)`` (one checkpointed segment)."""
-    for _ in range(count):
-        fast, states = unroll.step(problem, fast, states, x, problem.soft_targets, weights, track=True)
-    return fast, states
 
 
 @BACKENDS.register("truncated")
@@ -141,10 +137,10 @@ class HeadOnly(Functional):
     def derivatives(self, model: nn.Module) -> FrozenSet[str]:
         return frozenset()  # of the head only, and the head is usually linear: the probe's run suffices
 
-    def meta_loss(self, problem: MetaProblem, weights: Optional[Tensor] = None) -> Tensor:
+    def unrolled(self, problem: MetaProblem) -> Tuple[nn.Module, Tensor, Tensor]:
         _, head = find_head(problem.model, self.head)
         features = head_inputs(problem.model, head, problem.batch[0], problem.meta_batch[0])
-        return self.unroll(problem, head, features[0], features[1], weights)
+        return head, features[0], features[1]
 
 
 @torch.no_grad()
