@@ -234,38 +234,70 @@ def test_overhead_smoke(tmp_path):
 
 
 def test_unroll_depth_smoke(tmp_path):
+    import unroll_depth
+
     _smoke("unroll_depth.py", tmp_path)
     data = json.loads((tmp_path / "unroll_depth_smoke.json").read_text())
     sections = _sections((tmp_path / "unroll_depth_smoke.md").read_text())
+    # quality: every figure is the mean ± std of the stored measurements
+    depth_table, implicit_table = _tables(sections["Hypergradient quality against a long-horizon reference"])
+    assert depth_table[0][1:] == ["k=1", "k=2"]
+    [quality_cell] = [c for k, c in data["cells"].items() if k.startswith("quality | ")]
+    assert quality_cell["k_ref"] == 8
+    rows = quality_cell["rows"]
+    for name, shown in _rows(depth_table).items():
+        for k, text in zip((1, 2), shown):
+            cosine, norm = text.split(" (")
+            _shows(cosine, rows[f"{name}, k={k}"]["cosine"], scale=1.0)
+            _shows(norm.rstrip(")"), rows[f"{name}, k={k}"]["norm"], scale=1.0)
+            assert all(-1 - 1e-9 <= c <= 1 + 1e-9 for c in rows[f"{name}, k={k}"]["cosine"])
+    # k=1: the exact unroll, truncation through the last step and one-step are one quantity
+    for measure in ("cosine", "norm"):
+        exact = rows["exact, k=1"][measure]
+        for other in ("truncated, t=1, k=1", "one-step, k=1"):
+            assert all(math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6) for a, b in zip(exact, rows[other][measure]))
+        # truncated t=1 and one-step compute the same gradient at every k
+        assert all(math.isclose(a, b, rel_tol=1e-3, abs_tol=1e-5)
+                   for a, b in zip(rows["truncated, t=1, k=2"][measure], rows["one-step, k=2"][measure]))
+    for name, (cosine, norm, taken) in _rows(implicit_table).items():
+        _shows(cosine, rows[name]["cosine"], scale=1.0)
+        _shows(norm, rows[name]["norm"], scale=1.0)
+        assert all(1 <= t <= 2 for t in rows[name]["iterations"])  # CG 2: at most its two products
+    # cost: ratios are stored times over the plain step's, slopes and exponents least-squares fits
     plain = data["cost"]["plain"]["seconds"]
-    [cost_table] = _tables(sections["Cost per training step (cnn1d-bn, batch 16, meta batch the same size)"])
-    assert cost_table[0][1:3] == ["k=1", "k=2"]
+    cost_table, implicit_cost = _tables(sections["Cost per training step (cnn1d-bn, batch 16, meta batch the same size)"])
     shown = _rows(cost_table)
-    for name, row in data["cost"].items():
-        if name == "plain":
-            continue
-        assert row["k"] == [1, 2]
+    assert list(shown) == list(unroll_depth.DEPTH_ROWS)
+    for name in unroll_depth.DEPTH_ROWS:
+        row = data["cost"][name]
         ratios = [s / plain for s in row["seconds"]]
         assert all(math.isclose(a, b, rel_tol=1e-12) for a, b in zip(row["ratio"], ratios))
-        # two depths: the least-squares slope is the difference of the two ratios
         assert math.isclose(row["slope_plain_steps_per_k"], ratios[1] - ratios[0], rel_tol=1e-6, abs_tol=1e-9)
-        assert math.isclose(row["memory_growth"], row["memory"][1] / row["memory"][0], rel_tol=1e-12)
-        k1, k2, slope, memory = shown[name]
+        exponent = math.log(row["memory"][1] / row["memory"][0]) / math.log(2)
+        assert math.isclose(row["memory_exponent"], exponent, rel_tol=1e-6, abs_tol=1e-9)
+        k1, k2, slope, memory, shown_exponent = shown[name]
         _close(k1, ratios[0])
         _close(k2, ratios[1])
         _close(slope, row["slope_plain_steps_per_k"])
         m1, m2 = memory.split(" → ")
         _close(m1, row["memory"][0] / 2**20)
         _close(m2, row["memory"][1] / 2**20)
-    exact, truncated = data["cost"]["exact (torch.func)"], data["cost"]["truncated, t=1"]
+        _close(shown_exponent, exponent)
+    exact, truncated = data["cost"]["exact"], data["cost"]["truncated, t=1"]
     # the exact unroll's graph grows with k; truncation keeps it (nearly) flat
     assert exact["memory"][1] > exact["memory"][0]
     assert truncated["memory"][1] - truncated["memory"][0] < exact["memory"][1] - exact["memory"][0]
+    for name, (ratio, memory) in _rows(implicit_cost).items():
+        _close(ratio, data["cost"][name]["seconds"] / plain)
+        _close(memory, data["cost"][name]["memory"] / 2**20)
+    # accuracy: the harness's runs
     [accuracy] = _tables(sections["Accuracy (digits, 1 seed(s): [0]; mean ± std)"])
     shown = _rows(accuracy, key_cells=2)
     assert list(shown) == list(data["accuracy"])
-    runs = _method_runs(data["cells"])
+    runs = _method_runs({k: c for k, c in data["cells"].items() if not k.startswith("quality | ")})
     assert runs["noisy (40 % symmetric) | exact k=2"][0]["config"]["strategy"] == "functional:labels+weights"
+    assert runs["noisy (40 % symmetric) | implicit, CG 20 (k=2 inner steps)"][0]["config"]["strategy"] == \
+        "implicit:labels+weights"
     for key, r in data["accuracy"].items():
         assert r["best"][0] >= r["last"][0]  # the best epoch's accuracy is at least the last one's
         assert r["last"][0] == pytest.approx(100 * statistics.fmean(run["last_accuracy"] for run in runs[key]))
