@@ -129,7 +129,8 @@ class Implicit(Backend):
         self.last_solve: Optional[Solve] = None
 
     def check(self, optimizer: torch.optim.Optimizer) -> None:
-        if isinstance(optimizer, torch.optim.AdamW):
+        decoupled = any(group.get("decoupled_weight_decay", False) for group in optimizer.param_groups)
+        if isinstance(optimizer, torch.optim.AdamW) or decoupled:
             raise ValueError("implicit differentiates the stationary point of the loss plus an L2 weight decay; "
                              "AdamW's decoupled decay has another fixed point: use SGD or Adam, or an unroll "
                              "('functional', 'one-step')")
