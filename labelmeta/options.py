@@ -195,6 +195,14 @@ def check_count(name: str, value: float) -> int:
     return int(value)
 
 
+def check_natural(name: str, value: float) -> int:
+    """``value`` as an ``int`` if it is a whole number >= 0 (a count that may be none: graph-free
+    steps, steps per checkpointed segment with 0 for off), else ``ValueError`` naming ``name`` and ``value``."""
+    if isinstance(value, bool) or int(value) != value or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    return int(value)
+
+
 def check_range(name: str, value: float, low: float, high: float = math.inf, *,
                 low_open: bool = False, high_open: bool = True) -> float:
     """``value`` as a float if it lies between ``low`` and ``high``, else ``ValueError`` naming ``name``

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from ..options import check_natural
 from .backend import BACKENDS, KStepBackend
 from .base import MetaProblem
 from .checkpointed import segmented_hypergradient
@@ -45,10 +46,7 @@ class Functional(KStepBackend):
 
     def __init__(self, *, steps: int = 1, checkpoint: int = 0) -> None:
         super().__init__(steps=steps)
-        if isinstance(checkpoint, bool) or int(checkpoint) != checkpoint or checkpoint < 0:
-            raise ValueError(f"checkpoint must be an integer >= 0 (steps per recomputed segment; 0: off), "
-                             f"got {checkpoint!r}")
-        self.checkpoint = int(checkpoint)
+        self.checkpoint = check_natural("checkpoint", checkpoint)  # steps per recomputed segment; 0: off
 
     def unrolled(self, problem: MetaProblem) -> Tuple[nn.Module, Tensor, Tensor]:
         """``(module, x, x_meta)``: what is unrolled, on which training and meta inputs."""

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ..losses import check_finite
-from ..options import check_count, check_range
+from ..options import check_count, check_natural, check_range
 from .backend import BACKENDS, Backend
 from .base import MetaProblem
 from .functional import find_head, head_inputs
@@ -36,12 +36,13 @@ class Solve:
 
 
 def conjugate_gradient(apply: Callable[[Vectors], Vectors], b: Vectors, iterations: int,
-                       tolerance: float) -> Tuple[Vectors, int]:
+                       tolerance: float) -> Tuple[Vectors, int, Vectors]:
     """``x`` with ``A x ~ b`` by conjugate gradient from ``x = 0`` (``apply(v) = A v``, ``A`` symmetric).
 
     Stops after ``iterations`` products, once ``|r| <= tolerance * |b|``, or at a direction of
     non-positive curvature (an indefinite ``A``: a non-convex inner problem without enough damping),
-    keeping the iterate reached (truncated CG). Returns ``(x, products taken)``.
+    keeping the iterate reached (truncated CG). Returns ``(x, products taken, residual b - A x)``
+    (the recurrence's, so no product is spent on it).
     """
     x = [torch.zeros_like(t) for t in b]
     r, p = list(b), list(b)
@@ -49,17 +50,17 @@ def conjugate_gradient(apply: Callable[[Vectors], Vectors], b: Vectors, iteratio
     bound = tolerance * math.sqrt(float(rs))
     for i in range(iterations):
         if math.sqrt(float(rs)) <= bound:
-            return x, i
+            return x, i, r
         ap = apply(p)
         curvature = _dot(p, ap)
         if curvature <= 0:
-            return x, i + 1
+            return x, i + 1, r
         alpha = rs / curvature
         x, r = _axpy(alpha, p, x), _axpy(-alpha, ap, r)
         new_rs = _dot(r, r)
         p = _axpy(new_rs / rs, p, r)
         rs = new_rs
-    return x, iterations
+    return x, iterations, r
 
 
 def neumann(apply: Callable[[Vectors], Vectors], b: Vectors, iterations: int, step: float) -> Vectors:
@@ -114,8 +115,7 @@ class Implicit(Backend):
     def __init__(self, *, steps: int = 10, solver: Literal["cg", "neumann"] = "cg", iterations: int = 20,
                  tolerance: float = 1e-6, damping: float = 0.0, step: Optional[float] = None,
                  head_only: bool = False, head: Optional[str] = None) -> None:
-        if isinstance(steps, bool) or int(steps) != steps or steps < 0:
-            raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+        steps = check_natural("steps", steps)
         if solver not in ("cg", "neumann"):
             raise ValueError(f"solver must be 'cg' or 'neumann', got {solver!r}")
         iterations = check_count("iterations", iterations)
@@ -123,7 +123,7 @@ class Implicit(Backend):
         step = None if step is None else check_range("step", step, 0.0, low_open=True)
         if head is not None and not head_only:
             raise ValueError(f"head={head!r} names the head of head_only=True; set head_only=True or drop it")
-        self.steps, self.solver, self.iterations = int(steps), solver, iterations
+        self.steps, self.solver, self.iterations = steps, solver, iterations
         self.tolerance, self.damping, self.step = tolerance, damping, step
         self.head_only, self.head = bool(head_only), head
         self.last_solve: Optional[Solve] = None
@@ -177,11 +177,11 @@ class Implicit(Backend):
                 return out
 
             if self.solver == "cg":
-                v, taken = conjugate_gradient(apply, g, self.iterations, self.tolerance)
-            else:
+                v, taken, residual = conjugate_gradient(apply, g, self.iterations, self.tolerance)
+            else:  # the series keeps no residual: one more product measures it
                 step = self.step if self.step is not None else float(unroll.groups[0]["lr"])
                 v, taken = neumann(apply, g, self.iterations, step), self.iterations
-            residual = _axpy(-1.0, apply(v), g)
+                residual = _axpy(-1.0, apply(v), g)
             norm = math.sqrt(float(_dot(g, g)))
             self.last_solve = Solve(taken, math.sqrt(float(_dot(residual, residual))) / norm if norm else 0.0)
             if not used:
