@@ -1,8 +1,12 @@
 """Several processes (``torchrun``): sharded batches, exact label gradients, labels kept in sync.
 
-Every process reads the same global batch (same seed, same order) and keeps its shard. A
-training loss on a shard is scaled by ``world * n_local / n_global``, so that averaging the
-gradients over processes gives the gradient of the global batch mean even for uneven shards.
+Every process draws the same global batches (same seed, same order) and reads only its shard of
+each: :func:`labelmeta.data.loader` with ``shard=(rank, world)`` cuts each global batch of indices
+before any sample is loaded or transformed (:func:`shard_bounds`; :meth:`Distributed.shard` cuts a
+batch already loaded). The learner is handed the shards and learns the global batch's sizes with one
+small all-gather a step (:meth:`Distributed.shares`). A training loss on a shard is scaled by
+``world * n_local / n_global``, so that averaging the gradients over processes gives the gradient of
+the global batch mean even for uneven shards.
 
 - The model step: the model is wrapped in ``DistributedDataParallel``, which averages gradients.
 - The unroll runs on the local module; each inner gradient is averaged over processes with a
@@ -12,6 +16,11 @@ gradients over processes gives the gradient of the global batch mean even for un
   every process: a per-class row gets the contributions of all processes, a per-sample row
   those of the process that trained on the sample. Label buffers updated by ``observe`` see the
   whole global batch (its outputs are gathered), so every process holds the same labels.
+- Per-sample weights (learning to reweight, the default's, Meta-Weight-Net's) belong to the global
+  batch: they are normalised by their sum over every process (for Meta-Weight-Net differentiably,
+  so its network's gradient, summed over processes, is the global one), and a weighted loss on a
+  shard is scaled by ``world`` so that the processes' average is the global weighted sum. The step's
+  weights, its losses and its meta loss are reported for the global batch on every process.
 
 With BatchNorm, batch statistics are those of each shard (as with plain DDP); use an equivalent
 single-process batch only for models without BatchNorm when comparing bit for bit.
@@ -19,6 +28,7 @@ single-process batch only for models without BatchNorm when comparing bit for bi
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -26,6 +36,39 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .typing import Batch
+
+
+def shard_bounds(n: int, rank: int, world: int) -> Tuple[int, int]:
+    """``(lo, hi)``: the part ``[lo, hi)`` of a global batch of ``n`` samples that process ``rank`` of
+    ``world`` trains on (contiguous, sizes differing by at most one)."""
+    lo, hi = (round(n * r / world) for r in (rank, rank + 1))
+    return lo, hi
+
+
+def check_shards(n: int, world: int, what: str = "a batch") -> None:
+    """``ValueError`` unless a global batch of ``n`` samples gives every one of ``world`` processes a sample."""
+    if n < world:
+        raise ValueError(f"{what} of {n} samples cannot be shared by {world} processes: use batches "
+                         f"of at least {world}")
+
+
+@dataclass
+class Shares:
+    """One step's global batch sizes, as every process learns them (:meth:`Distributed.shares`)."""
+
+    sizes: List[int]                    #: each process's training shard size
+    meta_sizes: Optional[List[int]]     #: each process's meta shard size (``None``: no meta batch this step)
+
+    def scale(self, rank: int) -> float:
+        """The factor on this process's training loss (a batch mean) that makes the processes' average
+        the global batch mean."""
+        return len(self.sizes) * self.sizes[rank] / sum(self.sizes)
+
+    def meta_scale(self, rank: int) -> float:
+        """The factor on this process's meta loss (a batch mean) that makes the processes' sum the
+        global meta batch mean."""
+        assert self.meta_sizes is not None
+        return self.meta_sizes[rank] / sum(self.meta_sizes)
 
 
 class Distributed:
@@ -39,15 +82,33 @@ class Distributed:
         """Whether this process writes outputs, checkpoints and progress."""
         return self.rank == 0
 
-    def shard(self, batch: Batch) -> Tuple[Batch, float]:
-        """This process's part of a global batch, and the loss scale that makes shards add up."""
+    def shard(self, batch: Batch) -> Batch:
+        """This process's part of a global batch already loaded (the loaders of a run load only the
+        part: :func:`labelmeta.data.loader`'s ``shard``)."""
         n = len(batch[0])
-        bounds = torch.linspace(0, n, self.world + 1).round().long().tolist()
-        lo, hi = bounds[self.rank], bounds[self.rank + 1]
-        if hi <= lo:
-            raise ValueError(f"a batch of {n} samples cannot be shared by {self.world} processes: use batches "
-                             f"of at least {self.world}")
-        return tuple(t[lo:hi] for t in batch), self.world * (hi - lo) / n
+        check_shards(n, self.world)
+        lo, hi = shard_bounds(n, self.rank, self.world)
+        return tuple(t[lo:hi] for t in batch)
+
+    def shares(self, batch: Batch, meta_batch: Optional[Batch]) -> Shares:
+        """Every process's shard sizes of this step's batches (one all-gather of a few integers).
+
+        ``ValueError`` if every process holds the same batch: each must be handed its own shard.
+        """
+        device = batch[2].device
+        mine = torch.tensor([len(batch[2]), int(batch[2][0]), -1 if meta_batch is None else len(meta_batch[2])],
+                            device=device)
+        parts = [torch.empty_like(mine) for _ in range(self.world)]
+        dist.all_gather(parts, mine)
+        rows = torch.stack(parts).tolist()
+        if self.world > 1 and all(row[:2] == rows[0][:2] for row in rows):
+            raise ValueError(f"every one of the {self.world} processes was handed the same batch (of {rows[0][0]} "
+                             f"samples, starting with sample {rows[0][1]}): under torchrun each process steps on its "
+                             "shard of the global batch (labelmeta.data.loader(..., shard=(rank, world)), or "
+                             "Distributed.shard(global_batch))")
+        if len({row[2] < 0 for row in rows}) > 1:
+            raise ValueError("some processes were handed a meta batch and some not: they must follow one schedule")
+        return Shares([row[0] for row in rows], None if rows[0][2] < 0 else [row[2] for row in rows])
 
     def mean_differentiable(self, grads: Sequence[Optional[Tensor]]) -> List[Optional[Tensor]]:
         """Average over processes, keeping the graph (the unroll's inner gradients)."""
@@ -58,6 +119,13 @@ class Distributed:
         return [None if g is None else funcol.wait_tensor(funcol.all_reduce(g, "sum", group)) / self.world
                 for g in grads]
 
+    def total(self, value: Tensor) -> Tensor:
+        """``value`` summed over processes, keeping the graph: the backward of the sum hands every
+        process the gradients of all of them (normalising per-sample weights over the global batch)."""
+        import torch.distributed._functional_collectives as funcol
+
+        return funcol.wait_tensor(funcol.all_reduce(value, "sum", dist.group.WORLD))
+
     @torch.no_grad()
     def sum_(self, tensors: Sequence[Optional[Tensor]]) -> None:
         """Sum over processes, in place (label gradients)."""
@@ -66,16 +134,21 @@ class Distributed:
                 dist.all_reduce(t)
 
     @torch.no_grad()
-    def gather(self, tensor: Tensor) -> Tensor:
-        """Concatenate every process's ``tensor`` (shards may differ in length) along dim 0."""
-        sizes = [torch.zeros(1, dtype=torch.long, device=tensor.device) for _ in range(self.world)]
-        dist.all_gather(sizes, torch.tensor([len(tensor)], device=tensor.device))
-        longest = int(max(s.item() for s in sizes))
+    def gather(self, tensor: Tensor, sizes: Optional[Sequence[int]] = None) -> Tensor:
+        """Concatenate every process's ``tensor`` along dim 0, in rank order (the global batch's order).
+
+        ``sizes``: every process's length, when known (:class:`Shares`); else gathered first.
+        """
+        if sizes is None:
+            parts = [torch.zeros(1, dtype=torch.long, device=tensor.device) for _ in range(self.world)]
+            dist.all_gather(parts, torch.tensor([len(tensor)], device=tensor.device))
+            sizes = [int(s.item()) for s in parts]
+        longest = max(sizes)
         padded = torch.zeros((longest, *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
         padded[: len(tensor)] = tensor
         parts = [torch.empty_like(padded) for _ in range(self.world)]
         dist.all_gather(parts, padded)
-        return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
+        return torch.cat([p[:n] for p, n in zip(parts, sizes)])
 
 
 def from_environment(device: str) -> Optional[Distributed]:

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .accel import autocast
-from .distributed import Distributed
+from .distributed import Distributed, Shares
 from .labels import LabelParameterization, check_targets
 from .losses import TrainingLoss, check_finite, make_loss
 from .probe import attempt, explain, head, misfit
@@ -49,9 +49,8 @@ class Learner:
             ``loss(logits, soft_targets, weights=None, targets=None)``; used by the model step and by the
             strategy's inner steps alike. Default ``"ce"`` (soft cross-entropy).
         distributed: the process group when running under ``torchrun``
-            (:func:`labelmeta.distributed.from_environment`); every process then passes the same
-            global batches to :meth:`step`, which trains on this process's shard (see
-            :mod:`labelmeta.distributed`). ``None``: one process.
+            (:func:`labelmeta.distributed.from_environment`); every process then passes its shard of
+            each global batch to :meth:`step` (see :mod:`labelmeta.distributed`). ``None``: one process.
         amp: bfloat16 autocast around the meta step and the model step (:mod:`labelmeta.accel`).
 
     Each :meth:`step` (1) if a meta batch is given, computes the label gradient with the
@@ -120,8 +119,7 @@ class Learner:
             if strategy is not None and not strategy.supports_distributed:
                 half = strategy.backend if not strategy.backend.supports_distributed else strategy.target
                 why = f"its {type(half).__name__} {'backend' if half is strategy.backend else 'target'} runs in one only"
-                raise ValueError(f"the {strategy.name!r} strategy does not run in several processes yet ({why}); "
-                                 "use one-step, unrolled, functional, truncated or head-only with the labels target")
+                raise ValueError(f"the {strategy.name!r} strategy does not run in several processes ({why})")
             from torch.nn.parallel import DistributedDataParallel
 
             # the real step goes through DDP (gradient averaging); the unroll uses the local module
@@ -166,6 +164,9 @@ class Learner:
     def step(self, batch: Batch, meta_batch: Optional[Batch] = None) -> StepStats:
         """One training step; a label update first if ``meta_batch`` is given.
 
+        Under a process group (``distributed``), ``batch`` and ``meta_batch`` are this process's shards
+        of the global batches, and the returned figures are the global batch's on every process.
+
         Args:
             batch: ``(x [B, ...], y LongTensor[B], indices LongTensor[B])`` from the training set.
             meta_batch: ``(x, y, indices)`` scored with hard labels by the meta loss, or ``None``
@@ -173,26 +174,45 @@ class Learner:
                 :class:`~labelmeta.schedule.MetaSchedule` says when). Ignored without a meta strategy.
         """
         self._check_batch(batch, "batch")
+        if meta_batch is not None and self.meta_enabled:
+            self._check_batch(meta_batch, "meta_batch")  # before the forward touches BatchNorm's statistics
+        else:
+            meta_batch = None
         self.model.train()
-        scale = 1.0
-        if self.distributed is not None:  # this process's shard; losses scaled so that shards add up
-            batch, scale = self.distributed.shard(batch)
+        shares = None
+        if self.distributed is not None:  # the global batches' sizes: how this process's losses are scaled
+            shares = self.distributed.shares(batch, meta_batch)
         meta, logits = None, None
         with autocast(batch[0].device, self.amp):
-            if meta_batch is not None and self.meta_enabled:
+            if meta_batch is not None:
                 assert self.strategy is not None
-                self._check_batch(meta_batch, "meta_batch")  # before the forward touches BatchNorm's statistics
                 if not self.probed:
                     self.probe(batch, meta_batch)
                 if self.share_forward:
                     with phase("labelmeta: model forward (shared)"):
                         logits = self._train_model(batch[0])  # the model step's forward, lent to the meta step first
-                meta = self._meta_step(batch, meta_batch, scale, logits)
+                meta = self._meta_step(batch, meta_batch, shares, logits)
             weights = meta.sample_weights if meta is not None else None
             with phase("labelmeta: model step"):
-                loss = self._model_step(batch, scale, weights, logits)
+                loss = self._model_step(batch, shares, weights, logits)
         self.num_steps += 1
-        return StepStats(loss / scale, meta.meta_loss if meta else None, weights, batch[2])
+        indices, meta_loss = batch[2], meta.meta_loss if meta else None
+        if shares is None:
+            return StepStats(loss.item(), meta_loss, weights, indices)
+        # the global batch's figures, the same on every process
+        return StepStats(*self._global_stats(shares, loss, meta_loss, weights, indices))
+
+    def _global_stats(self, shares: Shares, loss: Tensor, meta_loss: Optional[float], weights: Optional[Tensor],
+                      indices: Tensor) -> tuple:
+        """The step's figures for the global batch: losses summed over processes (each process's
+        is its share), and the weights and indices of every process in the global batch's order."""
+        assert self.distributed is not None
+        figures = torch.tensor([loss.item() / self.distributed.world, meta_loss or 0.0], dtype=torch.float64,
+                               device=indices.device)
+        self.distributed.sum_([figures])
+        if weights is not None:
+            weights, indices = self.distributed.gather(weights, shares.sizes), self.distributed.gather(indices, shares.sizes)
+        return figures[0].item(), (None if meta_loss is None else figures[1].item()), weights, indices
 
     def probe(self, batch: Batch, meta_batch: Batch) -> None:
         """Check, on copies and the first few samples of each batch, that the strategy can differentiate
@@ -226,14 +246,16 @@ class Learner:
         assert first is not None
         raise explain(first, *parts, self.strategy, self.loss, batch, meta_batch, self.amp)
 
-    def _meta_step(self, batch: Batch, meta_batch: Batch, scale: float, logits: Optional[Tensor]) -> MetaStats:
+    def _meta_step(self, batch: Batch, meta_batch: Batch, shares: Optional[Shares],
+                   logits: Optional[Tensor]) -> MetaStats:
         """The strategy's label gradient, then the label optimiser's step (``meta_batch`` checked)."""
         assert self.strategy is not None
         problem = MetaProblem(self.model, self.optimizer, self.labels, batch, meta_batch, self.loss, logits=logits)
-        if self.distributed is not None:
-            problem.meta_batch, meta_scale = self.distributed.shard(meta_batch)
-            problem.inner_scale, problem.meta_scale = scale, meta_scale / self.distributed.world
-            problem.group = self.distributed
+        if shares is not None:
+            assert self.distributed is not None
+            rank = self.distributed.rank
+            problem.inner_scale, problem.meta_scale = shares.scale(rank), shares.meta_scale(rank)
+            problem.group, problem.global_size = self.distributed, sum(shares.sizes)
         if self.label_optimizer is not None:
             self.label_optimizer.zero_grad(set_to_none=True)
         try:
@@ -255,8 +277,10 @@ class Learner:
                 self.label_optimizer.step()
         return stats
 
-    def _model_step(self, batch: Batch, scale: float, weights: Optional[Tensor], logits: Optional[Tensor]) -> float:
+    def _model_step(self, batch: Batch, shares: Optional[Shares], weights: Optional[Tensor],
+                    logits: Optional[Tensor]) -> Tensor:
         """The real optimiser step against the (updated, detached) labels; the labels then observe.
+        Returns the loss (detached; under a process group, this process's share of the global one).
 
         ``logits``: this step's forward when the meta step already ran it (its graph is kept).
         """
@@ -266,18 +290,21 @@ class Learner:
         if logits is None:
             logits = self._train_model(x)
         loss = self.loss(logits, targets, weights, y)
-        if scale != 1.0:  # this process's share of the global batch mean
-            loss = loss * scale
+        if shares is not None:  # DDP averages the gradients: scaled, the shards' losses add up to the global one
+            assert self.distributed is not None
+            loss = loss * (shares.scale(self.distributed.rank) if weights is None else self.distributed.world)
         if not torch.isfinite(loss):  # the message is built only then: it reads the batch
             check_finite(loss, f"training loss at step {self.num_steps}, {_describe(batch)}{_inputs_note(batch)}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        if self.distributed is not None:  # every process's labels see the whole global batch
-            self.labels.observe(self.distributed.gather(idx), self.distributed.gather(logits.detach()))
+        if shares is not None:  # every process's labels see the whole global batch
+            assert self.distributed is not None
+            self.labels.observe(self.distributed.gather(idx, shares.sizes),
+                                self.distributed.gather(logits.detach(), shares.sizes))
         else:
             self.labels.observe(idx, logits.detach())
-        return loss.item()
+        return loss.detach()
 
 
 def _indices(batch: Batch) -> str:

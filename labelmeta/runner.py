@@ -140,9 +140,12 @@ def _set_up(config: Config, splits: Splits, learner: Learner, start: float) -> R
     """Loaders, the probe, schedules, and the run state (from the checkpoint when resuming)."""
     device = torch.device(config.device)
     options = _loader_options(config, device)
-    train_loader = loader(splits.train, config.batch_size, shuffle=True, seed=config.seed, **options)
+    group = learner.distributed  # under torchrun each process reads only its part of every batch
+    shard = None if group is None else (group.rank, group.world)
+    train_loader = loader(splits.train, config.batch_size, shuffle=True, seed=config.seed, shard=shard, **options)
     meta_set = splits.meta if config.meta_source == "clean" else splits.train
-    meta_batches = cycle(loader(meta_set, config.meta_batch_size, shuffle=True, seed=config.seed + 1, **options))
+    meta_batches = cycle(loader(meta_set, config.meta_batch_size, shuffle=True, seed=config.seed + 1, shard=shard,
+                                **options))
     if learner.meta_enabled:  # can the strategy differentiate the model? Known now, not after the warm-up
         with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
             first = [accel.to_device(next(iter(loader(data, PROBE_SAMPLES, shuffle=False))), device,

@@ -259,3 +259,56 @@ def test_validation_split_comes_out_of_the_meta_split_and_replaces_the_test_set(
     for bad in (per_class, -1):
         with pytest.raises(ValueError, match=f"validation_per_class={bad} must be in"):
             make_splits(source, meta_per_class=per_class, validation_per_class=bad, data_root=str(tmp_path))
+
+
+class _Counted(torch.utils.data.Dataset):
+    """Samples read one by one (as torchvision's datasets are), recording which were read."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.read = n, []
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        self.read.append(i)
+        return torch.tensor([float(i)]), i % 3, i
+
+
+@pytest.mark.parametrize("in_memory", [True, False], ids=["in-memory", "sample-by-sample"])
+def test_each_process_reads_only_its_shard_of_every_batch(in_memory):
+    """Two processes' loaders (``shard=(rank, 2)``) hand out, batch by batch, the two halves of the
+    global batches one loader draws, in the same order, resumed at the same place; each reads only its half."""
+    from labelmeta.data import IndexedTensorDataset
+
+    def data():
+        return IndexedTensorDataset(torch.arange(23.0).unsqueeze(1), torch.arange(23) % 3) if in_memory else _Counted(23)
+
+    whole = list(loader(data(), 6, shuffle=True, seed=4))
+    parts = [loader(data(), 6, shuffle=True, seed=4, shard=(rank, 2)) for rank in (0, 1)]
+    halves = [list(part) for part in parts]
+    assert [len(b[2]) for b in halves[0]] == [3, 3, 3, 2] and [len(b[2]) for b in halves[1]] == [3, 3, 3, 3]
+    for batch, first, second in zip(whole, *halves):
+        for t, a, b in zip(batch, first, second):
+            assert torch.equal(t, torch.cat([a, b]))
+    if not in_memory:  # each read its own samples, none of the other's
+        read = [set(part.data.dataset.read) for part in parts]
+        assert not read[0] & read[1] and read[0] | read[1] == set(range(23))
+    for part in parts:  # the first pass again, resumed after two batches, as a run resumes an epoch
+        part.generator.manual_seed(4)
+        part.skip(2)
+    for batch, first, second in zip(whole[2:], *(list(part) for part in parts)):
+        assert torch.equal(batch[2], torch.cat([first[2], second[2]]))
+
+
+def test_shards_that_would_leave_a_process_without_samples_are_refused():
+    from labelmeta.data import IndexedTensorDataset
+
+    data = IndexedTensorDataset(torch.zeros(13, 1), torch.zeros(13))
+    with pytest.raises(ValueError, match=r"last batch of each pass over 13 samples \(batch size 6\).* 1 samples"):
+        loader(data, 6, shuffle=True, shard=(0, 2))
+    with pytest.raises(ValueError, match="a batch of 2 samples cannot be shared by 3 processes"):
+        loader(data, 2, shuffle=True, shard=(0, 3))
+    with pytest.raises(ValueError, match=r"shard must be \(rank, world\).*\(2, 2\)"):
+        loader(data, 4, shuffle=True, shard=(2, 2))
+    loader(data, 13, shuffle=True, shard=(1, 2))  # one batch of 13: shards of 6 and 7

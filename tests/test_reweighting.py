@@ -99,7 +99,7 @@ def test_one_step_reweight_label_gradient_finite_differences(model_kind, float64
 
 def test_one_step_reweight_learns_weights_and_labels():
     strategy = make_strategy("one-step-reweight")
-    assert strategy.learns_weights and strategy.learns_labels and not strategy.supports_distributed
+    assert strategy.learns_weights and strategy.learns_labels and strategy.supports_distributed
     assert not make_strategy("meta-weight-net").learns_labels
 
 

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from helpers import C, assert_close, make_data, make_learnable_labels, make_model
 from labelmeta import LABELS, Learner, make_label_optimizer, make_labels
-from labelmeta.strategies import (BACKENDS, STRATEGIES, TARGETS, FiniteDifference, Functional, HeadOnly, MetaProblem, Truncated, Unrolled,
-                                  find_head, make_strategy)
+from labelmeta.strategies import (BACKENDS, STRATEGIES, TARGETS, FiniteDifference, Functional, HeadOnly, MetaProblem,
+                                  OneStep, Strategy, Truncated, Unrolled, Weights, find_head, make_strategy)
 
 LEARNABLE = [n for n in LABELS.names() if LABELS.get(n)(torch.zeros(2, dtype=torch.long), 2).learnable]
 
@@ -260,16 +260,24 @@ def test_every_backend_with_every_target_against_real_optimizer_steps(backend, t
     assert error <= (1e-5 if backend == "finite-difference" else 1e-7), error
 
 
-@pytest.mark.parametrize("name, half", [("functional:weights", "Weights target"),
-                                        ("finite-difference", "FiniteDifference backend")])
-def test_a_pair_that_runs_in_one_process_is_refused_naming_its_half(name, half):
+class _LocalBackend(OneStep):
+    supports_distributed = False  # as a user's backend would declare it
+
+
+class _LocalTarget(Weights):
+    supports_distributed = False
+
+
+@pytest.mark.parametrize("half", ["backend", "target"])
+def test_a_pair_that_runs_in_one_process_is_refused_naming_its_half(half):
     """Under several processes (the check comes before the process group is used, so any stand-in
-    for it reaches it) a pair one of whose halves runs in one process is refused, naming that half."""
+    for it reaches it) a pair one of whose halves declares it runs in one process is refused, naming that half."""
     targets, batch, meta = make_data()
     model = make_model("mlp")
-    learns = make_strategy(name).learns_labels
-    labels = make_learnable_labels("per-sample", targets) if learns else make_labels("one-hot", targets, C)
-    label_opt = make_label_optimizer("mirror", labels.parameters(), 0.5) if learns else None
-    with pytest.raises(ValueError, match=rf"'{name}' strategy does not run in several processes yet \(its {half} "
+    strategy = Strategy(_LocalBackend() if half == "backend" else OneStep(),
+                        _LocalTarget() if half == "target" else Weights(), "mine")
+    name = "_LocalBackend backend" if half == "backend" else "_LocalTarget target"
+    with pytest.raises(ValueError, match=rf"'mine' strategy does not run in several processes \(its {name} "
                                          r"runs in one only\)"):
-        Learner(model, torch.optim.SGD(model.parameters(), lr=0.1), labels, name, label_opt, distributed=object())
+        Learner(model, torch.optim.SGD(model.parameters(), lr=0.1), make_labels("one-hot", targets, C), strategy,
+                distributed=object())

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import itertools
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
+
+from ..distributed import check_shards, shard_bounds
 
 
 class IndexedTensorDataset(Dataset):
@@ -55,22 +57,42 @@ class Indexed(Dataset):
         return x, y, i
 
 
-class _Skipping(Sampler):
-    """Wraps a sampler; the next pass first drops ``owner.pending`` of its items (indices or index
-    lists) without loading any data, so that a pass resumes mid-way in the same order."""
+class _Batches(Sampler):
+    """The index lists of a pass's batches: the next pass first drops ``owner.pending`` of them without
+    loading any data (a pass resumed mid-way, in the same order), and each is cut to this process's
+    shard (``shard=(rank, world)``) before any sample is read."""
 
-    def __init__(self, inner: Sampler, owner: "Loader", per_batch: int) -> None:
-        self.inner, self.owner, self.per_batch = inner, owner, per_batch
+    def __init__(self, inner: BatchSampler, owner: "Loader", shard: Optional[Tuple[int, int]]) -> None:
+        self.inner, self.owner, self.shard = inner, owner, shard
 
     def __iter__(self):
         it = iter(self.inner)
-        skip, self.owner.pending = self.owner.pending * self.per_batch, 0
+        skip, self.owner.pending = self.owner.pending, 0
         for _ in itertools.islice(it, skip):
             pass
-        yield from it
+        if self.shard is None:
+            yield from it
+            return
+        for batch in it:
+            lo, hi = shard_bounds(len(batch), *self.shard)
+            yield batch[lo:hi]
 
     def __len__(self) -> int:
         return len(self.inner)
+
+
+def _check_shard(shard: Optional[Tuple[int, int]], size: int, batch_size: int) -> None:
+    """``ValueError`` unless ``shard`` is ``(rank, world)`` and every batch of a pass over ``size``
+    samples gives each of the ``world`` processes a sample."""
+    if shard is None:
+        return
+    rank, world = shard
+    if not (isinstance(world, int) and isinstance(rank, int) and world >= 1 and 0 <= rank < world):
+        raise ValueError(f"shard must be (rank, world) with 0 <= rank < world, got {shard!r}")
+    check_shards(min(batch_size, size), world, "a batch")
+    last = size % batch_size
+    if last:
+        check_shards(last, world, f"the last batch of each pass over {size} samples (batch size {batch_size})")
 
 
 class Loader:
@@ -91,23 +113,29 @@ class Loader:
     from per-worker generators seeded at each pass's start: a run resumed at an epoch's end sees
     the same augmentations (unless the workers are persistent), one resumed mid-epoch the same
     samples in the same order but other augmentations (``fit`` warns).
+
+    ``shard=(rank, world)``: process ``rank`` of ``world`` (``torchrun``) reads only its part of each
+    global batch (:func:`labelmeta.distributed.shard_bounds`); the global batches are drawn exactly as
+    in one process, so the order, and a resumed position, are the same in every process. Random
+    augmentations are then drawn by each process for its own samples.
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, *, workers: int = 0,
-                 pin_memory: bool = False, persistent_workers: bool = False) -> None:
+                 pin_memory: bool = False, persistent_workers: bool = False,
+                 shard: Optional[Tuple[int, int]] = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        _check_shard(shard, len(dataset), batch_size)
         self.generator = torch.Generator().manual_seed(seed)
         self.pending = 0
         sampler = RandomSampler(dataset, generator=self.generator) if shuffle else SequentialSampler(dataset)
+        batches = _Batches(BatchSampler(sampler, batch_size, drop_last=False), self, shard)
         seeds = torch.Generator()  # the DataLoader's base seeds (see the class docstring)
         if getattr(dataset, "batched", False):  # in memory: one indexing call a batch, in this process
-            batches = _Skipping(BatchSampler(sampler, batch_size, drop_last=False), self, per_batch=1)
             self.data = DataLoader(dataset, sampler=batches, batch_size=None, generator=seeds, pin_memory=pin_memory)
         else:  # read and augmented sample by sample: worth worker processes
-            self.data = DataLoader(dataset, batch_size=batch_size, sampler=_Skipping(sampler, self, batch_size),
-                                   generator=seeds, num_workers=workers, pin_memory=pin_memory,
-                                   persistent_workers=persistent_workers and workers > 0)
+            self.data = DataLoader(dataset, batch_sampler=batches, generator=seeds, num_workers=workers,
+                                   pin_memory=pin_memory, persistent_workers=persistent_workers and workers > 0)
 
     def skip(self, batches: int) -> None:
         """Make the next pass begin after its first ``batches`` batches."""
@@ -132,7 +160,8 @@ def dataset_targets(dataset: Dataset) -> Tensor:
 
 def loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, **options) -> Loader:
     """A seeded :class:`Loader` of ``(x, y, index)`` batches (``options``: ``workers``, ``pin_memory``,
-    ``persistent_workers``; workers serve datasets read sample by sample, e.g. torchvision's)."""
+    ``persistent_workers``; workers serve datasets read sample by sample, e.g. torchvision's; ``shard``:
+    this process's part of each batch under ``torchrun``)."""
     return Loader(dataset, batch_size, shuffle, seed, **options)
 
 

@@ -37,10 +37,12 @@ class MetaProblem:
         meta_batch: the batch the meta loss scores with its hard labels.
         loss: the training loss (the same the real step uses): a callable
             ``loss(logits, soft_targets, weights, targets)`` or a :data:`~labelmeta.losses.LOSSES` name.
-        inner_scale: factor on the inner loss: this process's share of the global training batch
-            (1 in one process; see :mod:`labelmeta.distributed`).
+        inner_scale: factor on the inner loss (a batch mean): this process's share of the global
+            training batch (1 in one process; see :mod:`labelmeta.distributed`).
         meta_scale: factor on the meta loss: this process's share of the global meta batch mean.
         group: the process group whose processes take the same, global inner step (``None``: one process).
+        global_size: the global training batch's size, of which ``batch`` is this process's shard
+            (``None``: one process, ``len(batch[0])``).
         logits: the real model's outputs on the training batch, from the forward the model step
             will back-propagate (set by the learner for a strategy that :attr:`~Strategy.shares_forward`;
             differentiate it with ``retain_graph=True``); ``None`` otherwise.
@@ -56,6 +58,7 @@ class MetaProblem:
     meta_scale: float = 1.0
     group: Optional["Distributed"] = None
     logits: Optional[Tensor] = None
+    global_size: Optional[int] = None
 
     def __post_init__(self) -> None:
         if isinstance(self.loss, str):
@@ -64,10 +67,29 @@ class MetaProblem:
             raise TypeError(f"MetaProblem.loss must be a training loss name ({', '.join(LOSSES.names())}) or a "
                             f"callable loss(logits, soft_targets, weights, targets), got {self.loss!r}")
 
+    @property
+    def batch_size(self) -> int:
+        """The size of the (global) training batch: what per-sample weights are normalised over."""
+        return len(self.batch[0]) if self.global_size is None else self.global_size
+
+    @property
+    def world(self) -> int:
+        """The number of processes taking the inner step together (1 in one process)."""
+        return 1 if self.group is None else self.group.world
+
     def inner_loss(self, logits: Tensor, soft_targets: Tensor, weights: Optional[Tensor] = None) -> Tensor:
-        """The training loss of ``logits`` on the training batch against ``soft_targets``, scaled."""
+        """The training loss of ``logits`` on the training batch against ``soft_targets``, scaled.
+
+        A batch mean is scaled by :attr:`inner_scale`; a weighted sum (``weights`` of the global batch)
+        by the number of processes, whose average then is the global weighted sum.
+        """
         value = self.loss(logits, soft_targets, weights, self.batch[1])
-        return value if self.inner_scale == 1.0 else value * self.inner_scale
+        scale = self.inner_scale if weights is None else self.world
+        return value if scale == 1 else value * scale
+
+    def total(self, value: Tensor) -> Tensor:
+        """``value`` summed over the processes (differentiably), or as it is in one."""
+        return value if self.group is None else self.group.total(value)
 
     def meta_loss(self, logits: Tensor) -> Tensor:
         """Hard-label cross-entropy of ``logits`` on the meta batch, scaled."""
@@ -96,10 +118,14 @@ class MetaStats:
     sample_weights: Optional[Tensor] = None
 
 
-def normalised(weights: Tensor) -> Tensor:
+def normalised(weights: Tensor, problem: Optional[MetaProblem] = None) -> Tensor:
     """``weights [B]`` scaled to sum to one, or as they are (all zero) when they sum to zero: a
-    weighted batch then takes the step length of a plain batch mean, and a batch no sample helps is skipped."""
-    total = weights.sum()
+    weighted batch then takes the step length of a plain batch mean, and a batch no sample helps is skipped.
+
+    ``problem``: the step's, whose processes' weights are normalised together (differentiably), as
+    the global batch's (:meth:`MetaProblem.total`); ``None``: over ``weights`` alone.
+    """
+    total = weights.sum() if problem is None else problem.total(weights.sum())
     return weights / total if total > 0 else weights
 
 

@@ -40,8 +40,6 @@ class FiniteDifference(Backend):
             (``c`` the SGD step's gain); default 0.01 (DARTS's).
     """
 
-    supports_distributed = False  # its difference quotient is not summed over processes yet
-
     def __init__(self, *, steps: int = 1, scale: float = 0.01) -> None:
         if scale <= 0:
             raise ValueError(f"scale must be > 0, got {scale}")
@@ -69,6 +67,8 @@ class FiniteDifference(Backend):
         meta = check_finite(problem.meta_loss(unroll(after, problem.meta_batch[0])), "meta loss")
         v = torch.autograd.grad(meta, after, allow_unused=True)
         v = [torch.zeros_like(p) if g is None else g for p, g in zip(after, v)]
+        if problem.group is not None:  # the global meta loss's gradient: every process's part
+            problem.group.sum_(v)
         norm = torch.sqrt(sum((g * g).sum() for g in v))
         if norm == 0:
             return meta.item(), [None] * len(inputs)
@@ -83,4 +83,6 @@ class FiniteDifference(Backend):
                 return list(torch.autograd.grad(value, list(inputs), retain_graph=True, allow_unused=True))
 
         plus, minus = inner_grad(1.0), inner_grad(-1.0)
-        return meta.item(), [None if a is None else -(a - b) / (2 * eps) for a, b in zip(plus, minus)]
+        # the global inner gradient is the processes' average: this process's share of the difference
+        scale = 2 * eps * problem.world
+        return meta.item(), [None if a is None else -(a - b) / scale for a, b in zip(plus, minus)]

@@ -110,8 +110,6 @@ class Implicit(Backend):
     After each hypergradient, :attr:`last_solve` says how many products the solve took and its residual.
     """
 
-    supports_distributed = False  # the Hessian-vector products are not averaged over processes yet
-
     def __init__(self, *, steps: int = 10, solver: Literal["cg", "neumann"] = "cg", iterations: int = 20,
                  tolerance: float = 1e-6, damping: float = 0.0, step: Optional[float] = None,
                  head_only: bool = False, head: Optional[str] = None) -> None:
@@ -161,6 +159,8 @@ class Implicit(Backend):
             meta = check_finite(problem.meta_loss(unroll(fast, x_meta)), "meta loss")
             g = [torch.zeros_like(p) if d is None else d
                  for p, d in zip(fast, torch.autograd.grad(meta, fast, allow_unused=True))]
+            if problem.group is not None:  # the global meta loss's gradient: every process's part
+                problem.group.sum_(g)
             # grad_theta L with a graph in theta (for H) and in the meta parameters (for the mixed product)
             value = problem.inner_loss(unroll(fast, x), problem.soft_targets(), weights)
             grads = torch.autograd.grad(value, fast, create_graph=True, allow_unused=True)
@@ -170,6 +170,8 @@ class Implicit(Backend):
             def apply(v: Vectors) -> Vectors:  # (H + damping I) v, H of the training loss plus weight decay
                 hv = torch.autograd.grad([grads[i] for i in used], [fast[i] for i in used],
                                          grad_outputs=[v[i] for i in used], retain_graph=True, allow_unused=True)
+                if problem.group is not None:  # the global loss's Hessian: the processes' average
+                    hv = problem.group.mean_differentiable(hv)
                 out = [d * t for d, t in zip(decay, v)]
                 for i, h in zip(used, hv):
                     if h is not None:
@@ -188,4 +190,5 @@ class Implicit(Backend):
                 return meta.item(), [None] * len(inputs)
             mixed = torch.autograd.grad([grads[i] for i in used], list(inputs),
                                         grad_outputs=[v[i].detach() for i in used], allow_unused=True)
-        return meta.item(), [None if d is None else -d for d in mixed]
+        # the global inner gradient is the processes' average: this process's share of the mixed product
+        return meta.item(), [None if d is None else -d / problem.world for d in mixed]

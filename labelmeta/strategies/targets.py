@@ -52,7 +52,7 @@ class Target(abc.ABC):
     learns_labels: bool = False
     #: whether it returns per-sample weights for the model step
     learns_weights: bool = False
-    #: whether it can run in several processes (per-sample weights are normalised over the local batch)
+    #: whether it can run in several processes (:mod:`labelmeta.distributed`)
     supports_distributed: bool = True
 
     @abc.abstractmethod
@@ -118,7 +118,6 @@ class Weights(Target):
     """
 
     learns_weights = True
-    supports_distributed = False  # the weights are normalised over the local batch
 
     def __init__(self, *, at: Literal["zero", "mean"] = "zero",
                  weighting: Literal["proportional", "binary"] = "proportional") -> None:
@@ -127,24 +126,25 @@ class Weights(Target):
         self.at, self.weighting = at, _weighting(weighting)
 
     def _leaf(self, problem: MetaProblem) -> Tensor:
-        n = len(problem.batch[0])
-        value = 0.0 if self.at == "zero" else 1.0 / n
-        return torch.full((n,), value, dtype=_batch_dtype(problem), device=problem.batch[0].device, requires_grad=True)
+        # the weights of this process's samples in the global batch (the mean: 1 / its size)
+        value = 0.0 if self.at == "zero" else 1.0 / problem.batch_size
+        return torch.full((len(problem.batch[0]),), value, dtype=_batch_dtype(problem), device=problem.batch[0].device,
+                          requires_grad=True)
 
     def parameters(self, problem: MetaProblem) -> MetaParameters:
         w = self._leaf(problem)
         return MetaParameters([w], lambda: w)
 
-    def weights_from(self, grad: Optional[Tensor], like: Tensor) -> Tensor:
-        """The model step's weights from the meta loss's gradient ``grad [B]`` with respect to the inner weights."""
-        if grad is None:
-            return torch.zeros_like(like).detach()
-        helps = (-grad).clamp_min(0)
-        return normalised(helps if self.weighting == "proportional" else helps.gt(0).to(helps.dtype)).detach()
+    def weights_from(self, grad: Optional[Tensor], like: Tensor, problem: Optional[MetaProblem] = None) -> Tensor:
+        """The model step's weights from the meta loss's gradient ``grad [B]`` with respect to the inner
+        weights, normalised over ``problem``'s global batch (``None``: over ``grad``'s samples)."""
+        helps = torch.zeros_like(like).detach() if grad is None else (-grad).clamp_min(0)
+        with torch.no_grad():
+            return normalised(helps if self.weighting == "proportional" else helps.gt(0).to(helps.dtype), problem)
 
     def update(self, problem: MetaProblem, meta: MetaParameters, meta_loss: float,
                grads: Sequence[Optional[Tensor]]) -> MetaStats:
-        return MetaStats(meta_loss=meta_loss, sample_weights=self.weights_from(grads[0], meta.inputs[0]))
+        return MetaStats(meta_loss=meta_loss, sample_weights=self.weights_from(grads[0], meta.inputs[0], problem))
 
 
 @TARGETS.register("labels+weights")
@@ -195,7 +195,6 @@ class WeightNet(Target):
     """
 
     learns_weights = True
-    supports_distributed = False  # its weights are normalised over the local batch
 
     def __init__(self, *, hidden: int = 100, lr: float = 1e-3, weight_decay: float = 1e-4) -> None:
         hidden = check_count("hidden", hidden)
@@ -206,9 +205,11 @@ class WeightNet(Target):
         self.net = nn.Sequential(nn.Linear(1, hidden), nn.ReLU(), nn.Linear(hidden, 1), nn.Sigmoid())
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr, weight_decay=weight_decay)
 
-    def weights(self, losses: Tensor) -> Tensor:
-        """``[B]`` weights of samples with training losses ``losses [B]``, summing to one (or all zero)."""
-        return normalised(self.net(losses.detach().unsqueeze(1).to(next(self.net.parameters()).dtype)).squeeze(1))
+    def weights(self, losses: Tensor, problem: Optional[MetaProblem] = None) -> Tensor:
+        """``[B]`` weights of samples with training losses ``losses [B]``, summing to one (or all zero)
+        over ``problem``'s global batch (``None``: over these samples)."""
+        return normalised(self.net(losses.detach().unsqueeze(1).to(next(self.net.parameters()).dtype)).squeeze(1),
+                          problem)
 
     def parameters(self, problem: MetaProblem) -> MetaParameters:
         x = problem.batch[0]
@@ -220,17 +221,20 @@ class WeightNet(Target):
                 unroll = FunctionalUnroll(problem.model, problem.optimizer)
                 logits = unroll(unroll.start()[0], x)
             losses = F.cross_entropy(logits, problem.soft_targets(), reduction="none")  # soft_cross_entropy's, per sample
-        return MetaParameters(list(self.net.parameters()), lambda: self.weights(losses),
+        return MetaParameters(list(self.net.parameters()), lambda: self.weights(losses, problem),
                               {"losses": losses, "dtype": logits.dtype})
 
     def update(self, problem: MetaProblem, meta: MetaParameters, meta_loss: float,
                grads: Sequence[Optional[Tensor]]) -> MetaStats:
         self.optimizer.zero_grad(set_to_none=True)
+        if problem.group is not None:  # each process's samples' part of the network's gradient
+            grads = [torch.zeros_like(p) if g is None else g for p, g in zip(meta.inputs, grads)]
+            problem.group.sum_(grads)
         for p, g in zip(meta.inputs, grads):
             p.grad = g
         self.optimizer.step()
         with torch.no_grad():  # the updated network weights the real step
-            weights = self.weights(meta.context["losses"])
+            weights = self.weights(meta.context["losses"], problem)
         return MetaStats(meta_loss=meta_loss, sample_weights=weights.to(meta.context["dtype"]))
 
     def state_dict(self) -> Dict[str, Any]:
