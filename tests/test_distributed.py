@@ -18,13 +18,16 @@ KILLER = Path(__file__).with_name("killed_fit.py")
 TWO = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
 #: every backend with the labels target (per-class labels, whose gradient every process adds to, and
-#: per-sample ones, in turn), every target, and the presets: the default, L2RW, Meta-Weight-Net
+#: per-sample ones, in turn), every target, and the presets: the default, L2RW, Meta-Weight-Net; the
+#: label corrector
 RUNS = {
     "labels": ["per-class/unrolled", "per-sample-ensemble/functional", "per-class/truncated",
                "per-sample-ensemble/head-only", "per-class/one-step", "per-sample-ensemble/finite-difference",
                "per-class/implicit"],
     "weights": ["per-sample/one-step-reweight", "one-hot/reweight", "one-hot/meta-weight-net",
-                "one-hot/functional:weights", "per-class/unrolled:labels+weights", "one-hot/one-step:weight-net"],
+                "one-hot/functional:weights", "per-class/unrolled:labels+weights", "one-hot/one-step:weight-net",
+                # the label-correction network, its parameters a network's that every process trains
+                "corrector/one-step-reweight"],
 }
 
 
