@@ -1,15 +1,19 @@
 """One epoch of the ``cifar10`` preset end to end, on a synthetic CIFAR-10 in torchvision's format.
 
     python benchmarks/cifar_epoch.py --device cuda     # 50 000 images, the preset's loader workers, a GPU
+    python benchmarks/cifar_epoch.py --device cuda --compare-workers   # and the same without loader workers
     python benchmarks/cifar_epoch.py --smoke           # CPU, 64 images, a small WRN: what the test suite runs
 
 Writes random images (uint8, 10 classes in turn) with ``labelmeta.data.files.write_cifar10`` under
 ``--data-root`` (kept there for the next run), then trains one epoch of the preset (meta steps from
 the first step: ``warmup_epochs=0``) for each row: cross-entropy alone, the preset's learned labels,
-and the same with bf16 autocast (``--amp``). Reports training images/s (the epoch without its
-evaluation), the epoch time relative to cross-entropy's, and on a GPU the peak memory
+and the same with bf16 autocast (``--amp``); with ``--compare-workers``, cross-entropy and the preset
+again with no loader workers (images decoded and augmented in the main process: what the workers
+save). Reports training images/s (the epoch without its evaluation), the epoch time relative to
+cross-entropy's (with the preset's workers), and on a GPU the peak memory
 (``torch.cuda.max_memory_allocated``). Random pixels carry no signal: accuracy is not the point.
-Writes ``cifar_epoch[_smoke][_<device>].{md,json}`` under ``--out``.
+Writes ``cifar_epoch[_smoke][_<device>].{md,json}`` under ``--out``, after each row (a run stopped
+early leaves the rows it finished).
 """
 from __future__ import annotations
 
@@ -31,6 +35,11 @@ ROWS = {
     "preset (learned per-class labels)": dict(),
     "preset + bf16 autocast": dict(amp=True),
 }
+#: ``--compare-workers``: the first two rows again, loading in the main process
+NO_WORKERS = {
+    "cross-entropy, no loader workers": dict(labels="one-hot", strategy="none", workers=0, persistent_workers=False),
+    "preset, no loader workers": dict(workers=0, persistent_workers=False),
+}
 
 
 def synthetic_cifar(root: Path, images: int, test: int = 10_000) -> None:
@@ -50,6 +59,8 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=int, default=50_000, help="training images")
     parser.add_argument("--data-root", default=str(Path(tempfile.gettempdir()) / "labelmeta-synthetic-cifar10"))
     parser.add_argument("--workers", type=int, default=None, help="loader workers (default: the preset's)")
+    parser.add_argument("--compare-workers", action="store_true",
+                        help="also run cross-entropy and the preset with no loader workers")
     run_arguments(parser, seeds=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -64,22 +75,32 @@ def main(argv=None) -> int:
         base = base.replace(workers=args.workers)
     synthetic_cifar(Path(args.data_root), args.images, test_images)
 
-    results = {}
-    for name, overrides in ROWS.items():
+    rows = {**ROWS, **(NO_WORKERS if args.compare_workers else {})}
+    command = "python benchmarks/cifar_epoch.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    results: dict = {}
+    for name, overrides in rows.items():
         config = base.replace(**overrides)
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats(args.device)
         run = fit(config)
         epoch = run.history[0]
         results[name] = dict(seconds=epoch.seconds, images_per_second=args.images / epoch.seconds,
-                             peak_memory=torch.cuda.max_memory_allocated(args.device)
+                             workers=config.workers, peak_memory=torch.cuda.max_memory_allocated(args.device)
                              if args.device.startswith("cuda") else None)
+        lines = report(results, args, base, command)  # after each row: a run stopped early keeps what it measured
+    print("\n".join(lines))
+    return 0
+
+
+def report(results: dict, args: argparse.Namespace, base, command: str) -> list:
+    """Write the rows measured so far (``cifar_epoch[_smoke][_<device>].{md,json}``); the report's lines."""
     plain = results["cross-entropy"]["seconds"]
-    command = "python benchmarks/cifar_epoch.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    none = " (none in the rows that say so)" if any(r["workers"] == 0 for r in results.values()) and base.workers else ""
     lines = ["# One epoch of the cifar10 preset", "",
              f"Command: `{command.strip()}`; {machine(args.device)}; {args.images} synthetic training images, "
              f"batch {base.batch_size}, meta batch {base.meta_batch_size}, strategy `{base.strategy}` every "
-             f"{base.meta_every} step(s), {base.workers} loader worker(s), channels-last {base.channels_last}.", "",
+             f"{base.meta_every} step(s), {base.workers} loader worker(s){none}, "
+             f"channels-last {base.channels_last}.", "",
              "| run | epoch (s) | images/s | × cross-entropy time | peak memory (MB) |", "|---|---|---|---|---|"]
     for name, r in results.items():
         memory = "–" if r["peak_memory"] is None else f"{r['peak_memory'] / 2**20:.0f}"
@@ -88,8 +109,7 @@ def main(argv=None) -> int:
     stem = "cifar_epoch" + ("_smoke" if args.smoke else "") + ("" if args.device == "cpu" else "_" + args.device.split(":")[0])
     write_outputs(Path(args.out), stem, "\n".join(lines), {"machine": machine(args.device), "images": args.images,
                                                          "config": base.__dict__, "results": results})
-    print("\n".join(lines))
-    return 0
+    return lines
 
 
 if __name__ == "__main__":

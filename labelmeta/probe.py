@@ -87,15 +87,21 @@ def attempt(model: nn.Module, optimizer: torch.optim.Optimizer, labels: LabelPar
 def explain(reason: str, model: nn.Module, optimizer: torch.optim.Optimizer, labels: LabelParameterization,
             strategy: Strategy, loss: TrainingLoss, batch: Batch, meta_batch: Batch, amp: bool = False) -> ValueError:
     """The failure ``reason`` of a meta step that no variant of ``strategy`` could take, as one message:
-    the batch that does not fit the model, else the innermost module whose derivative is missing or
-    wrong, and the strategies that can differentiate the model."""
+    the batch that does not fit the model, else, for each variant the probe tried (``one-step`` under
+    ``product="auto"``: the forward-mode and the reverse-mode product), the innermost module whose
+    derivative is missing or wrong, and the strategies that can differentiate the model."""
     for what, data in (("meta_batch", meta_batch), ("batch", batch)):
         wrong = misfit(model, data, what)
         if wrong is not None:
             return wrong
-    culprit = _innermost(model, batch[0], strategy.derivatives(model))
-    where = (f"module {culprit[0]!r} ({culprit[1]}): {culprit[2]}" if culprit is not None
-             else f"no single module alone, their composition: {reason}")
+    found: Dict[Tuple[str, str], List[str]] = {}  # (module, class) -> what is wrong with it, variant by variant
+    for variant in strategy.variants(model):
+        culprit = _innermost(model, batch[0], variant.derivatives(model))
+        if culprit is not None:
+            problems = found.setdefault(culprit[:2], [])
+            problems.extend(p for p in culprit[2] if p not in problems)
+    where = ("; ".join(f"module {name!r} ({kind}): {'; '.join(problems)}" for (name, kind), problems in found.items())
+             if found else f"no single module alone, their composition: {reason}")
     works = [other for other in _alternatives(strategy)
              if attempt(model, optimizer, labels, STRATEGIES.build(other), loss, batch, meta_batch, False, amp) is None]
     advice = (f"strategies that can: {', '.join(repr(w) for w in works)}" if works
@@ -254,7 +260,7 @@ def _model_function(model: nn.Module, x: Tensor) -> Callable[..., Tensor]:
     return _module_function(model, (x,), {}, vary_inputs=False)[0]
 
 
-def _innermost(model: nn.Module, x: Tensor, needs: FrozenSet[str]) -> Optional[Tuple[str, str, str]]:
+def _innermost(model: nn.Module, x: Tensor, needs: FrozenSet[str]) -> Optional[Tuple[str, str, List[str]]]:
     """``(name, class, what is wrong)`` of the innermost module of ``model`` whose derivatives
     ``needs`` names are missing or wrong on the inputs it receives from ``x`` (float64); ``None`` if each module's are right."""
     model = _double(model)
@@ -274,7 +280,7 @@ def _innermost(model: nn.Module, x: Tensor, needs: FrozenSet[str]) -> Optional[T
     for name, module, args, kwargs in calls:  # completion order: a module's children come before it
         wrong = derivative_errors(*_module_function(module, args, kwargs), needs or frozenset({"double backward"}))
         if wrong:
-            return name or "the model itself", type(module).__name__, "; ".join(wrong.values())
+            return name or "the model itself", type(module).__name__, list(wrong.values())
     return None
 
 

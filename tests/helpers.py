@@ -1,7 +1,9 @@
 """Seeded factories, on-disk dataset writers and one comparison helper shared by the tests."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Iterator, List
 
 import numpy as np
 
@@ -11,6 +13,29 @@ from torch import Tensor, nn
 from labelmeta import make_labels
 
 N, C, D, B = 12, 4, 5, 6  # samples, classes, input features, batch size
+
+
+def devices() -> List[str]:
+    """The devices a test marked ``cuda`` runs on: ``"cpu"``, and ``"cuda"`` when a CUDA device is
+    present (``pytest -m cuda`` selects those tests; ``benchmarks/device_check.py`` runs them)."""
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@contextlib.contextmanager
+def float32_exactly(device: str) -> Iterator[None]:
+    """float32 computed in float32 on ``device`` inside the block: cuDNN's convolutions take TF32 (10
+    bits of mantissa) by default on recent GPUs, too coarse for float32 tolerances. Nothing changes
+    on the CPU."""
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    backends = torch.backends
+    saved = backends.cudnn.conv.fp32_precision, backends.cuda.matmul.fp32_precision
+    backends.cudnn.conv.fp32_precision = backends.cuda.matmul.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        backends.cudnn.conv.fp32_precision, backends.cuda.matmul.fp32_precision = saved
 
 
 class UnusedParam(nn.Module):

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from helpers import C, assert_close, make_data, make_learnable_labels, make_model
+from helpers import C, assert_close, devices, float32_exactly, make_data, make_learnable_labels, make_model
 from labelmeta import LABELS, LOSSES, Unrolled, make_labels, make_loss, soft_cross_entropy
 from labelmeta.strategies import Functional, MetaProblem, MetaReweight, OneStep, Truncated
 
@@ -352,6 +352,29 @@ def test_one_step_learner_shares_the_forward(model_kind, product, float64):
             assert_close(states["one-step"][key], value, 1e-10, key)
         else:  # BatchNorm's batch count: the shared forward counts once, as the plain step does
             assert torch.equal(states["one-step"][key], value), key
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("product", ["forward", "reverse"])
+def test_one_step_matches_the_unroll_in_float32(product, device):
+    """The check above in float32 on each device (on a GPU, its kernels' forward-mode formula and
+    double backward of BatchNorm): labels and sample weights, SGD with momentum and weight decay."""
+    targets, batch, meta = make_data()
+    batch, meta = [tuple(t.to(device) for t in b) for b in (batch, meta)]
+    model = make_model("bn").to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.3, momentum=0.9, weight_decay=0.01)
+    F.cross_entropy(model(batch[0]), batch[1]).backward()
+    opt.step()
+    labels = make_learnable_labels("per-sample", targets).to(device)
+    w = torch.rand(len(batch[0]), generator=torch.Generator().manual_seed(3)).to(device).requires_grad_()
+    problem = MetaProblem(model, opt, labels, batch, meta)
+    inputs = list(labels.parameters()) + [w]
+    with float32_exactly(device):
+        expected = torch.autograd.grad(Functional(steps=1).meta_loss(problem, w), inputs)
+        _, grads = OneStep(product=product).hypergradient(problem, inputs, w)
+    for a, b, name in zip(grads, expected, ("labels", "weights")):
+        assert_close(a, b, 1e-5, name)  # measured 1e-7 on the CPU
 
 
 def test_one_step_bad_options():
