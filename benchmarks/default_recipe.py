@@ -8,7 +8,9 @@ The default method (learned labels and per-sample weights, ``labels+weights``) w
 taken in several ways: the reference is the exact unroll through ``higher`` at every training step
 on a meta batch of 500 (``unrolled:labels+weights``); the default computes the same hypergradient
 with ``one-step``'s Jacobian-vector product; the other candidates make it cheaper by taking the
-meta step every ``m`` steps (optionally with a longer label step), on a smaller meta batch, or both.
+meta step every ``m`` steps (optionally with a longer label step), on a smaller meta batch, or both,
+or keep a meta step at every training step but recompute the meta loss's gradient only every ``r``
+of them (``one-step``'s ``refresh``).
 Cross-entropy runs in the same script, on the same data, noise draw and seeds. A candidate
 qualifies when its last-epoch accuracy keeps >= 95 % of the reference's gain over cross-entropy
 *and* lies within one standard deviation of the reference's; the fastest qualifying candidate is
@@ -41,8 +43,16 @@ CANDIDATES: Dict[str, dict] = {
     "one-step, every 4 steps": dict(meta_every=4),
     "one-step, every 8 steps": dict(meta_every=8),
     "one-step, every 8 steps, meta batch 128": dict(meta_every=8, meta_batch_size=128),
+    # a meta step at every training step (weights and labels for every batch), the meta loss's
+    # gradient recomputed every r of them and reused in between (one-step's ``refresh``)
+    "one-step, every step, meta gradient every 2": dict(strategy_options=dict(refresh=2)),
+    "one-step, every step, meta gradient every 4": dict(strategy_options=dict(refresh=4)),
+    "one-step, every step, meta gradient every 8": dict(strategy_options=dict(refresh=8)),
 }
 KEEP, WITHIN_STD = 0.95, 1.0
+#: issue 28's target for the default's whole run: at most this many times cross-entropy's time, keeping
+#: at least TARGET_GAIN of the gain, on both noise models
+TARGET_TIME, TARGET_GAIN = 3.0, 0.97
 
 
 def methods() -> Dict[str, dict]:
@@ -106,10 +116,15 @@ def main(argv=None) -> int:
     if qualifying:
         best = qualifying[0]
         lines += ["", f"Fastest qualifying candidate: **{best['method']}**, {best['time_ratio']:.2f}× cross-entropy's "
-                  f"time, {best['gain_kept'] * 100:.0f} % of the gain (target: ≤ 2.0× — "
-                  + ("met" if best["time_ratio"] <= 2.0 else "**not met**") + ")."]
+                  f"time, {best['gain_kept'] * 100:.0f} % of the gain."]
     else:
         lines += ["", "No candidate qualifies."]
+    on_target = [r for r in rows if r["method"] in CANDIDATES and r["time_ratio"] <= TARGET_TIME
+                 and r["gain_kept"] >= TARGET_GAIN]
+    lines += [f"Target (issue 28, on both noise models): the whole run ≤ {TARGET_TIME:g}× cross-entropy's time at "
+              f"≥ {TARGET_GAIN:.0%} of the gain; here: "
+              + (", ".join(f"{r['method']} ({r['time_ratio']:.2f}×, {r['gain_kept'] * 100:.0f} %)" for r in on_target)
+                 if on_target else "no candidate") + "."]
     lines.append("")
     report = "\n".join(lines)
     write_outputs(out, stem, report, {**store, "rows": rows, "candidates": CANDIDATES,

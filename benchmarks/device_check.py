@@ -18,7 +18,7 @@ seconds, 455 by default; a part that would outlive the budget gets what is left)
    workers on and off (it writes its table after each row, so a part stopped early keeps its rows).
 
 The figures land in ``--out`` (``benchmarks/results``): ``overhead_cuda.*``, ``overhead_bf16_cuda.*``
-(the bf16 run's, renamed unless ``overhead.py`` names them itself), ``cifar_epoch_cuda.*``, and this
+(the bf16 run's), ``cifar_epoch_cuda.*``, and this
 check's own ``device_check_cuda.{md,json,log}``: each part's command, status, seconds, files and last
 lines of output, and every line the parts printed. Exit status: 0 when every part passed, 1 when one
 failed or ran out of time, 2 without a CUDA device (nothing is run).
@@ -30,11 +30,9 @@ import collections
 import json
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -63,9 +61,6 @@ class Part:
     command: Optional[List[str]]
     limit: float
     note: str = ""
-    #: files the part writes under a folder of its own, then moved into ``--out`` (stem renamed)
-    rename: dict = field(default_factory=dict)
-    staging: Optional[Path] = None
     status: str = "not run"
     seconds: float = 0.0
     files: List[str] = field(default_factory=list)
@@ -92,10 +87,8 @@ def plan(out: Path) -> List[Part]:
     overhead = [python, OVERHEAD, "--device", "cuda", "--models", "resnet18", "wrn", *rounds]
     parts = [Part("1", "tests", [python, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider"], LIMITS["tests"]),
              Part("2", "overhead, float32", overhead + ["--out", str(out)], LIMITS["overhead, float32"])]
-    if "--amp" in options:
-        staging = Path(tempfile.mkdtemp(prefix="device-check-bf16-"))
-        parts.append(Part("2", "overhead, bf16", overhead + ["--amp", "--out", str(staging)], LIMITS["overhead, bf16"],
-                          rename={"overhead_cuda": "overhead_bf16_cuda"}, staging=staging))
+    if "--amp" in options:  # it names its files overhead_bf16_cuda.*
+        parts.append(Part("2", "overhead, bf16", overhead + ["--amp", "--out", str(out)], LIMITS["overhead, bf16"]))
     else:
         why = problem or "benchmarks/overhead.py has no --amp option (a --amp flag is needed there)"
         parts.append(Part("2", "overhead, bf16", None, 0, note=f"skipped: {why}"))
@@ -157,23 +150,9 @@ def files(out: Path) -> dict:
 
 
 def collect(part: Part, out: Path, before: dict) -> None:
-    """The files ``part`` wrote: moved in from its staging folder (renamed), or new or changed in ``out``
-    since ``before`` (:func:`files`)."""
-    if part.staging is not None:
-        for path in sorted(part.staging.iterdir()):
-            stem = part.rename.get(path.stem, path.stem)
-            shutil.move(str(path), str(out / f"{stem}{path.suffix}"))
-            part.files.append(f"{stem}{path.suffix}")
-        return
+    """The files ``part`` wrote: new or changed in ``out`` since ``before`` (:func:`files`)."""
     part.files = sorted(name for name, changed in files(out).items()
                         if before.get(name) != changed and not name.startswith("device_check_"))
-
-
-def clean(parts: List[Part]) -> None:
-    """Remove the staging folders left (a part skipped, or stopped)."""
-    for part in parts:
-        if part.staging is not None:
-            shutil.rmtree(part.staging, ignore_errors=True)
 
 
 def describe(parts: List[Part], budget: float, out: Path) -> str:
@@ -224,27 +203,23 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(describe(parts, args.budget, out))
         if not cuda:
             print("(no CUDA device here: a run without --dry-run would exit with status 2)")
-        clean(parts)
         return 0
 
     device = f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda}), torch {torch.__version__}"
     out.mkdir(parents=True, exist_ok=True)
     print(describe(parts, args.budget, out), flush=True)
-    try:
-        with open(out / "device_check_cuda.log", "w", encoding="utf-8") as log:
-            for part in parts:
-                if part.command is None:
-                    print(f"\n===== {part.name}: {part.note}", flush=True)
-                    continue
-                left = args.budget - (time.monotonic() - start)
-                if left < 10:
-                    part.status = "not run: no time left in the budget"
-                    continue
-                before = files(out)
-                run(part, min(part.limit, left), log)
-                collect(part, out, before)
-    finally:
-        clean(parts)
+    with open(out / "device_check_cuda.log", "w", encoding="utf-8") as log:
+        for part in parts:
+            if part.command is None:
+                print(f"\n===== {part.name}: {part.note}", flush=True)
+                continue
+            left = args.budget - (time.monotonic() - start)
+            if left < 10:
+                part.status = "not run: no time left in the budget"
+                continue
+            before = files(out)
+            run(part, min(part.limit, left), log)
+            collect(part, out, before)
     total = time.monotonic() - start
     report = summary(parts, device, total)
     (out / "device_check_cuda.md").write_text(report, encoding="utf-8")

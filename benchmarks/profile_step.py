@@ -1,25 +1,35 @@
-"""Where the time of one exact k=1 training step goes, by operator family and phase, per ``torch.profiler``.
+"""Where the time of one training step goes, by operator family and phase, per ``torch.profiler``.
 
     python benchmarks/profile_step.py            # one-step and torch.func on cnn1d-bn and the MLP, 1 CPU thread
+    python benchmarks/profile_step.py --l2rw     # the L2RW rows and the default against the hand-written step
     python benchmarks/profile_step.py --smoke    # seconds; what the test suite runs
 
 Profiles full steps (``Learner.step``: meta step, label step, model step) of the methods of
 ``benchmarks/overhead.py`` named by ``--methods`` (the same strategies, labels and label
-optimiser, from its ``METHODS``; the same models, batches and SGD from ``common.build``), batch =
-meta batch = 128. Every operator's *self* time is assigned
+optimiser, from its ``METHODS``; the same models, batches and SGD from ``common.build``), and of its
+hand-written ``torch.func`` L2RW step (``reference: hand-written torch.func``), batch = meta batch = 128.
+``--l2rw`` profiles labelmeta's L2RW rows (``reweight``, ``functional:weights``, ``one-step:weights``)
+and the default against the hand-written step and writes ``profile_l2rw[_smoke].{md,json}``. Every
+operator's *self* time is assigned
 
 - to an **operator family**: the autograd node that ran it, if any (``ConvolutionBackward0`` is
   a convolution's backward, ``ConvolutionBackwardBackward0`` its double backward, i.e. the
   backward of the inner step's backward), else its outermost ``aten`` operator (a forward, or
   a forward-mode product), and optimiser updates to ``optimiser steps``;
-- to a **phase**: the innermost of the profiler ranges the library itself opens (the learner's
-  ``labelmeta: ...`` ranges, ``one-step``'s ``one-step: ...`` ranges), and for a strategy with a
-  differentiable meta loss (``functional``) its ``meta_loss`` call (the unroll's forward: inner
-  step kept as a graph, then the meta forward) as its own range; what lies in a meta step
-  outside it is the second-order backward.
+- to a **phase**: the innermost of the profiler ranges the library itself opens (the learner's and
+  the strategy's ``labelmeta: ...`` ranges, ``one-step``'s ``one-step: ...`` ranges, the unrolls'
+  ``unroll: ...`` ranges: building the functional copy, each inner step, the meta forward; the
+  hand-written step's ``hand-written: ...``), and for a strategy with a differentiable meta loss
+  (``functional``, ``unrolled``) its ``meta_loss`` call as its own range (what its ``unroll:`` ranges
+  leave of it: the glue between them); what lies in a meta step outside it is the second-order backward.
 
-Shares are of the operators' total self time (Python between operators is not in it; the
-unprofiled median step time is printed next to it). Writes ``profile_step[_smoke].{md,json}``.
+Shares are of the operators' total self time. A second table per step gives each phase's wall time
+under the profiler (a range's duration less the ranges inside it; "outside the ranges" is the rest
+of the step), the operators' self time in it, and the difference: Python between the operators
+(checks, context managers, building the unroll), the autograd engine's own work and the profiler's
+cost per event, which inflates phases of many small operators. The unprofiled median step times of
+all the profiled methods on a model and of a plain step are timed together, round-robin. Writes
+``profile_step[_smoke].{md,json}`` (``profile_l2rw...`` with ``--l2rw``).
 """
 from __future__ import annotations
 
@@ -35,13 +45,20 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from common import SHAPES, build, interleaved_times, machine, median, plain_step, run_arguments, write_outputs
 from labelmeta import Learner, make_label_optimizer, make_labels
-from overhead import METHODS
+from overhead import HANDWRITTEN, METHODS, handwritten_l2rw
 
 DEFAULT_METHODS = ["exact k=1 (one-step, forward-mode)", "exact k=1 (one-step, reverse-mode)", "exact k=1 (torch.func)"]
+#: ``--l2rw``: labelmeta's L2RW rows and the default, against the hand-written torch.func L2RW step
+L2RW_METHODS = ["default: one-step-reweight", "reweight (unrolled:weights, higher)", "functional:weights (torch.func)",
+                "one-step:weights", HANDWRITTEN]
 NODE = "autograd::engine::evaluate_function: "
 OUTSIDE = "outside the ranges (label forward, checks, observe)"
 META_LOSS = "meta loss forward (inner step kept as a graph, meta forward)"
 SECOND_ORDER = "labelmeta: meta step"  # what a meta-loss strategy's meta step does outside its meta_loss
+STEP = "profile_step: step"  # around each profiled step: the step's wall time
+#: the names of the profiler ranges that are phases
+PREFIXES = ("labelmeta: ", "one-step: ", "unroll: ", "hand-written: ")
+META_STEPS = ("labelmeta: meta step", "hand-written: meta step")
 
 #: (family, autograd-node substrings, forward-operator substrings), first match wins
 FAMILIES: List[Tuple[str, Tuple[str, ...], Tuple[str, ...]]] = [
@@ -81,9 +98,11 @@ def family(event) -> str:
 
 @contextmanager
 def labelled_meta_loss(strategy):
-    """Wrap a meta-loss strategy's ``meta_loss`` in a profiler range (an instance attribute
-    shadows the method for this object only; removed on exit). Other strategies label their own phases."""
-    if not hasattr(strategy, "meta_loss"):
+    """Wrap the ``meta_loss`` of a strategy's meta-loss backend in a profiler range (an instance attribute
+    shadows the method for this object only; removed on exit). Other backends label their own phases.
+    (The backend's, not the strategy's: the backend calls its own ``meta_loss``.)"""
+    strategy = getattr(strategy, "backend", strategy)
+    if strategy is None or not hasattr(strategy, "meta_loss"):
         yield
         return
     meta_loss = strategy.meta_loss
@@ -100,53 +119,76 @@ def labelled_meta_loss(strategy):
 
 
 def step_of(method: str, model_name: str, batch_size: int):
-    """``(learner, batch, meta batch, model_and_optimizer)`` for overhead.py's ``method`` on ``model_name``."""
+    """``(step, strategy)`` for overhead.py's ``method`` on ``model_name``: one full step with a meta
+    batch, and the learner's strategy (``None`` for the hand-written step)."""
     batch, meta, targets, classes, model_and_optimizer = build(model_name, "cpu", batch_size)
-    strategy_factory, labels_name, _ = METHODS[method]
     model, optimizer = model_and_optimizer()
-    labels = make_labels(labels_name, targets, classes)
-    learner = Learner(model, optimizer, labels, strategy_factory(),
-                      make_label_optimizer("mirror", labels.parameters(), 0.5))
-    return learner, batch, meta, model_and_optimizer
+    if method == HANDWRITTEN:
+        return handwritten_l2rw(model, optimizer, batch, meta)[0], None
+    spec = METHODS[method]
+    labels = make_labels(spec.labels, targets, classes)
+    learner = Learner(model, optimizer, labels, spec.strategy(),
+                      make_label_optimizer("mirror", labels.parameters(), 0.5) if labels.learnable else None)
+    return (lambda: learner.step(batch, meta)), learner
 
 
-def profile_steps(method: str, model_name: str, batch_size: int, steps: int, warmup: int) -> Dict[str, Dict[str, float]]:
-    """``family -> phase -> ms per step`` of operator self time over ``steps`` profiled steps."""
-    learner, batch, meta, _ = step_of(method, model_name, batch_size)
+def _is_range(name: str) -> bool:
+    return name.startswith(PREFIXES) or name in (META_LOSS, STEP)
+
+
+def profile_steps(method: str, model_name: str, batch_size: int, steps: int,
+                  warmup: int) -> Tuple[Dict[str, Dict[str, float]], Dict[str, float]]:
+    """``(family -> phase -> ms per step of operator self time, phase -> ms per step of wall time)``
+    over ``steps`` profiled steps (a phase's wall time: its ranges' durations less the ranges inside them)."""
+    step, learner = step_of(method, model_name, batch_size)
     for _ in range(warmup):
-        learner.step(batch, meta)
-    with labelled_meta_loss(learner.strategy), profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    with labelled_meta_loss(learner.strategy if learner is not None else None), \
+            profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
-            learner.step(batch, meta)
+            with record_function(STEP):
+                step()
     events = prof.events()
-    ranges = [(e.time_range.start, e.time_range.end, e.name) for e in events
-              if e.name.startswith(("labelmeta: ", "one-step: ")) or e.name == META_LOSS]
-    assert sum(name == "labelmeta: meta step" for _, _, name in ranges) == steps, "every profiled step must hold a meta step"
+    ranges = sorted((e.time_range.start, e.time_range.end, e.name) for e in events if _is_range(e.name))
+    assert sum(name in META_STEPS for _, _, name in ranges) == steps, "every profiled step must hold a meta step"
 
     def phase_of(start: float) -> str:
-        inside = [(a, name) for a, b, name in ranges if a <= start <= b]
+        inside = [(a, name) for a, b, name in ranges if a <= start <= b and name != STEP]
         return max(inside)[1] if inside else OUTSIDE  # the innermost: the latest to begin
 
     table: Dict[str, Dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for e in events:
-        if e.name.startswith(("labelmeta: ", "one-step: ")) or e.name == META_LOSS:
+        if _is_range(e.name):
             continue  # our own ranges: their self time is the profiler's, not the step's
         table[family(e)][phase_of(e.time_range.start)] += e.self_cpu_time_total / 1e3 / steps
-    return {name: dict(table[name]) for name, _, _ in FAMILIES}
+    # wall time: each range's duration, less that of the ranges directly inside it (its children)
+    wall: Dict[str, float] = defaultdict(float)
+    open_: List[Tuple[float, float, str]] = []
+    for a, b, name in ranges:
+        while open_ and open_[-1][1] < a:
+            open_.pop()
+        phase = OUTSIDE if name == STEP else name
+        wall[phase] += (b - a) / 1e3 / steps
+        if open_:
+            parent = open_[-1][2]
+            wall[OUTSIDE if parent == STEP else parent] -= (b - a) / 1e3 / steps
+        open_.append((a, b, name))
+    return {name: dict(table[name]) for name, _, _ in FAMILIES}, dict(wall)
 
 
-def step_times(method: str, model_name: str, batch_size: int, repeats: int, warmup: int) -> Dict[str, float]:
-    """Unprofiled median seconds of the profiled step and of a plain step, timed round-robin."""
-    learner, batch, meta, model_and_optimizer = step_of(method, model_name, batch_size)
-    plain_model, plain_optimizer = model_and_optimizer()
-    times = interleaved_times({method: lambda: learner.step(batch, meta),
-                               "plain step": plain_step(plain_model, plain_optimizer, batch)}, repeats, warmup, "cpu")
+def step_times(methods: List[str], model_name: str, batch_size: int, repeats: int, warmup: int) -> Dict[str, float]:
+    """Unprofiled median seconds of each method's step and of a plain step, timed together round-robin."""
+    steps = {method: step_of(method, model_name, batch_size)[0] for method in methods}
+    batch, _, _, _, model_and_optimizer = build(model_name, "cpu", batch_size)
+    steps["plain step"] = plain_step(*model_and_optimizer(), batch)
+    times = interleaved_times(steps, repeats, warmup, "cpu")
     return {name: median(t) for name, t in times.items()}
 
 
-def report(method: str, model_name: str, table: Dict[str, Dict[str, float]], times: Dict[str, float]) -> List[str]:
+def report(method: str, model_name: str, table: Dict[str, Dict[str, float]], wall: Dict[str, float],
+           times: Dict[str, float]) -> List[str]:
     """The markdown section of one (method, model)."""
-    phases = sorted({p for row in table.values() for p in row}, key=_phase_order)
+    phases = sorted({p for row in table.values() for p in row} | set(wall), key=_phase_order)
     total = sum(sum(row.values()) for row in table.values())
     by_phase = {p: sum(row.get(p, 0.0) for row in table.values()) for p in phases}
     lines = [f"## {method} on {model_name}", "",
@@ -161,15 +203,28 @@ def report(method: str, model_name: str, table: Dict[str, Dict[str, float]], tim
     lines.append("| **all operators** | " + " | ".join(f"{by_phase[p]:.2f}" for p in phases) + f" | {total:.2f} | 100.0 |")
     ratio = times[method] / times["plain step"]
     lines += ["", "Shares of the operators' time: " + "; ".join(f"{_short(p)} {100 * by_phase[p] / total:.1f} %"
-                                                          for p in phases) + ".",
-              f"Unprofiled median step: {times[method] * 1e3:.2f} ms ({ratio:.2f}× a plain step of "
-              f"{times['plain step'] * 1e3:.2f} ms); operators' self time under the profiler: {total:.2f} ms.", ""]
+                                                          for p in phases) + ".", "",
+              "| phase | wall time (ms) | operators (ms) | rest: Python, autograd engine, profiler (ms) |",
+              "|---|---|---|---|"]
+    for p in phases:
+        lines.append(f"| {_short(p)} | {wall.get(p, 0.0):.2f} | {by_phase[p]:.2f} | {wall.get(p, 0.0) - by_phase[p]:.2f} |")
+    steps_wall = sum(wall.values())
+    lines.append(f"| **step** | {steps_wall:.2f} | {total:.2f} | {steps_wall - total:.2f} |")
+    versus = (f"; {times[method] / times[HANDWRITTEN]:.2f}× the hand-written step's {times[HANDWRITTEN] * 1e3:.2f} ms"
+              if HANDWRITTEN in times and method != HANDWRITTEN else "")
+    lines += ["", f"Unprofiled median step: {times[method] * 1e3:.2f} ms ({ratio:.2f}× a plain step of "
+              f"{times['plain step'] * 1e3:.2f} ms{versus}); under the profiler: {steps_wall:.2f} ms, of which "
+              f"operators' self time {total:.2f} ms.", ""]
     return lines
 
 
-_ORDER = ["labelmeta: model forward (shared)", "one-step: inner gradient", META_LOSS, SECOND_ORDER,
+_ORDER = ["labelmeta: model forward (shared)", "labelmeta: meta parameters", "unroll: functional copy",
+          "unroll: inner step", "unroll: meta forward", "one-step: inner gradient", META_LOSS, SECOND_ORDER,
           "one-step: meta loss and its gradient", "one-step: forward-mode product J u", "one-step: reverse-mode product J u",
-          "one-step: label gradient", "labelmeta: label step", "labelmeta: model step", OUTSIDE]
+          "one-step: label gradient", "labelmeta: target update", "labelmeta: label step", "hand-written: inner forward",
+          "hand-written: inner gradient", "hand-written: SGD step", "hand-written: meta forward",
+          "hand-written: gradient to the weights", "hand-written: weights", "hand-written: meta step",
+          "labelmeta: model step", "hand-written: model step", OUTSIDE]
 
 
 def _phase_order(phase: str) -> int:
@@ -180,6 +235,8 @@ def _short(phase: str) -> str:
     """A column title: the range's name without its prefix (the meta step's remainder is its 2nd-order backward)."""
     if phase == SECOND_ORDER:
         return "meta step: rest (2nd-order backward, label grads)"
+    if phase == "hand-written: meta step":
+        return "meta step: rest"
     if phase == META_LOSS:
         return "meta loss forward"
     return phase.split(": ", 1)[-1] if ": " in phase else phase.split(" (")[0]
@@ -187,31 +244,49 @@ def _short(phase: str) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=None, choices=list(METHODS) + [HANDWRITTEN],
+                        help=f"default: {', '.join(DEFAULT_METHODS)} (with --l2rw: {', '.join(L2RW_METHODS)})")
+    parser.add_argument("--l2rw", action="store_true",
+                        help="labelmeta's L2RW rows and the default against the hand-written step (profile_l2rw.*)")
     parser.add_argument("--models", nargs="+", default=["cnn1d-bn", "mlp"], choices=[m for m in SHAPES if m != "wrn"])
     parser.add_argument("--batch-size", type=int, default=128, help="training and meta batch size")
     parser.add_argument("--steps", type=int, default=50, help="profiled steps (after --warmup steps)")
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=None, help="unprofiled timing rounds (default: --steps)")
     run_arguments(parser, seeds=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    methods = args.methods or (L2RW_METHODS if args.l2rw else DEFAULT_METHODS)
     if args.smoke:
-        args.batch_size, args.steps, args.warmup = 16, 2, 1
+        args.batch_size, args.steps, args.warmup, args.repeats = 16, 2, 1, 2
+    repeats = args.repeats or args.steps
     command = "python benchmarks/profile_step.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    lines = ["# Where one exact k=1 step's time goes", "",
+    title = ("# Where labelmeta's L2RW steps and the default lose time against a hand-written torch.func step"
+             if args.l2rw else "# Where one exact k=1 step's time goes")
+    lines = [title, "",
              f"Command: `{command.strip()}`; {machine('cpu')}. Full steps of `overhead.py`'s methods, batch "
              f"{args.batch_size} (meta batch the same size), {args.steps} steps profiled after {args.warmup} warm-up "
              "step(s). Operators' self time in ms per step, by family (rows) and phase (columns: the library's "
-             "own profiler ranges); shares of the operators' total.", ""]
+             "own profiler ranges); shares of the operators' total. Then each phase's wall time under the profiler "
+             f"against its operators' time; unprofiled medians of {repeats} round-robin rounds.", ""]
     data = {"machine": machine("cpu"), "batch_size": args.batch_size, "steps": args.steps, "results": {}}
     for model_name in args.models:
-        for method in args.methods:
-            table = profile_steps(method, model_name, args.batch_size, args.steps, args.warmup)
-            times = step_times(method, model_name, args.batch_size, args.steps, args.warmup)
-            lines += report(method, model_name, table, times)
-            data["results"][f"{method} | {model_name}"] = {"families_by_phase": table, "step_seconds_unprofiled": times}
+        times = step_times(methods, model_name, args.batch_size, repeats, args.warmup)
+        if HANDWRITTEN in times:
+            lines += [f"## Summary on {model_name}", "",
+                      "| step | unprofiled median (ms) | × plain step | × hand-written |", "|---|---|---|---|"]
+            for method in methods:
+                lines.append(f"| {method} | {times[method] * 1e3:.2f} | {times[method] / times['plain step']:.2f} | "
+                             f"{times[method] / times[HANDWRITTEN]:.2f} |")
+            lines += ["", f"Plain step: {times['plain step'] * 1e3:.2f} ms.", ""]
+        for method in methods:
+            table, wall = profile_steps(method, model_name, args.batch_size, args.steps, args.warmup)
+            lines += report(method, model_name, table, wall, times)
+            data["results"][f"{method} | {model_name}"] = {
+                "families_by_phase": table, "wall_by_phase": wall,
+                "step_seconds_unprofiled": {name: times[name] for name in (method, "plain step", HANDWRITTEN) if name in times}}
     text = "\n".join(lines)
-    stem = "profile_step" + ("_smoke" if args.smoke else "")
+    stem = ("profile_l2rw" if args.l2rw else "profile_step") + ("_smoke" if args.smoke else "")
     write_outputs(Path(args.out), stem, text, data)
     print(text)
     return 0

@@ -17,34 +17,48 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Any, Callable, Iterator, TypeVar
+import threading
+from typing import Any, Callable, ContextManager, Iterator, TypeVar
 
 import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 T = TypeVar("T")
+_NOTHING = contextlib.nullcontext()
+#: this thread's innermost open block: ``model`` the model it was opened for (absent: none is open)
+_open = threading.local()
 
 
-@contextlib.contextmanager
-def differentiable_kernels(model: nn.Module) -> Iterator[None]:
+def differentiable_kernels(model: nn.Module) -> ContextManager[None]:
     """Within the block, attention and ``model``'s recurrent layers run on kernels with every derivative.
 
-    Cheap when nested (about 10 µs on entry, nothing inside a block that already selects them).
+    Free when nested in a block for the same model (a strategy's ``compute`` opens one, and each of its
+    backend's methods again: nothing is done but a look at this thread's open block); about 10 µs on
+    entry otherwise.
 
     Args:
         model: the model the block differentiates (its recurrent layers on a GPU decide whether
             cuDNN is switched off: it would otherwise also slow down the convolutions of models without them).
     """
+    if getattr(_open, "model", None) is model:
+        return _NOTHING
+    return _kernels(model)
+
+
+@contextlib.contextmanager
+def _kernels(model: nn.Module) -> Iterator[None]:
     fused = _fused_attention_enabled()
     recurrent = torch.backends.cudnn.enabled and _recurrent_on_gpu(model)
-    previous = torch.backends.cudnn.enabled
-    with sdpa_kernel(SDPBackend.MATH) if fused else contextlib.nullcontext():
+    previous, outer = torch.backends.cudnn.enabled, getattr(_open, "model", None)
+    with sdpa_kernel(SDPBackend.MATH) if fused else _NOTHING:
         if recurrent:  # only this switch: cudnn.flags() would reset benchmark and deterministic as well
             torch.backends.cudnn.enabled = False
+        _open.model = model
         try:
             yield
         finally:
+            _open.model = outer
             torch.backends.cudnn.enabled = previous
 
 

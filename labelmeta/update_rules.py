@@ -17,6 +17,7 @@ is refused by :func:`rule_for`, naming the option, before any step is taken.
 """
 from __future__ import annotations
 
+import collections
 import functools
 import inspect
 from typing import Any, Callable, Dict, List, Tuple
@@ -151,9 +152,37 @@ def sgd_gain(group: dict, state: State) -> float:
 
 
 class _HigherRule(higher.optim.DifferentiableOptimizer):
-    """``higher``'s differentiable optimiser driven by one of the rules above."""
+    """``higher``'s differentiable optimiser driven by one of the rules above.
+
+    Built as ``higher``'s own is, without its copies: ``higher`` deep-copies the parameter groups (every
+    parameter with them) and clones every state tensor, and finds each parameter by a linear search;
+    a rule never writes a state tensor or a group in place, so the groups are copied without their
+    parameters and the state dicts without their tensors (cast to ``device`` if one is given).
+    """
 
     rule: Rule
+
+    def __init__(self, other: torch.optim.Optimizer, reference_params, fmodel=None, device=None, override=None,
+                 grad_callback=None, track_higher_grads: bool = True, **kwargs: Any) -> None:
+        position = {id(p): i for i, p in reversed(list(enumerate(reference_params)))}  # the first, as higher's search
+        self.param_groups = [{**group, "params": [None] * len(group["params"])} for group in other.param_groups]
+        self.state = [collections.defaultdict(dict) for _ in self.param_groups]
+        if override is not None:
+            self._apply_override(override)
+        self._grad_callback = grad_callback
+        self._group_to_param_list = []
+        for group_idx, group in enumerate(other.param_groups):
+            indices = []
+            for p_idx, p in enumerate(group["params"]):
+                if p in other.state:
+                    self.state[group_idx][p_idx] = {k: _cast(v, device) for k, v in other.state[p].items()}
+                index = position.get(id(p))
+                if index is None:
+                    raise ValueError(f"Could not find parameter {p} in reference parameters.")
+                indices.append(index)
+            self._group_to_param_list.append(indices)
+        self._fmodel = fmodel
+        self._track_higher_grads = track_higher_grads
 
     def _update(self, grouped_grads, **kwargs) -> None:
         for group_idx, (group, grads) in enumerate(zip(self.param_groups, grouped_grads)):
@@ -162,6 +191,13 @@ class _HigherRule(higher.optim.DifferentiableOptimizer):
                     continue
                 state = self.state[group_idx][p_idx]
                 group["params"][p_idx], self.state[group_idx][p_idx] = type(self).rule(p, g, state, group)
+
+
+def _cast(value: Any, device: Any) -> Any:
+    """A state entry for the differentiable step: as it is, or a tensor's copy on ``device``."""
+    if device is not None and isinstance(value, Tensor):
+        return value.detach().to(device, copy=True)
+    return value
 
 
 for _kind, _rule in RULES.items():

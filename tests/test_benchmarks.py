@@ -202,27 +202,59 @@ def test_default_candidates_smoke(tmp_path):
 
 
 def test_overhead_smoke(tmp_path):
+    import overhead
+
     _smoke("overhead.py", tmp_path)
     data = json.loads((tmp_path / "overhead_smoke.json").read_text())
-    sections = _sections((tmp_path / "overhead_smoke.md").read_text())
+    text = (tmp_path / "overhead_smoke.md").read_text()
+    sections = _sections(text)
+    l2rw = [name for name, method in overhead.METHODS.items() if method.group == overhead.L2RW]
+    references = [overhead.HANDWRITTEN] + ([overhead.TORCHOPT] if data["torchopt"] else [])
+    assert data["torchopt"] == (overhead.torchopt_available() is None)
+    assert ("TorchOpt's MetaSGD row is skipped" in text) != data["torchopt"]
     for model in ("cnn1d-bn", "mlp"):
         rows = data["results"][model]
         plain = rows["plain step"]
+        # every labelmeta method, the references after labelmeta's L2RW rows, each group in one block
+        assert set(rows) == {"plain step", *overhead.METHODS, *references}
+        order = list(rows)
+        assert order[order.index(l2rw[-1]) + 1:order.index(l2rw[-1]) + 1 + len(references)] == references
+        groups = [r["group"] for r in rows.values()]
+        assert all(g not in groups[:i] or groups[i - 1] == g for i, g in enumerate(groups))
         [table] = _tables(sections[model])
-        shown = _rows(table)
+        assert table[0][:2] == ["group", "step"]
+        shown = {r[1]: r for r in table[1:]}
         assert list(shown) == list(rows)
+        hand = rows[overhead.HANDWRITTEN]["seconds"]
+        previous = None
         for name, r in rows.items():
             assert r["samples"] == 3  # --smoke: 3 timed rounds
             assert math.isclose(r["time_ratio"], r["seconds"] / plain["seconds"], rel_tol=1e-12)
             assert math.isclose(r["memory_ratio"], r["memory"] / plain["memory"], rel_tol=1e-12)
-            ms, ratio, mb, memory_ratio = shown[name]
+            group, _, ms, ratio, versus, mb, memory_ratio = shown[name]
+            assert group == ("" if r["group"] == previous else overhead.GROUPS.get(r["group"], r["group"]))
+            previous = r["group"]
             _close(ms, r["seconds"] * 1e3)
             _close(ratio, r["time_ratio"])
             _close(mb, r["memory"] / 2**20)
             _close(memory_ratio, r["memory_ratio"])
+            if r["group"] == overhead.L2RW:
+                assert math.isclose(r["handwritten_ratio"], r["seconds"] / hand, rel_tol=1e-12)
+                _close(versus, r["handwritten_ratio"])
+            else:
+                assert versus == "–" and "handwritten_ratio" not in r
         # the exact unroll keeps more of a graph than a plain step; head-only far less than the exact one
         assert rows["exact k=1 (torch.func)"]["memory"] > plain["memory"]
         assert rows["head-only k=1"]["memory"] < rows["exact k=1 (torch.func)"]["memory"]
+        # the targets: each L2RW row against the hand-written step, the fastest exact k=1 against 3.5x
+        body = sections[model]
+        for name in l2rw:
+            ratio = rows[name]["handwritten_ratio"]
+            assert f"`{name}` {ratio:.2f}× — {'met' if ratio <= 1 else '**not met**'}" in body
+        fastest = min(overhead.EXACT, key=lambda name: rows[name]["time_ratio"])
+        ratio = rows[fastest]["time_ratio"]
+        assert (f"fastest exact k=1 here is `{fastest}` at {ratio:.2f}× — "
+                f"{'met' if ratio <= overhead.TARGET else '**not met**'}.") in body
     # the label optimiser's steps as a share of the first model's plain step
     [table] = _tables(sections["The label optimiser's step (measured before and after making it row-sparse)"])
     shown = _rows(table)
@@ -231,6 +263,23 @@ def test_overhead_smoke(tmp_path):
         _close(shown[name][0], seconds * 1e3)
         _close(shown[name][1], seconds / data["results"]["cnn1d-bn"]["plain step"]["seconds"])
     assert (tmp_path / "overhead_smoke.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("model", ["cnn1d-bn", "mlp"])
+def test_overhead_references_do_labelmetas_l2rw_step(model):
+    """The oracle of the L2RW rows' target: the hand-written torch.func step (and TorchOpt's, when it
+    imports) give the per-sample weights of labelmeta's ``reweight`` at every step of a short run
+    from the same start (BatchNorm and the momentum buffer included), so they time the same job."""
+    import torch
+
+    import overhead
+
+    weights = overhead.l2rw_weights(model, batch_size=16, steps=3)
+    assert set(weights) == {"reweight", "hand-written"} | ({"torchopt"} if overhead.torchopt_available() is None else set())
+    for name, run in weights.items():
+        for expected, actual in zip(weights["reweight"], run):
+            torch.testing.assert_close(actual, expected)
+    assert all(float(w.sum()) == pytest.approx(1.0, abs=1e-5) for w in weights["reweight"])
 
 
 def test_unroll_depth_smoke(tmp_path):
@@ -501,17 +550,16 @@ def test_label_signal_smoke(tmp_path):
                 assert values == sorted(values, reverse=True), (source, what, values)
 
 
-def test_profile_step_smoke(tmp_path):
-    _smoke("profile_step.py", tmp_path)
-    data = json.loads((tmp_path / "profile_step_smoke.json").read_text())
-    sections = _sections((tmp_path / "profile_step_smoke.md").read_text())
-    assert len(data["results"]) == 6  # three methods on two models
+def _check_profile(data: dict, sections: Dict[str, str]) -> None:
+    """The profile's figures against its JSON, and the structure of where the time goes."""
+    import profile_step
+
     for key, result in data["results"].items():
         method, model = key.split(" | ")
-        table = result["families_by_phase"]
-        [shown] = _tables(sections[f"{method} on {model}"])
-        phases = [c for c in shown[0][1:-2]]
-        rows = _rows(shown)
+        table, wall = result["families_by_phase"], result["wall_by_phase"]
+        families, phase_table = _tables(sections[f"{method} on {model}"])
+        phases = [c for c in families[0][1:-2]]
+        rows = _rows(families)
         total = sum(sum(row.values()) for row in table.values())
         # every operator's time is in one family and one phase: rows, columns and shares add up
         assert list(rows) == [name for name, row in table.items() if sum(row.values()) > 0] + ["**all operators**"]
@@ -521,26 +569,80 @@ def test_profile_step_smoke(tmp_path):
                 _close(rows[name][-1], 100 * sum(row.values()) / total)
         _close(rows["**all operators**"][-2], total)
         assert abs(sum(float(r[-1]) for n, r in rows.items() if n != "**all operators**") - 100.0) <= 0.05 * len(rows)
-        assert len(phases) == len({p for row in table.values() for p in row})
+        assert len(phases) == len({p for row in table.values() for p in row} | set(wall))
+        # the phases' wall times: each the range's less those inside it; the operators' time the column's
+        walls = _rows(phase_table)
+        assert list(walls)[:-1] == phases and list(walls)[-1] == "**step**"
+        by_phase = {p: sum(row.get(p, 0.0) for row in table.values()) for p in wall}
+        for p in wall:
+            shown = walls[profile_step._short(p)]
+            _close(shown[0], wall[p])
+            _close(shown[1], by_phase[p])
+            _close(shown[2], wall[p] - by_phase[p])
+            assert wall[p] >= 0
+        _close(walls["**step**"][0], sum(wall.values()))
+        _close(walls["**step**"][1], total)
         doubles = ("batch norm: double backward", "convolution: double backward")
+        if method == profile_step.HANDWRITTEN:
+            # one backward through everything: the double backwards in the gradient to the weights only
+            if model == "cnn1d-bn":
+                for name in doubles:
+                    assert set(table[name]) == {"hand-written: gradient to the weights"}
+            assert set(table["optimiser steps (SGD, label step)"]) <= {"hand-written: model step"}
+            continue
+        forward_mode = "one-step: forward-mode product J u" in wall
         if "one-step" in method:
             # forward-mode: no graph through the inner backward, so no double backward anywhere,
             # and the forwards run in the shared forward, the meta loss and the product
-            if "forward-mode" in method:
+            if forward_mode:
                 assert all(sum(table[name].values()) == 0 for name in doubles)
             elif model == "cnn1d-bn":  # reverse-mode: the double backward is the product, and only there
                 for name in doubles:
                     assert set(table[name]) == {"one-step: reverse-mode product J u"}
-            if model == "cnn1d-bn" and "forward-mode" in method:
+            if model == "cnn1d-bn" and forward_mode:
                 forward = table["convolution: forward"]
                 assert set(forward) == {"labelmeta: model forward (shared)", "one-step: meta loss and its gradient",
                                         "one-step: forward-mode product J u"}
         elif model == "cnn1d-bn":  # the exact unroll's double backwards, in its second-order backward only
             for name in doubles:
                 assert set(table[name]) == {"labelmeta: meta step"} and table[name]["labelmeta: meta step"] > 0
+            # its forwards in the unroll's inner step and meta forward
+            assert set(table["convolution: forward"]) <= {"unroll: inner step", "unroll: meta forward",
+                                                          "labelmeta: model step"}
         # nothing but the label optimiser and the model step's own run the optimiser family
         assert set(table["optimiser steps (SGD, label step)"]) <= {"labelmeta: label step", "labelmeta: model step",
                                                                    "outside the ranges (label forward, checks, observe)"}
+
+
+def test_profile_step_smoke(tmp_path):
+    _smoke("profile_step.py", tmp_path)
+    data = json.loads((tmp_path / "profile_step_smoke.json").read_text())
+    sections = _sections((tmp_path / "profile_step_smoke.md").read_text())
+    assert len(data["results"]) == 6  # three methods on two models
+    _check_profile(data, sections)
+
+
+def test_profile_l2rw_smoke(tmp_path):
+    """``--l2rw``: labelmeta's L2RW rows and the default against the hand-written step, whose
+    unprofiled times are timed together: the summary's ratios are the stored times' ratios."""
+    import profile_step
+
+    _smoke("profile_step.py", tmp_path, "--l2rw")
+    data = json.loads((tmp_path / "profile_l2rw_smoke.json").read_text())
+    sections = _sections((tmp_path / "profile_l2rw_smoke.md").read_text())
+    assert [key.split(" | ")[0] for key in data["results"]] == profile_step.L2RW_METHODS * 2
+    _check_profile(data, sections)
+    for model in ("cnn1d-bn", "mlp"):
+        [summary] = _tables(sections[f"Summary on {model}"])
+        shown = _rows(summary)
+        assert list(shown) == profile_step.L2RW_METHODS
+        hand = data["results"][f"{profile_step.HANDWRITTEN} | {model}"]["step_seconds_unprofiled"]
+        for method, (ms, ratio, versus) in shown.items():
+            times = data["results"][f"{method} | {model}"]["step_seconds_unprofiled"]
+            assert times["plain step"] == hand["plain step"] and times[profile_step.HANDWRITTEN] == hand[profile_step.HANDWRITTEN]
+            _close(ms, times[method] * 1e3)
+            _close(ratio, times[method] / times["plain step"])
+            _close(versus, times[method] / times[profile_step.HANDWRITTEN])
 
 
 def _method_runs(cells: dict) -> dict:

@@ -17,7 +17,8 @@ hypergradient needs (:mod:`labelmeta.kernels`: the math attention kernel), howev
 from __future__ import annotations
 
 import abc
-from typing import Any, FrozenSet, List, Optional, Sequence, Tuple
+import math
+from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -86,6 +87,15 @@ class Backend(abc.ABC):
         A variant computes the same numbers, differently (``one-step``'s ``product="auto"``)."""
         return [self]
 
+    def state_dict(self) -> Dict[str, Any]:
+        """What the backend keeps from one step to the next, for checkpoints; none by default."""
+        return {}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no state, got {sorted(state)}")
+
     @abc.abstractmethod
     def hypergradient(self, problem: MetaProblem, inputs: Sequence[Tensor],
                       weights: Optional[Tensor] = None) -> Tuple[float, List[Optional[Tensor]]]:
@@ -118,8 +128,17 @@ class UnrollBackend(Backend):
 
     def hypergradient(self, problem: MetaProblem, inputs: Sequence[Tensor],
                       weights: Optional[Tensor] = None) -> Tuple[float, List[Optional[Tensor]]]:
-        value = check_finite(self.meta_loss(problem, weights), "meta loss")
-        return value.item(), list(torch.autograd.grad(value, list(inputs), allow_unused=True))
+        value = self.meta_loss(problem, weights)
+        return finite_value(value, "meta loss"), list(torch.autograd.grad(value, list(inputs), allow_unused=True))
+
+
+def finite_value(loss: Tensor, what: str) -> float:
+    """``loss.item()``, or :func:`~labelmeta.losses.check_finite`'s ``FloatingPointError`` naming ``what``
+    if it is NaN or infinite: the value is read once (one device sync, where a check then ``item()`` were two)."""
+    value = loss.item()
+    if not math.isfinite(value):
+        check_finite(loss, what)
+    return value
 
 
 class KStepBackend(UnrollBackend):

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from ..options import check_natural
+from ..profiling import phase
 from .backend import BACKENDS, KStepBackend
 from .base import MetaProblem
 from .checkpointed import segmented_hypergradient
@@ -67,13 +68,16 @@ class Functional(KStepBackend):
     def unroll(self, problem: MetaProblem, module: nn.Module, x: Tensor, x_meta: Tensor,
                weights: Optional[Tensor] = None) -> Tensor:
         """Meta loss of ``module`` on ``x_meta`` after ``steps`` steps on ``x`` against the problem's labels."""
-        unroll = self.unroll_class(module, problem.optimizer)
-        fast, states = unroll.start()
+        with phase("unroll: functional copy"):
+            unroll = self.unroll_class(module, problem.optimizer)
+            fast, states = unroll.start()
         first_tracked = 0 if self.through is None else self.steps - self.through
         for step in range(self.steps):
-            fast, states = unroll.step(problem, fast, states, x, problem.soft_targets, weights,
-                                       track=step >= first_tracked)
-        return problem.meta_loss(unroll(fast, x_meta))
+            with phase("unroll: inner step"):
+                fast, states = unroll.step(problem, fast, states, x, problem.soft_targets, weights,
+                                           track=step >= first_tracked)
+        with phase("unroll: meta forward"):
+            return problem.meta_loss(unroll(fast, x_meta))
 
 
 @BACKENDS.register("truncated")

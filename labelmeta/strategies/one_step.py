@@ -25,16 +25,16 @@ from __future__ import annotations
 import copy
 import functools
 import warnings
-from typing import FrozenSet, List, Literal, Optional, Sequence
+from typing import Any, Dict, FrozenSet, List, Literal, Optional, Sequence, Tuple
 
 import torch
 import torch.autograd.forward_ad as fwad
 from torch import Tensor, nn
 
-from ..losses import check_finite
+from ..options import check_count
 from ..profiling import phase
 from ..update_rules import sgd, sgd_gain
-from .backend import BACKENDS, Backend
+from .backend import BACKENDS, Backend, finite_value
 from .base import MetaProblem, inner_steps
 from .unroll import FunctionalUnroll
 
@@ -63,12 +63,23 @@ class OneStep(Backend):
             kept for it) or ``"auto"`` (forward-mode for models with batch or instance
             normalisation, reverse-mode for the rest and for models with dropout); the same
             numbers, different costs (``benchmarks/overhead.py`` measures both); default ``"auto"``.
+        refresh: recompute the meta loss's gradient every ``refresh`` meta steps (>= 1) and reuse it
+            in between: the direction ``u`` above is the meta batch's verdict on where the weights
+            should go, and it moves slowly; a reused one spares the meta batch's forward and backward
+            and the inner gradient (the weights and labels of every batch still get their own
+            product ``J u`` at the current weights). 1 (the default): exact at every step; above 1 an
+            approximation, whose accuracy ``benchmarks/default_recipe.py`` measures. The direction kept
+            is part of the strategy's checkpointed state. A reused step reports the meta loss its
+            direction was computed with.
     """
 
-    def __init__(self, *, steps: int = 1, product: Literal["auto", "forward", "reverse"] = "auto") -> None:
+    def __init__(self, *, steps: int = 1, product: Literal["auto", "forward", "reverse"] = "auto",
+                 refresh: int = 1) -> None:
         if product not in ("auto", "forward", "reverse"):
             raise ValueError(f"product must be 'auto', 'forward' or 'reverse', got {product!r}")
-        self.steps, self.product = inner_steps(steps), product
+        self.steps, self.product, self.refresh = inner_steps(steps), product, check_count("refresh", refresh)
+        self._kept: Optional[Tuple[List[Tensor], float]] = None  # the last direction u and its meta loss
+        self._uses = 0  # meta steps that have used it
 
     def product_for(self, model: nn.Module, in_training: bool = False) -> str:
         """``"forward"`` or ``"reverse"``: the ``product`` option, or under ``"auto"`` forward-mode for
@@ -80,7 +91,9 @@ class OneStep(Backend):
         network (``ValueError`` if ``"forward"`` is asked for). Dropout written as a function call
         (``F.dropout``) cannot be seen here: use ``product="reverse"`` with such a model.
         """
-        random = _random_layers(model, in_training)
+        if self.product == "reverse":  # what a model with dropout gets too
+            return "reverse"
+        random, norms = _layers(model, in_training)
         if random:
             if self.product == "forward":
                 raise ValueError(f"one-step's forward-mode product runs the model again, which would draw other dropout "
@@ -88,7 +101,7 @@ class OneStep(Backend):
             return "reverse"
         if self.product != "auto":
             return self.product
-        return "forward" if any(isinstance(m, _NORMS) for m in model.modules()) else "reverse"
+        return "forward" if norms else "reverse"
 
     def check_model(self, model: nn.Module) -> None:
         self.product_for(model, in_training=True)  # refuses the forward-mode product for a model with dropout
@@ -117,12 +130,17 @@ class OneStep(Backend):
         """The meta loss and its gradient with respect to ``inputs`` (label parameters, and/or
         per-sample ``weights [B]`` of the inner loss when given), through the last inner step."""
         x = problem.batch[0]
-        unroll = FunctionalUnroll(problem.model, problem.optimizer)
-        fast, states = unroll.start()
+        with phase("unroll: functional copy"):
+            unroll = FunctionalUnroll(problem.model, problem.optimizer)
+            fast, states = unroll.start()
         for _ in range(self.steps - 1):
             fast, states = unroll.step(problem, fast, states, x, problem.soft_targets, weights, track=False)
         product = self.product_for(problem.model)
         reverse = product == "reverse"
+        if self._kept is not None and self._uses < self.refresh:  # the kept direction, at the current weights
+            self._uses += 1
+            direction, value = self._kept
+            return value, self._reused(problem, unroll, fast, direction, inputs, weights, product)
         with phase("one-step: inner gradient"), torch.enable_grad():
             if self.steps == 1 and problem.logits is not None:
                 logits, wrt, retain = problem.logits, unroll.params, True  # the model step's own forward
@@ -139,7 +157,8 @@ class OneStep(Backend):
             inner = problem.average([None if g is None else g.detach() for g in local])  # the global inner step
         with phase("one-step: meta loss and its gradient"):
             after, gains = self._step(unroll, fast, inner, states)
-            meta = check_finite(problem.meta_loss(unroll(after, problem.meta_batch[0])), "meta loss")
+            meta = problem.meta_loss(unroll(after, problem.meta_batch[0]))
+            value = finite_value(meta, "meta loss")
             v = list(torch.autograd.grad(meta, after, allow_unused=True))
             if problem.group is not None:  # the global meta loss: every process's part
                 v = [torch.zeros_like(p) if g is None else g for p, g in zip(after, v)]
@@ -147,18 +166,60 @@ class OneStep(Backend):
             direction = self._pull_back(gains, fast, v)
             if problem.group is not None:  # this process's share of the averaged inner gradient
                 direction = [d / problem.group.world for d in direction]
+            if self.refresh > 1:
+                self._kept, self._uses = ([d.detach() for d in direction], value), 1
         with phase(f"one-step: {product}-mode product J u"):
             if reverse:  # J u = d<J^T c, u>/dc, through the inner backward's graph
                 used = [(g, d) for g, d in zip(local, direction) if g is not None]
                 tangent = (torch.autograd.grad([g for g, _ in used], cotangent, [d for _, d in used])[0]
                            if used else None)
             else:
-                tangent = self._jvp(unroll, fast, direction, x)
+                tangent = self._jvp(unroll, fast, direction, x)[1]
         if tangent is None:  # no trained parameter reaches the logits
             tangent = torch.zeros_like(grad_z)
         with phase("one-step: label gradient"), torch.enable_grad():
             grads = torch.autograd.grad((grad_z * tangent).sum(), inputs, allow_unused=True)
-        return meta.item(), list(grads)
+        return value, list(grads)
+
+    def _reused(self, problem: MetaProblem, unroll: FunctionalUnroll, fast: List[Tensor], direction: List[Tensor],
+                inputs: Sequence[Tensor], weights: Optional[Tensor], product: str) -> List[Optional[Tensor]]:
+        """The gradient ``d/dlambda <u, g(theta, lambda)>`` for a kept direction ``u``: the product ``J u``
+        at the current weights, without the inner step or the meta batch."""
+        x = problem.batch[0]
+        shared = self.steps == 1 and problem.logits is not None  # the model step's own forward
+        reverse = product == "reverse"
+        with phase(f"one-step: {product}-mode product J u"), torch.enable_grad():
+            if reverse:
+                wrt = unroll.params if shared else [p.detach().requires_grad_() for p in fast]
+                logits = problem.logits if shared else unroll(wrt, x)
+            else:  # the forward-mode pass gives the logits with their tangent
+                logits, tangent = self._jvp(unroll, fast, direction, x)
+                logits = problem.logits if shared else logits
+            z = logits.detach().requires_grad_()
+            (grad_z,) = torch.autograd.grad(problem.inner_loss(z, problem.soft_targets(), weights), z,
+                                            create_graph=True)
+            if reverse:  # J u = d<J^T c, u>/dc, through a backward of the logits kept for it
+                cotangent = grad_z.detach().requires_grad_()
+                local = torch.autograd.grad(logits, wrt, cotangent, retain_graph=shared, create_graph=True,
+                                            allow_unused=True)
+                used = [(g, d) for g, d in zip(local, direction) if g is not None]
+                tangent = torch.autograd.grad([g for g, _ in used], cotangent, [d for _, d in used])[0] if used else None
+        if tangent is None:  # no trained parameter reaches the logits
+            tangent = torch.zeros_like(grad_z)
+        with phase("one-step: label gradient"), torch.enable_grad():
+            return list(torch.autograd.grad((grad_z * tangent).sum(), inputs, allow_unused=True))
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The kept direction (with ``refresh > 1``): a resumed run reuses it as the uninterrupted one does."""
+        if self._kept is None:
+            return {}
+        return {"direction": list(self._kept[0]), "meta_loss": self._kept[1], "uses": self._uses}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        if not state:
+            self._kept, self._uses = None, 0
+            return
+        self._kept, self._uses = (list(state["direction"]), float(state["meta_loss"])), int(state["uses"])
 
     @staticmethod
     def _step(unroll: FunctionalUnroll, fast: List[Tensor], inner: Sequence[Optional[Tensor]],
@@ -203,13 +264,15 @@ class OneStep(Backend):
 
     @staticmethod
     @torch.no_grad()
-    def _jvp(unroll: FunctionalUnroll, fast: List[Tensor], direction: List[Tensor], x: Tensor) -> Optional[Tensor]:
-        """``J u``: the change of the batch logits when the weights move along ``direction``
+    def _jvp(unroll: FunctionalUnroll, fast: List[Tensor], direction: List[Tensor],
+             x: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
+        """The batch logits and ``J u``, their change when the weights move along ``direction``
         (forward mode: one pass carrying the tangent beside the values)."""
         _load_forward_mode()
         with fwad.dual_level():
             duals = [fwad.make_dual(p.detach(), d) for p, d in zip(fast, direction)]
-            return fwad.unpack_dual(unroll(duals, x)).tangent
+            out = fwad.unpack_dual(unroll(duals, x))
+            return out.primal, out.tangent
 
 
 def _random_layers(model: nn.Module, in_training: bool = False) -> List[str]:
@@ -217,6 +280,18 @@ def _random_layers(model: nn.Module, in_training: bool = False) -> List[str]:
     once the learner puts the model in training mode)."""
     return [name for name, m in model.named_modules()
             if isinstance(m, _DROPOUT) and (m.training or in_training) and m.p > 0]
+
+
+def _layers(model: nn.Module, in_training: bool = False) -> tuple[List[str], bool]:
+    """``(_random_layers(model, in_training), whether model has a normalisation layer)`` in one walk of
+    its modules (:meth:`OneStep.product_for` runs every meta step), names read only where there is dropout."""
+    random, norms = False, False
+    for m in model.modules():
+        if isinstance(m, _DROPOUT):
+            random = random or ((m.training or in_training) and m.p > 0)
+        elif isinstance(m, _NORMS):
+            norms = True
+    return (_random_layers(model, in_training) if random else []), norms
 
 
 @functools.lru_cache(maxsize=None)

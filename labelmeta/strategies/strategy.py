@@ -20,6 +20,7 @@ from torch import nn
 
 from ..kernels import differentiable_kernels
 from ..options import Schema
+from ..profiling import phase
 from ..registry import Registry
 from .backend import BACKENDS, Backend
 from .base import MetaProblem, MetaStats
@@ -89,18 +90,27 @@ class Strategy:
         """
         self.backend.check(problem.optimizer)
         with differentiable_kernels(problem.model):
-            meta = self.target.parameters(problem)
-            with torch.enable_grad():
-                weights = meta.weights()
+            with phase("labelmeta: meta parameters"):
+                meta = self.target.parameters(problem)
+                with torch.enable_grad():
+                    weights = meta.weights()
             meta_loss, grads = self.backend.hypergradient(problem, meta.inputs, weights)
-            return self.target.update(problem, meta, meta_loss, grads)
+            with phase("labelmeta: target update"):
+                return self.target.update(problem, meta, meta_loss, grads)
 
     def state_dict(self) -> Dict[str, Any]:
-        """What the strategy learns itself (the target's network, its optimiser), for checkpoints."""
-        return self.target.state_dict()
+        """What the strategy keeps between steps, for checkpoints: the target's (its network, its
+        optimiser), and under ``"backend"`` the backend's, if it keeps any (``one-step``'s kept direction)."""
+        state = dict(self.target.state_dict())
+        backend = self.backend.state_dict()
+        if backend:
+            state["backend"] = backend
+        return state
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
+        state = dict(state)
+        self.backend.load_state_dict(state.pop("backend", {}))
         self.target.load_state_dict(state)
 
     def __getattr__(self, name: str) -> Any:
@@ -187,17 +197,20 @@ def as_strategy(strategy: "Strategy | Backend | str") -> Strategy:
 
 @STRATEGIES.register("one-step-reweight")
 def one_step_reweight(*, steps: int = 1, product: Literal["auto", "forward", "reverse"] = "auto",
-                      weighting: Literal["proportional", "binary"] = "proportional") -> Strategy:
+                      weighting: Literal["proportional", "binary"] = "proportional", refresh: int = 1) -> Strategy:
     """Per-sample weights and the labels from one exact one-step hypergradient (the default): ``one-step:labels+weights``.
 
     Args:
         steps: inner steps ``k`` (>= 1); the gradients flow through the last one; default 1.
         product: how ``one-step`` computes ``J u``: ``"forward"``, ``"reverse"`` or ``"auto"``; default ``"auto"``.
         weighting: ``"proportional"`` or ``"binary"`` weights of the helpful samples; default ``"proportional"``.
+        refresh: recompute the meta loss's gradient every ``refresh`` meta steps, reusing it in between
+            (see ``one-step``); default 1 (exact at every step).
     """
     from .one_step import OneStep
 
-    return Strategy(OneStep(steps=steps, product=product), LabelsAndWeights(weighting=weighting), "one-step-reweight")
+    return Strategy(OneStep(steps=steps, product=product, refresh=refresh), LabelsAndWeights(weighting=weighting),
+                    "one-step-reweight")
 
 
 @STRATEGIES.register("reweight")

@@ -5,10 +5,16 @@
 updates, their groups and state (never writing them), runs the module on a list of "fast" weights
 with cloned buffers (so BatchNorm running statistics are not changed), and steps the fast weights
 with the optimiser's differentiable rule from :mod:`labelmeta.update_rules`.
+
+The module runs on the fast weights as ``torch.func.functional_call`` runs it (the same tensors in
+the same places, tied weights included, the module's own afterwards), but with the places found once
+per unroll instead of at every call: ``functional_call`` walks the module and checks every name at each
+call, about 40 µs for a 3-layer MLP and 150 µs for the 1-D CNN (a fifth of its forward), and an unroll
+runs the module two to three times a step.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -34,32 +40,75 @@ class FunctionalUnroll:
         self.module = module
         self.rule = rule_for(optimizer)
         owner = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+        state = optimizer.state
         self.names: List[str] = []
         self.params: List[Tensor] = []
         self.initial: List[Tensor] = []
         self.groups: List[dict] = []
         self.states: List[Dict[str, Tensor]] = []
         self.frozen: Dict[str, Tensor] = {}
-        for name, p in module.named_parameters():
-            group = owner.get(id(p))
-            if group is None or not p.requires_grad:
-                self.frozen[name] = p.detach()  # not trained: a constant of the unroll
-                continue
-            self.names.append(name)
-            self.params.append(p)
-            self.initial.append(p.detach().requires_grad_())
-            self.groups.append(group)
-            self.states.append({k: v for k, v in optimizer.state.get(p, {}).items() if k in _STATE_KEYS})
-        self.buffers = {name: b.clone() for name, b in module.named_buffers()}
+        self.buffers: Dict[str, Tensor] = {}
+        # Where the module holds each tensor, as (its module's dict, key, source): a parameter's source
+        # is its index among the fast weights or, not trained, its detached value; a buffer's its name
+        # in ``buffers``. One walk, in named_parameters' and named_buffers' order; a tensor registered
+        # in several modules (tied weights) has a place in each and one source.
+        self._params: List[Tuple[dict, str, Union[int, Tensor]]] = []
+        self._buffers: List[Tuple[dict, str, str]] = []
+        sources: Dict[int, Union[int, Tensor, str]] = {}
+        for prefix, m in module.named_modules():
+            for key, p in m._parameters.items():
+                if p is None:
+                    continue
+                source = sources.get(id(p))
+                if source is None:
+                    name = f"{prefix}.{key}" if prefix else key
+                    group = owner.get(id(p))
+                    if group is None or not p.requires_grad:
+                        source = self.frozen[name] = p.detach()  # not trained: a constant of the unroll
+                    else:
+                        source = len(self.params)
+                        self.names.append(name)
+                        self.params.append(p)
+                        self.initial.append(p.detach().requires_grad_())
+                        self.groups.append(group)
+                        self.states.append({k: v for k, v in state.get(p, {}).items() if k in _STATE_KEYS})
+                    sources[id(p)] = source
+                self._params.append((m._parameters, key, source))
+            for key, b in m._buffers.items():
+                if b is None:
+                    continue
+                name = sources.get(id(b))
+                if name is None:
+                    name = sources[id(b)] = f"{prefix}.{key}" if prefix else key
+                    self.buffers[name] = b.clone()
+                self._buffers.append((m._buffers, key, name))
+        # torch.func refuses jitted modules and DataParallel (with its message): they keep its path
+        self._direct = not isinstance(module, (torch.jit.ScriptModule, nn.DataParallel))
 
     def start(self) -> Tuple[List[Tensor], List[Dict[str, Tensor]]]:
         """Fresh fast weights and optimiser states, as the real ones are now."""
         return list(self.initial), [dict(s) for s in self.states]
 
     def __call__(self, fast: List[Tensor], x: Tensor) -> Tensor:
-        """The module's output on ``x`` with the weights ``fast``."""
-        params = {**self.frozen, **dict(zip(self.names, fast))}
-        return functional_call(self.module, (params, self.buffers), (x,))
+        """The module's output on ``x`` with the weights ``fast`` (and the unroll's buffers)."""
+        if not self._direct or torch.jit.is_tracing():
+            params = {**self.frozen, **dict(zip(self.names, fast))}
+            return functional_call(self.module, (params, self.buffers), (x,))
+        saved = []
+        try:
+            for holder, key, source in self._params:
+                saved.append((holder, key, holder[key]))
+                holder[key] = fast[source] if isinstance(source, int) else source
+            for holder, key, name in self._buffers:
+                saved.append((holder, key, holder[key]))
+                holder[key] = self.buffers[name]
+            return self.module(x)
+        finally:
+            if len(saved) == len(self._params) + len(self._buffers):
+                for holder, key, name in self._buffers:  # one the forward replaced (not updated in place) is kept
+                    self.buffers[name] = holder[key]
+            for holder, key, value in reversed(saved):
+                holder[key] = value
 
     def step(self, problem: MetaProblem, fast: List[Tensor], states: List[Dict[str, Tensor]], x: Tensor,
              targets: Callable[[], Tensor], weights: Optional[Tensor], track: bool):
