@@ -1,6 +1,7 @@
 """The one composed entry point: model + optimiser + labels + strategy, stepped together."""
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Union
@@ -198,16 +199,16 @@ class Learner:
         self.num_steps += 1
         indices, meta_loss = batch[2], meta.meta_loss if meta else None
         if shares is None:
-            return StepStats(loss.item(), meta_loss, weights, indices)
+            return StepStats(loss, meta_loss, weights, indices)
         # the global batch's figures, the same on every process
         return StepStats(*self._global_stats(shares, loss, meta_loss, weights, indices))
 
-    def _global_stats(self, shares: Shares, loss: Tensor, meta_loss: Optional[float], weights: Optional[Tensor],
+    def _global_stats(self, shares: Shares, loss: float, meta_loss: Optional[float], weights: Optional[Tensor],
                       indices: Tensor) -> tuple:
         """The step's figures for the global batch: losses summed over processes (each process's
         is its share), and the weights and indices of every process in the global batch's order."""
         assert self.distributed is not None
-        figures = torch.tensor([loss.item() / self.distributed.world, meta_loss or 0.0], dtype=torch.float64,
+        figures = torch.tensor([loss / self.distributed.world, meta_loss or 0.0], dtype=torch.float64,
                                device=indices.device)
         self.distributed.sum_([figures])
         if weights is not None:
@@ -278,9 +279,9 @@ class Learner:
         return stats
 
     def _model_step(self, batch: Batch, shares: Optional[Shares], weights: Optional[Tensor],
-                    logits: Optional[Tensor]) -> Tensor:
+                    logits: Optional[Tensor]) -> float:
         """The real optimiser step against the (updated, detached) labels; the labels then observe.
-        Returns the loss (detached; under a process group, this process's share of the global one).
+        Returns the loss (under a process group, this process's share of the global one).
 
         ``logits``: this step's forward when the meta step already ran it (its graph is kept).
         """
@@ -293,7 +294,8 @@ class Learner:
         if shares is not None:  # DDP averages the gradients: scaled, the shards' losses add up to the global one
             assert self.distributed is not None
             loss = loss * (shares.scale(self.distributed.rank) if weights is None else self.distributed.world)
-        if not torch.isfinite(loss):  # the message is built only then: it reads the batch
+        value = loss.item()  # one read (a device sync) serves the check and the figure
+        if not math.isfinite(value):  # the message is built only then: it reads the batch
             check_finite(loss, f"training loss at step {self.num_steps}, {_describe(batch)}{_inputs_note(batch)}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -304,7 +306,7 @@ class Learner:
                                 self.distributed.gather(logits.detach(), shares.sizes))
         else:
             self.labels.observe(idx, logits.detach())
-        return loss.detach()
+        return value
 
 
 def _indices(batch: Batch) -> str:
