@@ -68,7 +68,9 @@ class OneStep(Backend):
             should go, and it moves slowly; a reused one spares the meta batch's forward and backward
             and the inner gradient (the weights and labels of every batch still get their own
             product ``J u`` at the current weights). 1 (the default): exact at every step; above 1 an
-            approximation, whose accuracy ``benchmarks/default_recipe.py`` measures. The direction kept
+            approximation, and a poor one with learned weights (``benchmarks/default_recipe.py``, noisy
+            MNIST-1D: 88 % of the gain at r = 2 on symmetric noise, 12 % at r = 4, divergence at r = 8).
+            The direction kept
             is part of the strategy's checkpointed state. A reused step reports the meta loss its
             direction was computed with.
     """
