@@ -101,3 +101,38 @@ def write_cifar10(root: Path, n_train_per_batch: int = 4, n_test: int = 6) -> No
     n_train = 5 * n_train_per_batch
     write(root, rng.integers(0, 256, (n_train, 3072), dtype=np.uint8), [i % 10 for i in range(n_train)],
           rng.integers(0, 256, (n_test, 3072), dtype=np.uint8), [i % 10 for i in range(n_test)])
+
+class NoForwardMode(torch.autograd.Function):
+    """tanh with a differentiable backward and no forward-mode formula (no ``jvp``, as a hand-written
+    CUDA kernel may be): for the probe's tests."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.tanh(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return grad * (1 - y * y)
+
+
+class NoDoubleBackward(NoForwardMode):
+    """tanh with neither a ``jvp`` nor a backward that can itself be differentiated."""
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        return NoForwardMode.backward(ctx, grad)
+
+
+class Activation(nn.Module):
+    """A module applying an ``autograd.Function`` (one of the above)."""
+
+    def __init__(self, function) -> None:
+        super().__init__()
+        self.function = function
+
+    def forward(self, x):
+        return self.function.apply(x)

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers import C, N, assert_close, devices, float32_exactly, make_data, make_learnable_labels, make_model, write_cifar10
+from helpers import (C, N, Activation, NoDoubleBackward, NoForwardMode, assert_close, devices, float32_exactly, make_data,
+                     make_learnable_labels, make_model, write_cifar10)
 from labelmeta import Config, Learner, fit, make_label_optimizer, make_splits
 from labelmeta.accel import autocast, to_channels_last, to_device
 from labelmeta.build import build_learner
@@ -140,43 +141,10 @@ def test_channels_last_products(product, amp, device):
 # ---------------------------------------------------------------------------------------------
 # The probe's choice: reverse mode where forward mode is missing; a clear error where neither works.
 
-class _NoForwardMode(torch.autograd.Function):
-    """tanh with a differentiable backward and no ``jvp`` (as a hand-written CUDA kernel may be)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        y = torch.tanh(x)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad):
-        (y,) = ctx.saved_tensors
-        return grad * (1 - y * y)
-
-
-class _NoDerivatives(_NoForwardMode):
-    """tanh with neither a ``jvp`` nor a backward that can itself be differentiated."""
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        return _NoForwardMode.backward(ctx, grad)
-
-
-class _Custom(nn.Module):
-    def __init__(self, function) -> None:
-        super().__init__()
-        self.function = function
-
-    def forward(self, x):
-        return self.function.apply(x)
-
-
 def _custom_cnn_learner(function, device: str, amp: bool, **strategy_options):
     """A channels-last Conv2d-BatchNorm2d network around ``function``, the default strategy, its batches."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), _Custom(function),
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), Activation(function),
                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, C))
     model = to_channels_last(model.to(device))
     g = torch.Generator().manual_seed(0)
@@ -197,9 +165,9 @@ def _custom_cnn_learner(function, device: str, amp: bool, **strategy_options):
 def test_missing_forward_mode_gets_the_reverse_product(amp, device):
     """BatchNorm makes the default prefer forward mode; a custom Function without ``jvp`` has none, so
     the probe keeps the reverse-mode product, and training runs as with ``product="reverse"`` asked for."""
-    learner, batch, meta = _custom_cnn_learner(_NoForwardMode, device, amp)
+    learner, batch, meta = _custom_cnn_learner(NoForwardMode, device, amp)
     assert learner.strategy.product == "auto" and learner.strategy.product_for(learner.model) == "forward"
-    asked, _, _ = _custom_cnn_learner(_NoForwardMode, device, amp, product="reverse")
+    asked, _, _ = _custom_cnn_learner(NoForwardMode, device, amp, product="reverse")
     for _ in range(3):
         stats, expected = learner.step(batch, meta), asked.step(batch, meta)
         assert torch.isfinite(torch.tensor([stats.loss, stats.meta_loss])).all()
@@ -218,10 +186,10 @@ def test_missing_forward_mode_gets_the_reverse_product(amp, device):
 def test_neither_product_is_one_clear_error(amp, device):
     """Neither a ``jvp`` nor a differentiable backward: one ``ValueError`` before any training, naming the
     strategy, the module and why each product fails, and the strategies that can."""
-    learner, batch, meta = _custom_cnn_learner(_NoDerivatives, device, amp)
+    learner, batch, meta = _custom_cnn_learner(NoDoubleBackward, device, amp)
     before = copy.deepcopy(learner.model.state_dict())
     with pytest.raises(ValueError, match=r"^the 'one-step-reweight' strategy cannot differentiate this model: module '2' "
-                                         r"\(_Custom\): its forward mode is missing \(NotImplementedError: You must implement "
+                                         r"\(Activation\): its forward mode is missing \(NotImplementedError: You must implement "
                                          r"the jvp function .*\); its double backward is wrong \(off by 100% against central "
                                          r"differences\); strategies that can: 'finite-difference:labels\+weights', "
                                          r"'head-only:labels\+weights'$"):

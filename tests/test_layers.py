@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import layer_support
-from helpers import C, D, make_data, make_learnable_labels
+from helpers import C, D, Activation, NoDoubleBackward, NoForwardMode, make_data, make_learnable_labels
 from labelmeta import MODELS, Config, Learner, MetaProblem, fit, make_label_optimizer, make_labels
 from labelmeta.gradcheck import relative_error
 from labelmeta.strategies import STRATEGIES, OneStep
@@ -48,42 +48,9 @@ def test_every_surveyed_layer(layer, backend):
 # ---------------------------------------------------------------------------------------------
 # The probe: a model the chosen backend cannot differentiate is found before training.
 
-class _NoForwardMode(torch.autograd.Function):
-    """tanh with a differentiable backward but no forward-mode formula."""
-
-    @staticmethod
-    def forward(ctx, x):
-        y = torch.tanh(x)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad):
-        (y,) = ctx.saved_tensors
-        return grad * (1 - y * y)
-
-
-class _NoDoubleBackward(_NoForwardMode):
-    """tanh with a backward that cannot itself be differentiated (and no forward-mode formula)."""
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        return _NoForwardMode.backward(ctx, grad)
-
-
-class _Activation(nn.Module):
-    def __init__(self, function) -> None:
-        super().__init__()
-        self.function = function
-
-    def forward(self, x):
-        return self.function.apply(x)
-
-
 def _model(function, norm: bool = False) -> nn.Module:
     torch.manual_seed(0)
-    layers = [nn.Linear(D, 7)] + ([nn.BatchNorm1d(7)] if norm else []) + [_Activation(function), nn.Linear(7, C)]
+    layers = [nn.Linear(D, 7)] + ([nn.BatchNorm1d(7)] if norm else []) + [Activation(function), nn.Linear(7, C)]
     return nn.Sequential(*layers)
 
 
@@ -101,11 +68,11 @@ def _learner(model, strategy="one-step", labels_name="per-sample"):
 
 @pytest.mark.parametrize("strategy", ["one-step", "functional", "unrolled"])
 def test_probe_names_the_module_and_the_strategies_that_work(strategy):
-    learner, batch, meta = _learner(_model(_NoDoubleBackward), strategy)
+    learner, batch, meta = _learner(_model(NoDoubleBackward), strategy)
     # one-step tried both products: the message says why each failed
     other = r"; its forward mode is missing \(NotImplementedError: .*\)" if strategy == "one-step" else ""
     with pytest.raises(ValueError, match=rf"the '{strategy}' strategy cannot differentiate this model: module '1' "
-                                         r"\(_Activation\): its double backward is wrong \(off by 100% against central "
+                                         r"\(Activation\): its double backward is wrong \(off by 100% against central "
                                          rf"differences\){other}; strategies that can: 'finite-difference', 'head-only'$"):
         learner.probe(batch, meta)
 
@@ -116,7 +83,7 @@ def test_without_the_probe_the_gradient_would_be_silently_wrong(float64):
     from labelmeta.gradcheck import label_gradient
     from labelmeta.strategies import Functional
 
-    learner, batch, meta = _learner(_model(_NoDoubleBackward).double())
+    learner, batch, meta = _learner(_model(NoDoubleBackward).double())
     batch, meta = (batch[0].double(), *batch[1:]), (meta[0].double(), *meta[1:])
     learner.labels.double()
     parts = (learner.model, learner.optimizer, learner.labels)
@@ -127,12 +94,12 @@ def test_without_the_probe_the_gradient_would_be_silently_wrong(float64):
 def test_probe_runs_before_training(tmp_path):
     """Through ``fit``: the error comes before the first epoch (no checkpoint is written), not after the warm-up."""
     MODELS.register("no-double-backward")(lambda input_shape, num_classes: nn.Sequential(
-        nn.Linear(input_shape[0], 7), _Activation(_NoDoubleBackward), nn.Linear(7, num_classes)))
+        nn.Linear(input_shape[0], 7), Activation(NoDoubleBackward), nn.Linear(7, num_classes)))
     try:
         config = Config(dataset_options=dict(num_samples=1000), meta_per_class=5, meta_batch_size=20, epochs=3,
                         warmup_epochs=2, progress=False, model="no-double-backward", strategy="functional",
                         checkpoint=str(tmp_path / "ck.pt"))
-        with pytest.raises(ValueError, match=r"module '1' \(_Activation\): its double backward is wrong"):
+        with pytest.raises(ValueError, match=r"module '1' \(Activation\): its double backward is wrong"):
             fit(config)
         assert not (tmp_path / "ck.pt").exists()
     finally:
@@ -142,7 +109,7 @@ def test_probe_runs_before_training(tmp_path):
 def test_auto_product_takes_the_one_the_model_has(float64):
     """BatchNorm makes ``auto`` prefer forward mode; the model has no forward-mode formula, so the probe
     keeps reverse mode, and the gradient is exact."""
-    learner, batch, meta = _learner(_model(_NoForwardMode, norm=True).double())
+    learner, batch, meta = _learner(_model(NoForwardMode, norm=True).double())
     batch, meta = (batch[0].double(), *batch[1:]), (meta[0].double(), *meta[1:])
     learner.labels.double()
     assert learner.strategy.product_for(learner.model) == "forward"
