@@ -112,16 +112,12 @@ class Distributed:
 
     def mean_differentiable(self, grads: Sequence[Optional[Tensor]]) -> List[Optional[Tensor]]:
         """Average over processes, keeping the graph (the unroll's inner gradients)."""
-        # torch's functional collectives carry an autograd rule (the backward of a sum is a sum)
-        import torch.distributed._functional_collectives as funcol
-
-        group = dist.group.WORLD
-        return [None if g is None else funcol.wait_tensor(funcol.all_reduce(g, "sum", group)) / self.world
-                for g in grads]
+        return [None if g is None else self.total(g) / self.world for g in grads]
 
     def total(self, value: Tensor) -> Tensor:
         """``value`` summed over processes, keeping the graph: the backward of the sum hands every
         process the gradients of all of them (normalising per-sample weights over the global batch)."""
+        # torch's functional collectives carry an autograd rule (the backward of a sum is a sum)
         import torch.distributed._functional_collectives as funcol
 
         return funcol.wait_tensor(funcol.all_reduce(value, "sum", dist.group.WORLD))

@@ -87,6 +87,14 @@ class MetaProblem:
         scale = self.inner_scale if weights is None else self.world
         return value if scale == 1 else value * scale
 
+    def summed(self, grads: Sequence[Optional[Tensor]], like: Sequence[Tensor]) -> List[Tensor]:
+        """``grads`` (zeros where ``None``, shaped as ``like``) summed over the processes: each process's
+        part of a gradient of the global meta loss, made whole; as they are in one process."""
+        out = [torch.zeros_like(p) if g is None else g for p, g in zip(like, grads)]
+        if self.group is not None:
+            self.group.sum_(out)
+        return out
+
     def total(self, value: Tensor) -> Tensor:
         """``value`` summed over the processes (differentiably), or as it is in one."""
         return value if self.group is None else self.group.total(value)

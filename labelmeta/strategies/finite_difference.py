@@ -66,9 +66,7 @@ class FiniteDifference(Backend):
         after = [p.requires_grad_() for p in after]
         meta = check_finite(problem.meta_loss(unroll(after, problem.meta_batch[0])), "meta loss")
         v = torch.autograd.grad(meta, after, allow_unused=True)
-        v = [torch.zeros_like(p) if g is None else g for p, g in zip(after, v)]
-        if problem.group is not None:  # the global meta loss's gradient: every process's part
-            problem.group.sum_(v)
+        v = problem.summed(v, after)  # the global meta loss's gradient
         norm = torch.sqrt(sum((g * g).sum() for g in v))
         if norm == 0:
             return meta.item(), [None] * len(inputs)

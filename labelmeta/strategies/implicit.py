@@ -157,10 +157,8 @@ class Implicit(Backend):
         fast = [p.detach().requires_grad_() for p in fast]
         with torch.enable_grad():
             meta = check_finite(problem.meta_loss(unroll(fast, x_meta)), "meta loss")
-            g = [torch.zeros_like(p) if d is None else d
-                 for p, d in zip(fast, torch.autograd.grad(meta, fast, allow_unused=True))]
-            if problem.group is not None:  # the global meta loss's gradient: every process's part
-                problem.group.sum_(g)
+            # the global meta loss's gradient
+            g = problem.summed(torch.autograd.grad(meta, fast, allow_unused=True), fast)
             # grad_theta L with a graph in theta (for H) and in the meta parameters (for the mixed product)
             value = problem.inner_loss(unroll(fast, x), problem.soft_targets(), weights)
             grads = torch.autograd.grad(value, fast, create_graph=True, allow_unused=True)

@@ -70,8 +70,7 @@ class OneStep(Backend):
             product ``J u`` at the current weights). 1 (the default): exact at every step; above 1 an
             approximation, and a poor one with learned weights (``benchmarks/default_recipe.py``, noisy
             MNIST-1D: 88 % of the gain at r = 2 on symmetric noise, 12 % at r = 4, divergence at r = 8).
-            The direction kept
-            is part of the strategy's checkpointed state. A reused step reports the meta loss its
+            The direction kept is part of the strategy's checkpointed state. A reused step reports the meta loss its
             direction was computed with.
     """
 
@@ -163,25 +162,16 @@ class OneStep(Backend):
             value = finite_value(meta, "meta loss")
             v = list(torch.autograd.grad(meta, after, allow_unused=True))
             if problem.group is not None:  # the global meta loss: every process's part
-                v = [torch.zeros_like(p) if g is None else g for p, g in zip(after, v)]
-                problem.group.sum_(v)
+                v = problem.summed(v, after)
             direction = self._pull_back(gains, fast, v)
             if problem.group is not None:  # this process's share of the averaged inner gradient
                 direction = [d / problem.group.world for d in direction]
             if self.refresh > 1:
                 self._kept, self._uses = ([d.detach() for d in direction], value), 1
         with phase(f"one-step: {product}-mode product J u"):
-            if reverse:  # J u = d<J^T c, u>/dc, through the inner backward's graph
-                used = [(g, d) for g, d in zip(local, direction) if g is not None]
-                tangent = (torch.autograd.grad([g for g, _ in used], cotangent, [d for _, d in used])[0]
-                           if used else None)
-            else:
-                tangent = self._jvp(unroll, fast, direction, x)[1]
-        if tangent is None:  # no trained parameter reaches the logits
-            tangent = torch.zeros_like(grad_z)
-        with phase("one-step: label gradient"), torch.enable_grad():
-            grads = torch.autograd.grad((grad_z * tangent).sum(), inputs, allow_unused=True)
-        return value, list(grads)
+            tangent = (_reverse_product(local, cotangent, direction) if reverse
+                       else self._jvp(unroll, fast, direction, x)[1])
+        return value, _label_gradient(grad_z, tangent, inputs)
 
     def _reused(self, problem: MetaProblem, unroll: FunctionalUnroll, fast: List[Tensor], direction: List[Tensor],
                 inputs: Sequence[Tensor], weights: Optional[Tensor], product: str) -> List[Optional[Tensor]]:
@@ -200,16 +190,12 @@ class OneStep(Backend):
             z = logits.detach().requires_grad_()
             (grad_z,) = torch.autograd.grad(problem.inner_loss(z, problem.soft_targets(), weights), z,
                                             create_graph=True)
-            if reverse:  # J u = d<J^T c, u>/dc, through a backward of the logits kept for it
+            if reverse:  # through a backward of the logits kept for it
                 cotangent = grad_z.detach().requires_grad_()
                 local = torch.autograd.grad(logits, wrt, cotangent, retain_graph=shared, create_graph=True,
                                             allow_unused=True)
-                used = [(g, d) for g, d in zip(local, direction) if g is not None]
-                tangent = torch.autograd.grad([g for g, _ in used], cotangent, [d for _, d in used])[0] if used else None
-        if tangent is None:  # no trained parameter reaches the logits
-            tangent = torch.zeros_like(grad_z)
-        with phase("one-step: label gradient"), torch.enable_grad():
-            return list(torch.autograd.grad((grad_z * tangent).sum(), inputs, allow_unused=True))
+                tangent = _reverse_product(local, cotangent, direction)
+        return _label_gradient(grad_z, tangent, inputs)
 
     def state_dict(self) -> Dict[str, Any]:
         """The kept direction (with ``refresh > 1``): a resumed run reuses it as the uninterrupted one does."""
@@ -275,6 +261,23 @@ class OneStep(Backend):
             duals = [fwad.make_dual(p.detach(), d) for p, d in zip(fast, direction)]
             out = fwad.unpack_dual(unroll(duals, x))
             return out.primal, out.tangent
+
+
+def _reverse_product(local: Sequence[Optional[Tensor]], cotangent: Tensor,
+                     direction: Sequence[Tensor]) -> Optional[Tensor]:
+    """``J u = d<J^T c, u>/dc``: ``local`` is ``J^T c`` with its graph in the cotangent ``c`` (``None``
+    where a parameter does not reach the logits; ``None`` returned if none does)."""
+    used = [(g, d) for g, d in zip(local, direction) if g is not None]
+    return torch.autograd.grad([g for g, _ in used], cotangent, [d for _, d in used])[0] if used else None
+
+
+def _label_gradient(grad_z: Tensor, tangent: Optional[Tensor], inputs: Sequence[Tensor]) -> List[Optional[Tensor]]:
+    """``d/dlambda <grad_z L(z, lambda), J u>`` for the meta parameters ``inputs`` (no tangent: no
+    trained parameter reaches the logits, a zero one)."""
+    if tangent is None:
+        tangent = torch.zeros_like(grad_z)
+    with phase("one-step: label gradient"), torch.enable_grad():
+        return list(torch.autograd.grad((grad_z * tangent).sum(), inputs, allow_unused=True))
 
 
 def _random_layers(model: nn.Module, in_training: bool = False) -> List[str]:

@@ -228,8 +228,7 @@ class WeightNet(Target):
                grads: Sequence[Optional[Tensor]]) -> MetaStats:
         self.optimizer.zero_grad(set_to_none=True)
         if problem.group is not None:  # each process's samples' part of the network's gradient
-            grads = [torch.zeros_like(p) if g is None else g for p, g in zip(meta.inputs, grads)]
-            problem.group.sum_(grads)
+            grads = problem.summed(grads, meta.inputs)
         for p, g in zip(meta.inputs, grads):
             p.grad = g
         self.optimizer.step()
