@@ -706,13 +706,17 @@ def test_cifar_epoch_smoke(tmp_path):
 def test_layer_support_smoke(tmp_path):
     _smoke("layer_support.py", tmp_path)
     data = json.loads((tmp_path / "layer_support_smoke.json").read_text())
+    import layer_support
+
     [table] = _tables(_sections((tmp_path / "layer_support_smoke.md").read_text())["sgd"])
+    layers = ["LayerNorm", "TransformerEncoderLayer"]
+    assert table[0] == ["strategy", *layers] and list(data["sgd"]) == layers
     shown = _rows(table)
-    assert list(shown) == list(data["sgd"]) == ["LayerNorm", "TransformerEncoderLayer"]
-    for layer, cells in data["sgd"].items():
-        assert len(shown[layer]) == len(cells)
-        for text, cell in zip(shown[layer], cells.values()):
-            assert text.startswith("✓ ") and cell["error"] <= 1e-7
+    assert list(shown) == list(data["sgd"]["LayerNorm"]) == [*layer_support.COLUMNS, layer_support.LEARNER]
+    for column, texts in shown.items():
+        for layer, text in zip(layers, texts):
+            cell = data["sgd"][layer][column]
+            assert text.startswith("✓ ") and cell["error"] <= layer_support.tolerance(column, "sgd")
             assert text.split()[1] == f"{cell['error']:.0e}"
 
 

@@ -21,28 +21,43 @@ from labelmeta import MODELS, Config, Learner, MetaProblem, fit, make_label_opti
 from labelmeta.gradcheck import relative_error
 from labelmeta.strategies import STRATEGIES, OneStep
 
-BACKENDS = [*layer_support.BACKENDS, layer_support.LEARNER]
-TOLERANCE = layer_support.TOLERANCE
+COLUMNS = [*layer_support.COLUMNS, layer_support.LEARNER]
+#: what each refusal says (a refusal before any step is the right answer there; any other cell must be exact)
+REFUSED = {
+    "would draw other dropout masks": lambda layer, column, optimizer: (
+        "dropout" in layer.lower() and column == "one-step:labels forward product"),
+    "finite-difference needs SGD": lambda layer, column, optimizer: (
+        column.startswith("finite-difference") and optimizer != "sgd"),
+    "AdamW's decoupled decay has another fixed point": lambda layer, column, optimizer: (
+        column.startswith("implicit") and optimizer == "adamw"),
+}
 
 
-@pytest.mark.parametrize("optimizer", sorted(layer_support.OPTIMIZERS))
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_transformer_encoder_with_default_kernels(backend, optimizer):
-    """A classifier around ``nn.TransformerEncoderLayer``, default attention kernel, SGD / Adam / AdamW."""
-    cell = layer_support.cell("TransformerEncoderLayer", backend, optimizer)
-    assert "error" in cell, cell
-    assert cell["error"] <= TOLERANCE[optimizer], cell
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("layer", [name for name in layer_support.LAYERS if name != "TransformerEncoderLayer"])
-def test_every_surveyed_layer(layer, backend):
-    """The docs' layer table (SGD): exact everywhere, but for the forward product with dropout, refused."""
-    cell = layer_support.cell(layer, backend, "sgd")
-    if "dropout" in layer.lower() and backend == "one-step, forward product":
-        assert "would draw other dropout masks" in cell.get("refused", ""), cell
+def _check(layer: str, column: str, optimizer: str) -> None:
+    cell = layer_support.cell(layer, column, optimizer)
+    expected = [m for m, applies in REFUSED.items() if applies(layer, column, optimizer)]
+    if expected:
+        assert expected[0] in cell.get("refused", ""), cell
     else:
-        assert "error" in cell and cell["error"] <= TOLERANCE["sgd"], cell
+        assert "error" in cell and cell["error"] <= layer_support.tolerance(column, optimizer), cell
+
+
+@pytest.mark.parametrize("column", COLUMNS)
+@pytest.mark.parametrize("layer", list(layer_support.LAYERS))
+def test_every_strategy_on_every_layer(layer, column):
+    """The docs' layer table (SGD): every backend with every target, every preset, the unroll at k = 2 and
+    one-step's two products, each after a first meta step on the same model (what a backend keeps between
+    steps, as ``higher``'s patched copy, is in play: ``reweight`` on the transformer encoder was 2.6-8.8 %
+    off once its copy was kept), against central differences after real ``torch.optim`` steps."""
+    _check(layer, column, "sgd")
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+@pytest.mark.parametrize("column", COLUMNS)
+@pytest.mark.parametrize("layer", layer_support.SMOKE_LAYERS)
+def test_adam_and_adamw(layer, column, optimizer):
+    """The same with Adam and AdamW on two of the layers (``python benchmarks/layer_support.py``: all of them)."""
+    _check(layer, column, optimizer)
 
 
 # ---------------------------------------------------------------------------------------------

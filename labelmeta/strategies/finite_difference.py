@@ -10,6 +10,7 @@ from ..losses import check_finite
 from ..update_rules import sgd_gain
 from .backend import BACKENDS, Backend
 from .base import MetaProblem, inner_steps
+from .checkpointed import _rng_state, _set_rng_state
 from .unroll import FunctionalUnroll
 
 
@@ -62,9 +63,11 @@ class FiniteDifference(Backend):
         fast, states = unroll.start()
         for _ in range(self.steps - 1):
             fast, states = unroll.step(problem, fast, states, x, problem.soft_targets, fixed, track=False)
+        last_step = _rng_state(x.device)  # the differenced forwards draw the last step's dropout masks
         after, _ = unroll.step(problem, fast, states, x, problem.soft_targets, fixed, track=False)
         after = [p.requires_grad_() for p in after]
         meta = check_finite(problem.meta_loss(unroll(after, problem.meta_batch[0])), "meta loss")
+        end = _rng_state(x.device)
         v = torch.autograd.grad(meta, after, allow_unused=True)
         v = problem.summed(v, after)  # the global meta loss's gradient
         norm = torch.sqrt(sum((g * g).sum() for g in v))
@@ -76,11 +79,13 @@ class FiniteDifference(Backend):
 
         def inner_grad(sign: float) -> List[Optional[Tensor]]:
             shifted = [p + sign * eps * c * g for p, g, c in zip(fast, v, gains)]
+            _set_rng_state(last_step, x.device)
             with torch.enable_grad():
                 value = problem.inner_loss(unroll(shifted, x), problem.soft_targets(), weights)
                 return list(torch.autograd.grad(value, list(inputs), retain_graph=True, allow_unused=True))
 
         plus, minus = inner_grad(1.0), inner_grad(-1.0)
+        _set_rng_state(end, x.device)
         # the global inner gradient is the processes' average: this process's share of the difference
         scale = 2 * eps * problem.world
         return meta.item(), [None if a is None else -(a - b) / scale for a, b in zip(plus, minus)]

@@ -90,9 +90,13 @@ class Labels(Target):
         return MetaStats(meta_loss=meta_loss)
 
 
-def _batch_dtype(problem: MetaProblem) -> torch.dtype:
-    x = problem.batch[0]
-    return x.dtype if x.is_floating_point() else torch.get_default_dtype()
+def _weight_dtype(problem: MetaProblem) -> torch.dtype:
+    """The dtype per-sample weights take: the model's (its first floating-point parameter's), as the loss
+    they weight is; not the inputs', which may be token ids."""
+    for p in problem.model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.get_default_dtype()
 
 
 def _weighting(weighting: str) -> str:
@@ -128,7 +132,7 @@ class Weights(Target):
     def _leaf(self, problem: MetaProblem) -> Tensor:
         # the weights of this process's samples in the global batch (the mean: 1 / its size)
         value = 0.0 if self.at == "zero" else 1.0 / problem.batch_size
-        return torch.full((len(problem.batch[0]),), value, dtype=_batch_dtype(problem), device=problem.batch[0].device,
+        return torch.full((len(problem.batch[0]),), value, dtype=_weight_dtype(problem), device=problem.batch[0].device,
                           requires_grad=True)
 
     def parameters(self, problem: MetaProblem) -> MetaParameters:

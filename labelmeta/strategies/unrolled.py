@@ -71,10 +71,11 @@ class Unrolled(KStepBackend):
         _copy_attributes(model, fmodel)
         buffer_sync(model, fmodel)
         # the initial fast weights, detached, not cloned (no step writes them in place: as the torch.func
-        # unroll's); set as the copy's only fast weights, from which its forward takes every submodule's
-        # (update_params would also write them into the submodules, which the forward does anyway)
+        # unroll's), written into every submodule as monkeypatch does: a forward sets the parameters of the
+        # submodules it calls, but a module may read a submodule's parameter without calling it
+        # (MultiheadAttention reads out_proj.weight), which would otherwise be the last unroll's
         fmodel._fast_params = None
-        fmodel.fast_params = [p.detach().requires_grad_(p.requires_grad) for p in model.parameters()]
+        fmodel.update_params([p.detach().requires_grad_(p.requires_grad) for p in model.parameters()])
         return fmodel
 
     def __getstate__(self) -> Dict[str, Any]:
