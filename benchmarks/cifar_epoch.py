@@ -27,7 +27,7 @@ import torch
 
 from common import machine, run_arguments, write_outputs
 from labelmeta import fit
-from labelmeta.config import PRESETS
+from labelmeta.presets import PRESETS
 from labelmeta.data.files import write_cifar10
 
 ROWS = {

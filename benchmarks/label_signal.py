@@ -33,7 +33,7 @@ from labelmeta.compare import cell, mean_std
 from labelmeta.data import loader
 from labelmeta import Config
 from labelmeta.runner import fit_learner
-from labelmeta.strategies import Functional, MetaProblem
+from labelmeta.strategies import Functional, MetaProblem, Strategy
 
 CONFIG = Config(labels="per-sample", label_lr=1.0, label_schedule="constant", progress=False, strategy="one-step")
 EPOCHS = (10, 20, 30)
@@ -50,7 +50,7 @@ def measure(learner, splits, meta_size: int) -> Dict[str, float]:
         idx = batch[2]
         for p in params:
             p.grad = None
-        Functional(steps=1).compute(MetaProblem(learner.model, learner.optimizer, learner.labels, batch, meta))
+        Strategy(Functional(steps=1)).compute(MetaProblem(learner.model, learner.optimizer, learner.labels, batch, meta))
         probs = learner.labels(idx).detach()
         d = learner.labels.logits.grad[idx] / probs  # gradient w.r.t. the label distribution, centred
         prefer[idx] = d.gather(1, true[idx, None]).squeeze(1) < d.gather(1, noisy[idx, None]).squeeze(1)

@@ -117,7 +117,8 @@ HEAD_ONLY = ("head-only", "implicit")
 #: and the unroll at k = 2 and one-step's two products named apart
 COLUMNS: Dict[str, Tuple[str, dict]] = {
     **{f"{b}:{t}": (f"{b}:{t}", PAIR_OPTIONS.get(b, {})) for b in BACKENDS.names() for t in TARGETS.names()},
-    **{name: (name, {}) for name in STRATEGIES.names() if ":" not in name and name not in BACKENDS},
+    **{name: (name, {}) for name in STRATEGIES.names()
+       if ":" not in name and name not in BACKENDS and STRATEGIES.build(name).learns},
     "unrolled:labels k=2": ("unrolled", dict(steps=2)),
     "one-step:labels forward product": ("one-step", dict(product="forward")),
     "one-step:labels reverse product": ("one-step", dict(product="reverse")),
@@ -176,7 +177,8 @@ def learner_gradient(model, opt, labels, batch, meta) -> Tuple[list, str]:
     learner.probe(batch, meta)
     torch.manual_seed(SEED)
     learner.step(batch, meta)
-    chosen = f"{learner.strategy.product_for(model)}, {'shared' if learner.share_forward else 'own'} forward"
+    plan = learner.plan
+    chosen = f"{plan.strategy.product_for(model)}, {'shared' if plan.share_forward else 'own'} forward"
     return [p.grad.clone() for p in labels.parameters()], chosen
 
 

@@ -25,7 +25,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import confident_learning
 import harness
@@ -117,6 +117,79 @@ METHODS: Dict[str, dict] = {
 RUNNERS = {CONFIDENT: confident_learning.fit_cell}
 
 
+# --- each tuned row's knob, as benchmarks/tuning.py searches it, and its choices applied -------------------
+
+#: values searched per method (the same for every method)
+BUDGET = 4
+#: the columns the search runs on, and which benchmark columns each one's choice serves
+FAMILY = {"symmetric-40": [s for s, (kind, _) in SETTINGS.items() if kind == "symmetric"],
+          "asymmetric-40": [s for s, (kind, _) in SETTINGS.items() if kind == "asymmetric"]}
+#: the model's learning rate, for methods with no knob of their own (every base configuration has 0.05)
+LRS = (0.02, 0.05, 0.1, 0.2)
+#: a key of the overrides that is not a Config field: options of the row's runner (noisy_labels.RUNNERS)
+RUNNER_OPTIONS = "runner_options"
+
+
+def _label(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _knob(name: str, values: tuple, overrides, incumbent: Any) -> Tuple[str, Dict[str, dict], str]:
+    assert incumbent in values, "the value the benchmark ran before is one of those searched"
+    return name, {_label(v): overrides(v) for v in values}, _label(incumbent)
+
+
+#: noisy_labels row -> (knob, value label -> the overrides on top of the row's own, the incumbent: the
+#: value the row had before, its paper's or our default)
+SEARCH: Dict[str, Tuple[str, Dict[str, dict], str]] = {
+    "cross-entropy": _knob("lr", LRS, lambda v: dict(lr=v), 0.05),
+    SMOOTHING: _knob("ε", (0.05, 0.1, 0.2, 0.4), lambda v: dict(label_options=dict(smoothing=v)), 0.1),
+    "cross-entropy, clean meta set added to training": _knob("lr", LRS, lambda v: dict(lr=v), 0.05),
+    BOOT_SOFT: _knob("β", (0.6, 0.8, 0.9, 0.95), lambda v: dict(loss_options=dict(beta=v)), 0.95),
+    BOOT_HARD: _knob("β", (0.6, 0.7, 0.8, 0.9), lambda v: dict(loss_options=dict(beta=v)), 0.8),
+    GCE: _knob("q", (0.3, 0.5, 0.7, 0.9), lambda v: dict(loss_options=dict(q=v)), 0.7),
+    L2RW: _knob("lr", LRS, lambda v: dict(lr=v), 0.05),
+    CONFIDENT: _knob("filter_by", confident_learning.FILTERS, lambda v: {RUNNER_OPTIONS: dict(filter_by=v)},
+                        confident_learning.FILTERS[0]),
+    "Meta-Weight-Net": _knob("network lr", (1e-4, 1e-3, 1e-2, 3e-2), lambda v: dict(strategy_options=dict(lr=v)), 1e-3),
+    ELR: _knob("λ", (1.0, 3.0, 7.0, 15.0), lambda v: dict(loss_options=dict(lam=v)), 3.0),
+    WEIGHTS_ELR: _knob("λ", (1.0, 3.0, 7.0, 15.0), lambda v: dict(loss_options=dict(lam=v)), 3.0),
+    LEARNED: _knob("label lr", (0.25, 0.5, 1.0, 2.0), lambda v: dict(label_lr=v), 0.5),
+    CORRECTOR: _knob("label lr", (0.05, 0.1, 0.25, 0.5), lambda v: dict(label_lr=v), 0.5),
+}
+assert all(len(values) == BUDGET for _, values, _ in SEARCH.values()), "every method gets the same budget"
+
+
+def merge(row: Mapping[str, Any], tuned: Mapping[str, Any]) -> dict:
+    """A row's overrides with a tuned value's on top (option dicts merged key by key)."""
+    out = dict(row)
+    for key, value in tuned.items():
+        out[key] = {**out.get(key, {}), **value} if isinstance(value, dict) else value
+    return out
+
+
+def split_runner_options(overrides: Mapping[str, Any]) -> Tuple[dict, dict]:
+    """``(Config overrides, runner options)`` of a merged row."""
+    overrides = dict(overrides)
+    return overrides, overrides.pop(RUNNER_OPTIONS, {})
+
+
+def chosen_overrides(chosen: Mapping, dataset: str, setting: str, method: str) -> Optional[dict]:
+    """The overrides the search chose for ``method`` in the benchmark column ``setting`` (``None``: not
+    tuned there, no choice stored, or the incumbent chosen: the row's own configuration, so that its
+    stored cells stand)."""
+    column = next((c for c, served in FAMILY.items() if setting in served), None)
+    value = chosen.get(dataset, {}).get(column, {}).get(method) if column else None
+    if value is None or method not in SEARCH or value == SEARCH[method][2]:
+        return None
+    return SEARCH[method][1][value]
+
+
+def load_chosen(path: Path) -> dict:
+    """The choices stored in ``path`` (``{}`` if it does not exist)."""
+    return json.loads(path.read_text()).get("chosen", {}) if path.exists() else {}
+
+
 def cell_key(dataset: str, setting: str, method: str, seed: int) -> str:
     return f"{dataset} | {setting} | {method} | seed {seed}"
 
@@ -124,10 +197,8 @@ def cell_key(dataset: str, setting: str, method: str, seed: int) -> str:
 def tuned_row(chosen: Optional[Mapping], dataset: str, setting: str, method: str, row: dict) -> Tuple[dict, dict]:
     """``(Config overrides, runner options)`` of ``method`` in a column: its row ``row`` with the value
     ``benchmarks/tuning.py`` chose on a validation split on top, where ``chosen`` holds one."""
-    import tuning  # it imports this module
-
-    tuned = tuning.chosen_overrides(chosen or {}, dataset, setting, method)
-    return tuning.split_runner_options(tuning.merge(row, tuned or {}))
+    tuned = chosen_overrides(chosen or {}, dataset, setting, method)
+    return split_runner_options(merge(row, tuned or {}))
 
 
 def plan(datasets: List[str], settings: List[str], methods: List[str], seeds: List[int],
@@ -135,7 +206,7 @@ def plan(datasets: List[str], settings: List[str], methods: List[str], seeds: Li
          chosen: Optional[Mapping] = None) -> Dict[str, Config]:
     """Every cell to run, keyed by :func:`cell_key`, with its full configuration (``small``: the smoke
     version); ``table`` maps the method names to their Config overrides; ``chosen``: the values
-    ``benchmarks/tuning.py`` chose (``tuning.load_chosen``), applied where it chose one. The rows in
+    ``benchmarks/tuning.py`` chose (:func:`load_chosen`), applied where it chose one. The rows in
     ``CLEAN`` run once, on clean labels; a setting named ``"clean"`` runs any method without noise."""
     cells: Dict[str, Config] = {}
     for dataset in datasets:
@@ -237,14 +308,12 @@ def f1_score(precision: float, recall: float) -> float:
 
 def tuning_report(chosen: Mapping, dataset: str, methods: List[str]) -> Dict[str, str]:
     """The values ``benchmarks/tuning.py`` chose for ``dataset``'s rows: tuned method -> a line saying them."""
-    import tuning
-
     lines = {}
     for method in methods:
-        picks = [(column, chosen.get(dataset, {}).get(column, {}).get(method)) for column in tuning.FAMILY]
-        if method in tuning.SEARCH and any(v is not None for _, v in picks):
-            lines[method] = f"- {method}: {tuning.SEARCH[method][0]} " + ", ".join(
-                f"{v} ({', '.join(tuning.FAMILY[c])})" for c, v in picks if v is not None)
+        picks = [(column, chosen.get(dataset, {}).get(column, {}).get(method)) for column in FAMILY]
+        if method in SEARCH and any(v is not None for _, v in picks):
+            lines[method] = f"- {method}: {SEARCH[method][0]} " + ", ".join(
+                f"{v} ({', '.join(FAMILY[c])})" for c, v in picks if v is not None)
     return lines
 
 
@@ -400,9 +469,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     if any(method in RUNNERS for method in args.methods):
         confident_learning.import_cleanlab()  # a missing extra is an error now, not after hours of cells
-    import tuning
-
-    chosen = {} if args.untuned else tuning.load_chosen(out / f"{'tuning_smoke' if args.smoke else 'tuning'}.json")
+    chosen = {} if args.untuned else load_chosen(out / f"{'tuning_smoke' if args.smoke else 'tuning'}.json")
     cells = plan(args.datasets, settings, args.methods, seeds, overrides, small=args.smoke, chosen=chosen)
     runners = runners_for(cells, chosen)
     start = time.time()

@@ -17,7 +17,6 @@ import os
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 from typing import Dict
 
 import torch

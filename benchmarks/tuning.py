@@ -6,7 +6,7 @@
 The protocol, the same for every tuned row of ``benchmarks/noisy_labels.py`` (the default included):
 
 - one knob per method, its own main hyper-parameter (the model's learning rate for a method that has
-  none), searched over ``BUDGET`` values (``SEARCH``), the value the benchmark used before among them;
+  none), searched over ``nl.BUDGET`` values (``nl.SEARCH``), the value the benchmark used before among them;
 - every run holds out half of each class's clean meta samples as a validation split
   (``Config.validation_per_class``) and reports its accuracy on them; the method gets the other half
   as its clean set. The test set is never read;
@@ -15,7 +15,7 @@ The protocol, the same for every tuned row of ``benchmarks/noisy_labels.py`` (th
 - a value's score is its last-epoch validation accuracy, averaged over the tuning seeds; the best
   scores wins (of equal scores, the first listed);
 - the choice on symmetric-40 serves every symmetric column (small-clean-40 included), the choice on
-  asymmetric-40 the class-flip column (``FAMILY``).
+  asymmetric-40 the class-flip column (``nl.FAMILY``).
 
 ``benchmarks/noisy_labels.py`` reads the choices (``chosen``) from ``tuning.json``. Resumable like every
 harness script. Writes ``tuning.{json,md}`` and ``tuning.png`` (validation accuracy against each value)
@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Tuple
 
 import confident_learning
 import harness
@@ -39,64 +38,12 @@ from common import save_figure
 from labelmeta import Config
 from labelmeta.compare import cell
 
-#: values searched per method (the same for every method)
-BUDGET = 4
+#: the seeds the search runs on (the benchmark's are 0-2)
 TUNING_SEEDS = [10, 11]
-#: the columns the search runs on, and which benchmark columns each one's choice serves
-FAMILY = {"symmetric-40": [s for s, (kind, _) in nl.SETTINGS.items() if kind == "symmetric"],
-          "asymmetric-40": [s for s, (kind, _) in nl.SETTINGS.items() if kind == "asymmetric"]}
-#: the model's learning rate, for methods with no knob of their own (every base configuration has 0.05)
-LRS = (0.02, 0.05, 0.1, 0.2)
-#: a key of the overrides that is not a Config field: options of the row's runner (noisy_labels.RUNNERS)
-RUNNER_OPTIONS = "runner_options"
-
-
-def _label(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _knob(name: str, values: tuple, overrides, incumbent: Any) -> Tuple[str, Dict[str, dict], str]:
-    assert incumbent in values, "the value the benchmark ran before is one of those searched"
-    return name, {_label(v): overrides(v) for v in values}, _label(incumbent)
-
-
-#: noisy_labels row -> (knob, value label -> the overrides on top of the row's own, the incumbent: the
-#: value the row had before, its paper's or our default)
-SEARCH: Dict[str, Tuple[str, Dict[str, dict], str]] = {
-    "cross-entropy": _knob("lr", LRS, lambda v: dict(lr=v), 0.05),
-    nl.SMOOTHING: _knob("ε", (0.05, 0.1, 0.2, 0.4), lambda v: dict(label_options=dict(smoothing=v)), 0.1),
-    "cross-entropy, clean meta set added to training": _knob("lr", LRS, lambda v: dict(lr=v), 0.05),
-    nl.BOOT_SOFT: _knob("β", (0.6, 0.8, 0.9, 0.95), lambda v: dict(loss_options=dict(beta=v)), 0.95),
-    nl.BOOT_HARD: _knob("β", (0.6, 0.7, 0.8, 0.9), lambda v: dict(loss_options=dict(beta=v)), 0.8),
-    nl.GCE: _knob("q", (0.3, 0.5, 0.7, 0.9), lambda v: dict(loss_options=dict(q=v)), 0.7),
-    nl.L2RW: _knob("lr", LRS, lambda v: dict(lr=v), 0.05),
-    nl.CONFIDENT: _knob("filter_by", confident_learning.FILTERS, lambda v: {RUNNER_OPTIONS: dict(filter_by=v)},
-                        confident_learning.FILTERS[0]),
-    "Meta-Weight-Net": _knob("network lr", (1e-4, 1e-3, 1e-2, 3e-2), lambda v: dict(strategy_options=dict(lr=v)), 1e-3),
-    nl.ELR: _knob("λ", (1.0, 3.0, 7.0, 15.0), lambda v: dict(loss_options=dict(lam=v)), 3.0),
-    nl.WEIGHTS_ELR: _knob("λ", (1.0, 3.0, 7.0, 15.0), lambda v: dict(loss_options=dict(lam=v)), 3.0),
-    nl.LEARNED: _knob("label lr", (0.25, 0.5, 1.0, 2.0), lambda v: dict(label_lr=v), 0.5),
-    nl.CORRECTOR: _knob("label lr", (0.05, 0.1, 0.25, 0.5), lambda v: dict(label_lr=v), 0.5),
-}
-assert all(len(values) == BUDGET for _, values, _ in SEARCH.values()), "every method gets the same budget"
-
-
-def merge(row: Mapping[str, Any], tuned: Mapping[str, Any]) -> dict:
-    """A row's overrides with a tuned value's on top (option dicts merged key by key)."""
-    out = dict(row)
-    for key, value in tuned.items():
-        out[key] = {**out.get(key, {}), **value} if isinstance(value, dict) else value
-    return out
-
-
-def split_runner_options(overrides: Mapping[str, Any]) -> Tuple[dict, dict]:
-    """``(Config overrides, runner options)`` of a merged row."""
-    overrides = dict(overrides)
-    return overrides, overrides.pop(RUNNER_OPTIONS, {})
 
 
 def variant(method: str, value: str) -> str:
-    return f"{method} @ {SEARCH[method][0]} {value}"
+    return f"{method} @ {nl.SEARCH[method][0]} {value}"
 
 
 def plan(datasets: List[str], columns: List[str], methods: List[str], seeds: List[int],
@@ -105,9 +52,9 @@ def plan(datasets: List[str], columns: List[str], methods: List[str], seeds: Lis
     the variant (``"method @ knob value"``) as the method."""
     table, options = {}, {}
     for method in methods:
-        for value, tuned in SEARCH[method][1].items():
+        for value, tuned in nl.SEARCH[method][1].items():
             table[variant(method, value)], options[variant(method, value)] = \
-                split_runner_options(merge(nl.METHODS[method], tuned))
+                nl.split_runner_options(nl.merge(nl.METHODS[method], tuned))
     cells, runners = {}, {}
     for dataset in datasets:
         planned = nl.plan([dataset], columns, list(table), seeds, {}, small=small, table=table)
@@ -134,7 +81,7 @@ def choose(found: Mapping[Tuple[str, str, str, str], Tuple[float, float]]) -> Di
     (no change without evidence), else the first listed."""
     chosen: Dict[str, Dict[str, Dict[str, str]]] = {}
     for (dataset, column, method, _) in found:
-        _, table, incumbent = SEARCH[method]
+        _, table, incumbent = nl.SEARCH[method]
         values = list(table)
         if all((dataset, column, method, v) in found for v in values):
             best = max(values, key=lambda v: (found[dataset, column, method, v][0], v == incumbent, -values.index(v)))
@@ -142,26 +89,10 @@ def choose(found: Mapping[Tuple[str, str, str, str], Tuple[float, float]]) -> Di
     return chosen
 
 
-def chosen_overrides(chosen: Mapping, dataset: str, setting: str, method: str) -> Optional[dict]:
-    """The overrides the search chose for ``method`` in the benchmark column ``setting`` (``None``: not
-    tuned there, no choice stored, or the incumbent chosen: the row's own configuration, so that its
-    stored cells stand)."""
-    column = next((c for c, served in FAMILY.items() if setting in served), None)
-    value = chosen.get(dataset, {}).get(column, {}).get(method) if column else None
-    if value is None or method not in SEARCH or value == SEARCH[method][2]:
-        return None
-    return SEARCH[method][1][value]
-
-
-def load_chosen(path: Path) -> dict:
-    """The choices stored in ``path`` (``{}`` if it does not exist)."""
-    return json.loads(path.read_text()).get("chosen", {}) if path.exists() else {}
-
-
 def report(found, chosen, datasets, columns, methods, seeds, command: str, jobs: int) -> str:
     lines = ["# Hyper-parameters chosen on a validation split", "",
              f"Command: `{command}`; tuning seeds {seeds}; {harness.where(jobs)}. Every method searches one knob "
-             f"over {BUDGET} values (the same budget for all); each run holds out half of each class's clean meta "
+             f"over {nl.BUDGET} values (the same budget for all); each run holds out half of each class's clean meta "
              "samples as its validation split and trains with the other half as its clean set; the score is the "
              "last-epoch validation accuracy (%), mean ± std over the tuning seeds. The test set is never read. "
              "**Bold**: the chosen value (the best mean; of equal means the incumbent, else the first listed); "
@@ -171,7 +102,7 @@ def report(found, chosen, datasets, columns, methods, seeds, command: str, jobs:
     for dataset in datasets:
         lines += [f"## {dataset}", "", "| method | knob | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
         for method in methods:
-            knob, values, incumbent = SEARCH[method]
+            knob, values, incumbent = nl.SEARCH[method]
             row = []
             for column in columns:
                 pick = chosen.get(dataset, {}).get(column, {}).get(method)
@@ -197,7 +128,7 @@ def plot(found, chosen, datasets, columns, methods, path: Path) -> None:
     for row, dataset in enumerate(datasets):
         for ax, column in zip(axes[row], columns):
             for i, method in enumerate(methods):
-                values = list(SEARCH[method][1])
+                values = list(nl.SEARCH[method][1])
                 got = [found.get((dataset, column, method, v), (math.nan, math.nan)) for v in values]
                 x = range(len(values))
                 ax.errorbar(x, [g[0] for g in got], yerr=[g[1] for g in got], color=plt.get_cmap("tab20").colors[i % 20],
@@ -206,7 +137,7 @@ def plot(found, chosen, datasets, columns, methods, path: Path) -> None:
                 if pick is not None:
                     j = values.index(pick)
                     ax.plot([j], [got[j][0]], marker="*", ms=11, color=plt.get_cmap("tab20").colors[i % 20], mec="k")
-            ax.set(xticks=range(BUDGET), xticklabels=["1st", "2nd", "3rd", "4th"][:BUDGET],
+            ax.set(xticks=range(nl.BUDGET), xticklabels=["1st", "2nd", "3rd", "4th"][:nl.BUDGET],
                    xlabel="value of the method's knob (in the order of tuning.md; ★ chosen)",
                    ylabel="last-epoch validation accuracy (%)", title=f"{dataset}, {column}")
             ax.legend(fontsize=5, loc="lower left")
@@ -216,12 +147,12 @@ def plot(found, chosen, datasets, columns, methods, path: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["mnist1d", "digits"], choices=["mnist1d", "digits"])
-    parser.add_argument("--methods", nargs="+", default=list(SEARCH), choices=list(SEARCH), metavar="METHOD")
+    parser.add_argument("--methods", nargs="+", default=list(nl.SEARCH), choices=list(nl.SEARCH), metavar="METHOD")
     harness.add_jobs_argument(parser)
     parser.add_argument("--smoke", action="store_true", help="tiny data, 2 epochs, 1 seed, 1 column")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
-    columns, seeds = (list(FAMILY)[:1], TUNING_SEEDS[:1]) if args.smoke else (list(FAMILY), TUNING_SEEDS)
+    columns, seeds = (list(nl.FAMILY)[:1], TUNING_SEEDS[:1]) if args.smoke else (list(nl.FAMILY), TUNING_SEEDS)
     datasets = ["digits"] if args.smoke else args.datasets
     stem = "tuning_smoke" if args.smoke else "tuning"
     out = Path(args.out)

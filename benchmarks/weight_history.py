@@ -29,7 +29,6 @@ import torch
 
 import harness
 import noisy_labels
-import tuning
 from common import run_arguments, write_outputs
 from labelmeta import Config
 from labelmeta.compare import cell, mean_std
@@ -42,23 +41,30 @@ SETTINGS = ["symmetric-40", "asymmetric-40"]
 
 
 class WeightHistory(RunHook):
-    """Per training sample: how many of its visits had a weight, how many a zero one, their sum, and
-    the last one (relative to uniform: 1 is an average sample)."""
+    """Per training sample: how many of its visits had a weight and how many a zero one (the run's own
+    counts, :class:`~labelmeta.checkpoint.RunState`'s ``weighed`` and ``rejected``), and, kept here, the
+    sum of its weights and the last one (relative to uniform: 1 is an average sample)."""
 
     def __init__(self) -> None:
-        self.visits = self.zeros = self.total = self.last = None
+        self.state = self.total = self.last = None
+
+    @property
+    def visits(self) -> torch.Tensor:
+        return self.state.weighed
+
+    @property
+    def zeros(self) -> torch.Tensor:
+        return self.state.rejected
 
     def after_step(self, run, stats) -> None:
         if stats.sample_weights is None:
             return
-        if self.visits is None:
+        if self.total is None:
             n = len(run.splits.labels.noisy)
-            self.visits, self.zeros, self.total = torch.zeros(n), torch.zeros(n), torch.zeros(n, dtype=torch.float64)
+            self.state, self.total = run.state, torch.zeros(n, dtype=torch.float64)
             self.last = torch.ones(n, dtype=torch.float64)  # never weighed: an average sample
         index = stats.indices.cpu()
         w = stats.sample_weights.detach().double().cpu() * len(index)  # relative to uniform
-        self.visits[index] += 1
-        self.zeros[index] += (w == 0).float()
         self.total[index] += w
         self.last[index] = w
 
@@ -97,7 +103,7 @@ def main(argv=None) -> int:
     harness.add_jobs_argument(parser)
     args = parser.parse_args(argv)
     seeds, settings = (args.seeds[:1], SETTINGS[:1]) if args.smoke else (args.seeds, SETTINGS)
-    chosen = tuning.load_chosen(Path(__file__).parent / "results" / "tuning.json")
+    chosen = noisy_labels.load_chosen(Path(__file__).parent / "results" / "tuning.json")
     cells = noisy_labels.plan(["mnist1d"], settings, METHODS, seeds, {}, small=args.smoke, chosen=chosen)
     stem = "weight_history_smoke" if args.smoke else "weight_history"
     store = harness.run_cells(cells, Path(args.out) / f"{stem}.json", args.jobs, run=history_cell)

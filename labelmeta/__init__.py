@@ -1,11 +1,12 @@
 """labelmeta: learn soft labels by meta-learning through unrolled optimiser steps."""
-from .config import MODEL_OPTIMIZERS, Config
+from .config import Config
 from .data import DATASETS, make_splits
 from .label_issues import IssueStats, LabelIssues, find_label_issues, read_label_issues
 from .labels import LABELS, LabelParameterization, make_labels
 from .learner import Learner, StepStats
 from .losses import LOSSES, distillation_loss, make_loss, soft_cross_entropy
 from .metrics import accuracy, label_correction
+from .model_optimizers import MODEL_OPTIMIZERS
 from .models import MODELS, make_model
 from .noise import NOISE, add_noise
 from .optim import LABEL_OPTIMIZERS, MirrorDescent, make_label_optimizer

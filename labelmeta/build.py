@@ -4,12 +4,13 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 
 from .accel import to_channels_last
-from .config import COMPONENTS, MODEL_OPTIMIZERS, Config, component_options
+from .config import COMPONENTS, Config, component_options
 from .data import Splits, make_splits
 from .distributed import Distributed
 from .labels import LabelParameterization, make_labels
 from .learner import Learner
 from .losses import make_loss
+from .model_optimizers import MODEL_OPTIMIZERS
 from .models import make_model
 from .optim import make_label_optimizer
 from .strategies import make_strategy
@@ -50,9 +51,9 @@ def build_learner(config: Config, splits: Splits, labels: Optional[LabelParamete
     labels = labels.to(config.device)
     labels.set_epochs(config.epochs)
     loss = make_loss(config.loss, **options(config, "loss"))
-    strategy = None if config.strategy == "none" else make_strategy(config.strategy, **options(config, "strategy"))
+    strategy = make_strategy(config.strategy, **options(config, "strategy"))
     label_opt = None
-    if strategy is not None and labels.learnable:
+    if strategy.learns and labels.learnable:
         label_opt = make_label_optimizer(config.label_optimizer, labels.param_groups(), config.label_lr * labels.lr_scale,
                                          **options(config, "label_optimizer"))
     return Learner(model, optimizer, labels, strategy, label_opt, loss=loss, distributed=distributed,

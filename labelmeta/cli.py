@@ -22,13 +22,17 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
+from .checks import NAMED_FIELDS
 from .compare import compare, format_table, noise_summary, summarize
-from .config import COMPONENTS, NAMED_FIELDS, PRESETS, Component, Config
+from .config import COMPONENTS, Component, Config
 from .distributed import shutdown
 from .eventlog import MissingExtra
+from .label_issues import issues_path, read_label_issues
+from .plots import plot_runs
+from .presets import PRESETS
 from .records import Results, ResultsNotWritten
-from .strategies import BACKENDS, DEFAULT_STRATEGY, STRATEGIES, TARGETS
 from .runner import fit
+from .strategies import BACKENDS, DEFAULT_STRATEGY, STRATEGIES, TARGETS
 
 #: the demo's comparison: plain cross-entropy against the default (learned per-sample labels and weights)
 DEMO_METHODS = {
@@ -81,16 +85,12 @@ def _print_summary(r: Results) -> None:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from .plots import plot_runs
-
     for path in plot_runs(args.runs, args.out, args.names):
         print(path)
     return 0
 
 
 def _issues(args: argparse.Namespace) -> int:
-    from .label_issues import issues_path, read_label_issues
-
     issues = read_label_issues(args.results)
     order = issues.ranking()
     print(f"{issues_path(args.results)}: {len(issues)} training samples, {int(issues.flagged.sum())} flagged")
@@ -142,8 +142,7 @@ def _list(args: argparse.Namespace) -> int:
 def _list_strategies() -> None:
     """Strategies in three lines: the presets, the backends (each alone learns the labels), the targets."""
     presets = [n for n in STRATEGIES.names() if ":" not in n and n not in BACKENDS]
-    print(f"strategy presets: {', '.join(n + (' (default)' if n == DEFAULT_STRATEGY else '') for n in presets)}"
-          " (and none)")
+    print(f"strategy presets: {', '.join(n + (' (default)' if n == DEFAULT_STRATEGY else '') for n in presets)}")
     print(f"strategy backends (alone: with the labels target): {', '.join(BACKENDS.names())}")
     print(f"strategy targets (as --strategy BACKEND:TARGET): {', '.join(TARGETS.names())}")
 
@@ -231,8 +230,6 @@ def config_from_args(args: argparse.Namespace, base: Optional[Config] = None) ->
         options = dict(before) if name == getattr(base, component.name_field) else {}
         texts = {key.split(".", 1)[1]: text for key, text in given.items()
                  if key.startswith(component.options_field + ".")}
-        if texts and component.name_field == "strategy" and name == "none":
-            raise ValueError(f"--{_flag(component, next(iter(texts)))} given, but strategy 'none' takes no options")
         for option, text in texts.items():
             schema = component.registry.schema(name)
             if option not in schema.options:

@@ -2,7 +2,7 @@
 
 Every process draws the same global batches (same seed, same order) and reads only its shard of
 each: :func:`labelmeta.data.loader` with ``shard=(rank, world)`` cuts each global batch of indices
-before any sample is loaded or transformed (:func:`shard_bounds`; :meth:`Distributed.shard` cuts a
+before any sample is loaded or transformed (:func:`shard_bounds`; :meth:`Distributed.shard_batch` cuts a
 batch already loaded). The learner is handed the shards and learns the global batch's sizes with one
 small all-gather a step (:meth:`Distributed.shares`). A training loss on a shard is scaled by
 ``world * n_local / n_global``, so that averaging the gradients over processes gives the gradient of
@@ -33,7 +33,9 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+import torch.distributed._functional_collectives as funcol
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from .typing import Batch
 
@@ -71,18 +73,82 @@ class Shares:
         return self.meta_sizes[rank] / sum(self.meta_sizes)
 
 
-class Distributed:
-    """The process group as labelmeta uses it: rank, world size and the few collectives needed."""
+class Processes:
+    """The processes that take each step together, as labelmeta uses them: here one, alone, whose
+    collectives are the identity. :class:`Distributed` is several under ``torchrun``; the learner and the
+    strategies call the same methods either way, so neither branches on how many there are.
+    """
 
-    def __init__(self, rank: int, world: int) -> None:
-        self.rank, self.world = rank, world
+    rank: int = 0
+    world: int = 1
 
     @property
     def is_main(self) -> bool:
         """Whether this process writes outputs, checkpoints and progress."""
         return self.rank == 0
 
-    def shard(self, batch: Batch) -> Batch:
+    @property
+    def shard(self) -> Optional[Tuple[int, int]]:
+        """``(rank, world)``, the part of every global batch this process reads; ``None`` in one process."""
+        return None
+
+    def shares(self, batch: Batch, meta_batch: Optional[Batch]) -> Shares:
+        """Every process's shard sizes of this step's batches."""
+        return Shares([len(batch[2])], None if meta_batch is None else [len(meta_batch[2])])
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The module the real model step runs: the model itself (several processes: in DDP)."""
+        return model
+
+    def mean_differentiable(self, grads: Sequence[Optional[Tensor]]) -> Sequence[Optional[Tensor]]:
+        """Gradients averaged over processes, keeping the graph (the unroll's inner gradients)."""
+        return grads
+
+    def share(self, grads: Sequence[Optional[Tensor]]) -> Sequence[Optional[Tensor]]:
+        """This process's part of a derivative of an average over processes (each process's term is
+        divided by their number): ``grads`` here, ``grads / world`` in several."""
+        return grads
+
+    def sum(self, grads: Sequence[Optional[Tensor]], like: Sequence[Tensor]) -> Sequence[Optional[Tensor]]:
+        """Each process's part of a gradient made whole (summed over processes; zeros for ``None`` first,
+        shaped as ``like``, where there are several): ``grads`` as they are here."""
+        return grads
+
+    def total(self, value: Tensor) -> Tensor:
+        """``value`` summed over processes, keeping the graph; as it is here."""
+        return value
+
+    def sum_(self, tensors: Sequence[Optional[Tensor]]) -> None:
+        """Sum over processes, in place (label gradients); nothing to do here."""
+
+    def gather(self, tensor: Tensor, sizes: Optional[Sequence[int]] = None) -> Tensor:
+        """Every process's ``tensor`` concatenated along dim 0 in rank order (the global batch's order)."""
+        return tensor
+
+    def broadcast_(self, tensors: Sequence[Tensor]) -> None:
+        """Rank 0's values of ``tensors``, in place, on every process; nothing to do here."""
+
+    def step_figures(self, shares: Shares, loss: float, meta_loss: Optional[float], weights: Optional[Tensor],
+                     indices: Tensor) -> Tuple[float, Optional[float], Optional[Tensor], Tensor]:
+        """A step's figures for the global batch: its loss and meta loss, and its samples' weights and indices."""
+        return loss, meta_loss, weights, indices
+
+
+#: the one process of a run without ``torchrun``
+ONE_PROCESS = Processes()
+
+
+class Distributed(Processes):
+    """Several processes under ``torchrun``: rank, world size and the few collectives needed."""
+
+    def __init__(self, rank: int, world: int) -> None:
+        self.rank, self.world = rank, world
+
+    @property
+    def shard(self) -> Optional[Tuple[int, int]]:
+        return self.rank, self.world
+
+    def shard_batch(self, batch: Batch) -> Batch:
         """This process's part of a global batch already loaded (the loaders of a run load only the
         part: :func:`labelmeta.data.loader`'s ``shard``)."""
         n = len(batch[0])
@@ -105,26 +171,34 @@ class Distributed:
             raise ValueError(f"every one of the {self.world} processes was handed the same batch (of {rows[0][0]} "
                              f"samples, starting with sample {rows[0][1]}): under torchrun each process steps on its "
                              "shard of the global batch (labelmeta.data.loader(..., shard=(rank, world)), or "
-                             "Distributed.shard(global_batch))")
+                             "Distributed.shard_batch(global_batch))")
         if len({row[2] < 0 for row in rows}) > 1:
             raise ValueError("some processes were handed a meta batch and some not: they must follow one schedule")
         return Shares([row[0] for row in rows], None if rows[0][2] < 0 else [row[2] for row in rows])
 
+    def wrap(self, model: nn.Module) -> nn.Module:
+        # the real step goes through DDP (gradient averaging); the unroll uses the local module
+        return DistributedDataParallel(model)
+
     def mean_differentiable(self, grads: Sequence[Optional[Tensor]]) -> List[Optional[Tensor]]:
-        """Average over processes, keeping the graph (the unroll's inner gradients)."""
         return [None if g is None else self.total(g) / self.world for g in grads]
+
+    def share(self, grads: Sequence[Optional[Tensor]]) -> List[Optional[Tensor]]:
+        return [None if g is None else g / self.world for g in grads]
+
+    def sum(self, grads: Sequence[Optional[Tensor]], like: Sequence[Tensor]) -> List[Tensor]:
+        out = [torch.zeros_like(p) if g is None else g for p, g in zip(like, grads)]
+        self.sum_(out)
+        return out
 
     def total(self, value: Tensor) -> Tensor:
         """``value`` summed over processes, keeping the graph: the backward of the sum hands every
         process the gradients of all of them (normalising per-sample weights over the global batch)."""
         # torch's functional collectives carry an autograd rule (the backward of a sum is a sum)
-        import torch.distributed._functional_collectives as funcol
-
         return funcol.wait_tensor(funcol.all_reduce(value, "sum", dist.group.WORLD))
 
     @torch.no_grad()
     def sum_(self, tensors: Sequence[Optional[Tensor]]) -> None:
-        """Sum over processes, in place (label gradients)."""
         for t in tensors:
             if t is not None:
                 dist.all_reduce(t)
@@ -146,15 +220,30 @@ class Distributed:
         dist.all_gather(parts, padded)
         return torch.cat([p[:n] for p, n in zip(parts, sizes)])
 
+    @torch.no_grad()
+    def broadcast_(self, tensors: Sequence[Tensor]) -> None:
+        for t in tensors:
+            dist.broadcast(t, 0)
 
-def from_environment(device: str) -> Optional[Distributed]:
-    """Join the process group ``torchrun`` describes (``WORLD_SIZE`` > 1), else ``None``.
+    def step_figures(self, shares: Shares, loss: float, meta_loss: Optional[float], weights: Optional[Tensor],
+                     indices: Tensor) -> Tuple[float, Optional[float], Optional[Tensor], Tensor]:
+        """Losses summed over processes (each process's is its share), the weights and indices of every
+        process in the global batch's order: the same on every process."""
+        figures = torch.tensor([loss / self.world, meta_loss or 0.0], dtype=torch.float64, device=indices.device)
+        self.sum_([figures])
+        if weights is not None:
+            weights, indices = self.gather(weights, shares.sizes), self.gather(indices, shares.sizes)
+        return figures[0].item(), (None if meta_loss is None else figures[1].item()), weights, indices
+
+
+def from_environment(device: str) -> Processes:
+    """Join the process group ``torchrun`` describes (``WORLD_SIZE`` > 1), else :data:`ONE_PROCESS`.
 
     Backend: gloo on the CPU, NCCL on CUDA devices (each process on ``cuda:LOCAL_RANK``).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return None
+        return ONE_PROCESS
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     return Distributed(dist.get_rank(), dist.get_world_size())

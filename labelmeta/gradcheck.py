@@ -13,7 +13,7 @@ strategy runs, so the oracle's steps draw the same masks as the strategy's forwa
 from __future__ import annotations
 
 import copy
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +21,7 @@ from torch import Tensor, nn
 
 from .labels import LabelParameterization
 from .losses import TrainingLoss, soft_cross_entropy
-from .strategies import MetaProblem, Strategy
-from .strategies.base import trainable
+from .strategies import Backend, MetaProblem, Strategy, as_strategy, trainable
 from .typing import Batch
 
 
@@ -171,14 +170,14 @@ def strategy_relative_error(strategy: Strategy, model: nn.Module, optimizer: tor
     return _worst_error(grads, loss_at, 1, generator_seed, step)
 
 
-def label_gradient(strategy: Strategy, model: nn.Module, optimizer: torch.optim.Optimizer,
+def label_gradient(strategy: Union[Strategy, Backend], model: nn.Module, optimizer: torch.optim.Optimizer,
                    labels: LabelParameterization, batch: Batch, meta_batch: Batch,
                    loss: TrainingLoss = soft_cross_entropy, seed: Optional[int] = None) -> List[Tensor]:
     """The gradient ``strategy`` gives the trainable label parameters of copies of ``labels``."""
     labels = copy.deepcopy(labels)
     if seed is not None:
         torch.manual_seed(seed)
-    strategy.compute(MetaProblem(model, optimizer, labels, batch, meta_batch, loss))
+    as_strategy(strategy).compute(MetaProblem(model, optimizer, labels, batch, meta_batch, loss))
     return [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in trainable(labels)]
 
 

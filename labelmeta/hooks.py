@@ -8,24 +8,22 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from . import checkpoint, eventlog
+from .data import Splits
+from .learner import Learner, StepStats
 from .records import EpochRecord
-
-if TYPE_CHECKING:  # annotations only: the runner imports this module
-    from .data import Splits
-    from .learner import Learner, StepStats
-    from .runner import Run
+from .run import Run
 
 
 class RunHook:
     """Base class: every method does nothing by default."""
 
-    def after_step(self, run: "Run", stats: "StepStats") -> None:
+    def after_step(self, run: Run, stats: StepStats) -> None:
         """After the learner's step, the schedules' steps and the run state's update."""
 
-    def after_epoch(self, run: "Run", record: EpochRecord) -> None:
+    def after_epoch(self, run: Run, record: EpochRecord) -> None:
         """After the epoch's evaluation and its record."""
 
     def close(self) -> None:
@@ -35,14 +33,14 @@ class RunHook:
 class EventLogHook(RunHook):
     """TensorBoard scalars and label histograms (:class:`labelmeta.eventlog.EventLog`) under ``log_dir``."""
 
-    def __init__(self, log_dir: str, run: "Run") -> None:
+    def __init__(self, log_dir: str, run: Run) -> None:
         steps = run.learner.num_steps
         self.log = eventlog.EventLog(log_dir, purge_step=steps if steps else None)  # a resumed run drops later events
 
-    def after_step(self, run: "Run", stats: "StepStats") -> None:
+    def after_step(self, run: Run, stats: StepStats) -> None:
         self.log.step(run.learner.num_steps, stats.loss, stats.meta_loss, stats.sample_weights, run.learner.labels)
 
-    def after_epoch(self, run: "Run", record: EpochRecord) -> None:
+    def after_epoch(self, run: Run, record: EpochRecord) -> None:
         self.log.epoch(run.learner.num_steps, record, run.learner.labels, run.learner.learns_labels)
 
     def close(self) -> None:
@@ -55,24 +53,24 @@ class Checkpointing(RunHook):
     def __init__(self, path: str, every: int = 0) -> None:
         self.path, self.every = path, every
 
-    def save(self, run: "Run") -> None:
+    def save(self, run: Run) -> None:
         checkpoint.save(self.path, run.config, run.learner, run.schedulers, run.meta_batches, run.state, run.elapsed())
 
-    def after_step(self, run: "Run", stats: "StepStats") -> None:
+    def after_step(self, run: Run, stats: StepStats) -> None:
         if self.every and run.learner.num_steps % self.every == 0:
             self.save(run)
 
-    def after_epoch(self, run: "Run", record: EpochRecord) -> None:
+    def after_epoch(self, run: Run, record: EpochRecord) -> None:
         self.save(run)
 
 
 class EpochCallback(RunHook):
     """``callback(learner, splits, record)`` after every epoch (``fit_learner``'s ``on_epoch``)."""
 
-    def __init__(self, callback: Callable[["Learner", "Splits", EpochRecord], None]) -> None:
+    def __init__(self, callback: Callable[[Learner, Splits, EpochRecord], None]) -> None:
         self.callback = callback
 
-    def after_epoch(self, run: "Run", record: EpochRecord) -> None:
+    def after_epoch(self, run: Run, record: EpochRecord) -> None:
         self.callback(run.learner, run.splits, record)
 
 
@@ -92,10 +90,10 @@ class Progress(RunHook):
 
             self.bar = tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True)
 
-    def after_step(self, run: "Run", stats: "StepStats") -> None:
+    def after_step(self, run: Run, stats: StepStats) -> None:
         self.bar.update(1)
 
-    def after_epoch(self, run: "Run", record: EpochRecord) -> None:
+    def after_epoch(self, run: Run, record: EpochRecord) -> None:
         self.bar.set_postfix(acc=f"{record.test_accuracy:.3f}", refresh=False)
 
     def close(self) -> None:

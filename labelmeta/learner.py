@@ -10,10 +10,10 @@ import torch
 from torch import Tensor, nn
 
 from .accel import autocast
-from .distributed import Distributed, Shares
+from .distributed import ONE_PROCESS, Processes, Shares
 from .labels import LabelParameterization, check_targets
 from .losses import TrainingLoss, check_finite, make_loss
-from .probe import attempt, explain, head, misfit
+from .probe import attempt, explain, few, misfit
 from .profiling import phase
 from .strategies import DEFAULT_STRATEGY, Backend, MetaProblem, MetaStats, Strategy, as_strategy
 from .typing import Batch
@@ -29,6 +29,21 @@ class StepStats:
     sample_weights: Optional[Tensor] = None
     #: ``[B]`` the step's training samples (their rows in the label table), matching ``sample_weights``
     indices: Optional[Tensor] = None
+
+
+@dataclass(frozen=True)
+class MetaPlan:
+    """How a learner takes its meta steps, as its probe found (:meth:`Learner.probe`).
+
+    Attributes:
+        strategy: the configured strategy, or the variant of it that can differentiate the model
+            (:meth:`~labelmeta.strategies.Strategy.variants`: the same numbers another way; it shares the
+            configured one's target and state).
+        share_forward: whether the strategy is handed the model step's forward.
+    """
+
+    strategy: Strategy
+    share_forward: bool
 
 
 class Learner:
@@ -61,7 +76,7 @@ class Learner:
     shows the labels the model's outputs on that batch
     (:meth:`~labelmeta.labels.LabelParameterization.observe`). For a strategy that
     :attr:`~labelmeta.strategies.Strategy.shares_forward` (``one-step``), the model step's forward
-    runs first and is handed to the strategy, so the two share it (in one process).
+    runs first and is handed to the strategy, so the two share it (under torchrun too).
 
     The strategy differentiates on kernels that have every derivative it needs (:mod:`labelmeta.kernels`:
     the math kernel for attention), the model step runs on the default, fast ones. Before the first
@@ -77,24 +92,24 @@ class Learner:
         strategy: Union[Strategy, Backend, str, None] = DEFAULT_STRATEGY,
         label_optimizer: Optional[torch.optim.Optimizer] = None,
         loss: Union[TrainingLoss, str] = "ce",
-        distributed: Optional[Distributed] = None,
+        distributed: Optional[Processes] = None,
         amp: bool = False,
     ) -> None:
-        strategy = None if strategy is None else as_strategy(strategy)
         self.model = model
         self.optimizer = optimizer
         self.labels = labels
-        self.strategy = strategy
+        #: the strategy as configured (``None`` is ``none``: no meta step); its meta steps follow :attr:`plan`
+        self.strategy = strategy = as_strategy(strategy)
         self.label_optimizer = label_optimizer
         self.loss: TrainingLoss = make_loss(loss) if isinstance(loss, str) else loss
         #: whether the meta step gives the label parameters gradients (learnable labels, and a strategy that learns them)
-        self.learns_labels = strategy is not None and labels.learnable and strategy.learns_labels
-        self.meta_enabled = self.learns_labels or (strategy is not None and strategy.learns_weights)
-        if strategy is not None and not self.meta_enabled:
+        self.learns_labels = labels.learnable and strategy.learns_labels
+        self.meta_enabled = self.learns_labels or strategy.learns_weights
+        if strategy.learns and not self.meta_enabled:
             warnings.warn(f"{type(labels).__name__} labels are fixed: the {strategy.name!r} strategy has "
                           "nothing to learn and no meta step will run (use learnable labels, or strategy=None)",
                           stacklevel=2)
-        if strategy is not None and labels.learnable and not strategy.learns_labels:
+        if labels.learnable and strategy.learns_weights and not strategy.learns_labels:
             warnings.warn(f"the {strategy.name!r} strategy learns sample weights, not labels: the parameters "
                           f"of the {type(labels).__name__} labels stay as they are (use one-hot labels with it)",
                           stacklevel=2)
@@ -111,20 +126,21 @@ class Learner:
             )
         self.num_steps = 0
         self.amp = amp
-        self.distributed = distributed
-        #: whether the model step's forward is handed to the strategy (the probe may find it cannot be)
-        self.share_forward = strategy is not None and strategy.shares_forward and distributed is None
-        self.probed = False
-        self._train_model = model
-        if distributed is not None:
-            if strategy is not None and not strategy.supports_distributed:
-                half = strategy.backend if not strategy.backend.supports_distributed else strategy.target
-                why = f"its {type(half).__name__} {'backend' if half is strategy.backend else 'target'} runs in one only"
-                raise ValueError(f"the {strategy.name!r} strategy does not run in several processes ({why})")
-            from torch.nn.parallel import DistributedDataParallel
+        #: the processes taking each step together (one, unless under ``torchrun``)
+        self.processes = ONE_PROCESS if distributed is None else distributed
+        if self.processes.world > 1 and not strategy.supports_distributed:
+            half = strategy.backend if not strategy.backend.supports_distributed else strategy.target
+            why = f"its {type(half).__name__} {'backend' if half is strategy.backend else 'target'} runs in one only"
+            raise ValueError(f"the {strategy.name!r} strategy does not run in several processes ({why})")
+        #: how the meta steps are taken, once the probe has run (:meth:`probe`; before the first meta step)
+        self.plan: Optional[MetaPlan] = None
+        # the real step goes through DDP under several processes (gradient averaging); the unroll uses the model
+        self._train_model = self.processes.wrap(model)
 
-            # the real step goes through DDP (gradient averaging); the unroll uses the local module
-            self._train_model = DistributedDataParallel(model)
+    @property
+    def distributed(self) -> Optional[Processes]:
+        """The processes under ``torchrun``, ``None`` in one process (the constructor's argument)."""
+        return None if self.processes.world == 1 else self.processes
 
     def state_dict(self) -> Dict[str, Any]:
         """Everything the next :meth:`step` depends on that the learner owns: the model, its optimiser,
@@ -134,8 +150,7 @@ class Learner:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "labels": self.labels.state_dict(),
                 "label_optimizer": None if self.label_optimizer is None else self.label_optimizer.state_dict(),
-                "num_steps": self.num_steps,
-                "strategy": self.strategy.state_dict() if self.strategy is not None else {}}
+                "num_steps": self.num_steps, "strategy": self.strategy.state_dict()}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (into a learner built the same way)."""
@@ -145,8 +160,7 @@ class Learner:
         if self.label_optimizer is not None and state["label_optimizer"] is not None:
             self.label_optimizer.load_state_dict(state["label_optimizer"])
         self.num_steps = state["num_steps"]
-        if self.strategy is not None:
-            self.strategy.load_state_dict(state.get("strategy", {}))
+        self.strategy.load_state_dict(state.get("strategy", {}))
 
     def _check_batch(self, batch: Batch, what: str) -> None:
         """Raise ``ValueError`` naming ``what`` (``batch`` or ``meta_batch``) unless it is well formed."""
@@ -180,44 +194,27 @@ class Learner:
         else:
             meta_batch = None
         self.model.train()
-        shares = None
-        if self.distributed is not None:  # the global batches' sizes: how this process's losses are scaled
-            shares = self.distributed.shares(batch, meta_batch)
+        shares = self.processes.shares(batch, meta_batch)  # the global batches' sizes: how losses are scaled
         meta, logits = None, None
         with autocast(batch[0].device, self.amp):
             if meta_batch is not None:
-                assert self.strategy is not None
-                if not self.probed:
-                    self.probe(batch, meta_batch)
-                if self.share_forward:
+                plan = self.plan or self.probe(batch, meta_batch)
+                if plan.share_forward:
                     with phase("labelmeta: model forward (shared)"):
                         logits = self._train_model(batch[0])  # the model step's forward, lent to the meta step first
-                meta = self._meta_step(batch, meta_batch, shares, logits)
+                meta = self._meta_step(plan.strategy, batch, meta_batch, shares, logits)
             weights = meta.sample_weights if meta is not None else None
             with phase("labelmeta: model step"):
                 loss = self._model_step(batch, shares, weights, logits)
         self.num_steps += 1
-        indices, meta_loss = batch[2], meta.meta_loss if meta else None
-        if shares is None:
-            return StepStats(loss, meta_loss, weights, indices)
         # the global batch's figures, the same on every process
-        return StepStats(*self._global_stats(shares, loss, meta_loss, weights, indices))
+        return StepStats(*self.processes.step_figures(shares, loss, meta.meta_loss if meta else None, weights,
+                                                      batch[2]))
 
-    def _global_stats(self, shares: Shares, loss: float, meta_loss: Optional[float], weights: Optional[Tensor],
-                      indices: Tensor) -> tuple:
-        """The step's figures for the global batch: losses summed over processes (each process's
-        is its share), and the weights and indices of every process in the global batch's order."""
-        assert self.distributed is not None
-        figures = torch.tensor([loss / self.distributed.world, meta_loss or 0.0], dtype=torch.float64,
-                               device=indices.device)
-        self.distributed.sum_([figures])
-        if weights is not None:
-            weights, indices = self.distributed.gather(weights, shares.sizes), self.distributed.gather(indices, shares.sizes)
-        return figures[0].item(), (None if meta_loss is None else figures[1].item()), weights, indices
-
-    def probe(self, batch: Batch, meta_batch: Batch) -> None:
+    def probe(self, batch: Batch, meta_batch: Batch) -> MetaPlan:
         """Check, on copies and the first few samples of each batch, that the strategy can differentiate
-        the model; ``ValueError`` naming the module and the strategies that can, or the batch that does not fit.
+        the model, and keep how its meta steps will be taken (:attr:`plan`); ``ValueError`` naming the module
+        and the strategies that can, or the batch that does not fit.
 
         Where a strategy has several ways to the same gradient (:meth:`~labelmeta.strategies.Strategy.variants`)
         or could share the model step's forward, the first combination that works is kept: e.g. a model
@@ -225,43 +222,40 @@ class Learner:
         own, on the math kernel. "Works" means it runs, and the derivatives the strategy takes of the model
         (:meth:`~labelmeta.strategies.Strategy.derivatives`) agree with central differences in float64
         (:mod:`labelmeta.probe`): a backward that cannot itself be differentiated drops its part of the
-        hypergradient without an error. Runs once, by itself before the first meta step; nothing the run
-        owns changes (random state included). A learner without a meta step has nothing to probe.
+        hypergradient without an error. Runs once, by itself before the first meta step; nothing else the
+        learner owns changes (random state included). A learner without a meta step has nothing to probe.
         """
-        self.probed = True
         if not self.meta_enabled:
-            return
-        assert self.strategy is not None
+            self.plan = MetaPlan(self.strategy, False)
+            return self.plan
         self._check_batch(batch, "batch")
         self._check_batch(meta_batch, "meta_batch")
-        batch, meta_batch = head(batch), head(meta_batch)
+        batch, meta_batch = few(batch), few(meta_batch)
         parts = (self.model, self.optimizer, self.labels)
         first: Optional[str] = None
         for strategy in self.strategy.variants(self.model):
-            for share in ((True, False) if self.share_forward else (False,)):
+            for share in ((True, False) if self.strategy.shares_forward else (False,)):
                 reason = attempt(*parts, strategy, self.loss, batch, meta_batch, share, self.amp)
                 if reason is None:
-                    self.strategy, self.share_forward = strategy, share
-                    return
+                    self.plan = MetaPlan(strategy, share)
+                    return self.plan
                 first = first or reason
         assert first is not None
         raise explain(first, *parts, self.strategy, self.loss, batch, meta_batch, self.amp)
 
-    def _meta_step(self, batch: Batch, meta_batch: Batch, shares: Optional[Shares],
+    def _meta_step(self, strategy: Strategy, batch: Batch, meta_batch: Batch, shares: Shares,
                    logits: Optional[Tensor]) -> MetaStats:
         """The strategy's label gradient, then the label optimiser's step (``meta_batch`` checked)."""
-        assert self.strategy is not None
-        problem = MetaProblem(self.model, self.optimizer, self.labels, batch, meta_batch, self.loss, logits=logits)
-        if shares is not None:
-            assert self.distributed is not None
-            rank = self.distributed.rank
-            problem.inner_scale, problem.meta_scale = shares.scale(rank), shares.meta_scale(rank)
-            problem.group, problem.global_size = self.distributed, sum(shares.sizes)
+        rank = self.processes.rank
+        problem = MetaProblem(self.model, self.optimizer, self.labels, batch, meta_batch, self.loss,
+                              inner_scale=shares.scale(rank), meta_scale=shares.meta_scale(rank),
+                              weighted_scale=self.processes.world, processes=self.processes,
+                              logits=logits, global_size=sum(shares.sizes))
         if self.label_optimizer is not None:
             self.label_optimizer.zero_grad(set_to_none=True)
         try:
             with phase("labelmeta: meta step"):
-                stats = self.strategy.compute(problem)
+                stats = strategy.compute(problem)
         except FloatingPointError as err:
             raise FloatingPointError(f"{err} at step {self.num_steps}: meta_batch of {len(meta_batch[2])} samples with "
                                      f"indices {_indices(meta_batch)}{_inputs_note(meta_batch)}; "
@@ -271,15 +265,14 @@ class Learner:
             if wrong is None:
                 raise
             raise wrong from err
-        if self.distributed is not None:  # per-class rows from every process, per-sample rows from one
-            self.distributed.sum_([p.grad for p in self.labels.parameters()])
+        # per-class rows from every process, per-sample rows from one
+        self.processes.sum_([p.grad for p in self.labels.parameters()])
         if self.label_optimizer is not None:
             with phase("labelmeta: label step"):
                 self.label_optimizer.step()
         return stats
 
-    def _model_step(self, batch: Batch, shares: Optional[Shares], weights: Optional[Tensor],
-                    logits: Optional[Tensor]) -> float:
+    def _model_step(self, batch: Batch, shares: Shares, weights: Optional[Tensor], logits: Optional[Tensor]) -> float:
         """The real optimiser step against the (updated, detached) labels; the labels then observe.
         Returns the loss (under a process group, this process's share of the global one).
 
@@ -291,21 +284,18 @@ class Learner:
         if logits is None:
             logits = self._train_model(x)
         loss = self.loss(logits, targets, weights, y)
-        if shares is not None:  # DDP averages the gradients: scaled, the shards' losses add up to the global one
-            assert self.distributed is not None
-            loss = loss * (shares.scale(self.distributed.rank) if weights is None else self.distributed.world)
+        # DDP averages the gradients: scaled, the shards' losses add up to the global one (1 in one process)
+        scale = shares.scale(self.processes.rank) if weights is None else self.processes.world
+        if scale != 1:
+            loss = loss * scale
         value = loss.item()  # one read (a device sync) serves the check and the figure
         if not math.isfinite(value):  # the message is built only then: it reads the batch
             check_finite(loss, f"training loss at step {self.num_steps}, {_describe(batch)}{_inputs_note(batch)}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        if shares is not None:  # every process's labels see the whole global batch
-            assert self.distributed is not None
-            self.labels.observe(self.distributed.gather(idx, shares.sizes),
-                                self.distributed.gather(logits.detach(), shares.sizes))
-        else:
-            self.labels.observe(idx, logits.detach())
+        # every process's labels see the whole global batch
+        self.labels.observe(self.processes.gather(idx, shares.sizes), self.processes.gather(logits.detach(), shares.sizes))
         return value
 
 

@@ -7,10 +7,16 @@ from typing import Dict, Iterable, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from .distributed import ONE_PROCESS, Processes
+
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: Iterable, device: torch.device | str = "cpu") -> Tuple[Tensor, Tensor]:
-    """``(logits [N, C], targets [N])`` of ``model`` in eval mode over ``loader`` of ``(x, y, index)`` batches."""
+def predict(model: nn.Module, loader: Iterable, device: torch.device | str = "cpu",
+            processes: Processes = ONE_PROCESS) -> Tuple[Tensor, Tensor]:
+    """``(logits [N, C], targets [N])`` of ``model`` in eval mode over ``loader`` of ``(x, y, index)`` batches.
+
+    ``processes``: each read its part of the samples (a loader's ``part``); every process gets them all,
+    in rank order."""
     was_training = model.training
     model.eval()
     logits, targets = [], []
@@ -22,7 +28,7 @@ def predict(model: nn.Module, loader: Iterable, device: torch.device | str = "cp
         model.train(was_training)
     if not targets:
         raise ValueError("cannot evaluate over an empty loader")
-    return torch.cat(logits), torch.cat(targets)
+    return processes.gather(torch.cat(logits)), processes.gather(torch.cat(targets))
 
 
 def accuracy(model: nn.Module, loader: Iterable, device: torch.device | str = "cpu") -> float:
@@ -48,9 +54,10 @@ def expected_calibration_error(probs: Tensor, targets: Tensor, bins: int = 15) -
     return ece.item()
 
 
-def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str = "cpu") -> Dict[str, float]:
-    """Test accuracy and expected calibration error in one pass."""
-    logits, targets = predict(model, loader, device)
+def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str = "cpu",
+             processes: Processes = ONE_PROCESS) -> Dict[str, float]:
+    """Test accuracy and expected calibration error in one pass (of ``processes``, each over its part)."""
+    logits, targets = predict(model, loader, device, processes)
     return {"accuracy": (logits.argmax(1) == targets).sum().item() / len(targets),
             "ece": expected_calibration_error(torch.softmax(logits, 1), targets)}
 

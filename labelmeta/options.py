@@ -216,7 +216,7 @@ def check_range(name: str, value: float, low: float, high: float = math.inf, *,
     if above and below and math.isfinite(value):
         return float(value)
     if math.isinf(high):  # a half-line reads better as a bound
-        finite = "finite and " if math.isinf(value) else ""
+        finite = "finite and " if not math.isfinite(value) else ""  # NaN and infinities alike
         raise ValueError(f"{name} must be {finite}{'>' if low_open else '>='} {low:g}, got {value}")
     interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
     raise ValueError(f"{name} must lie in {interval}, got {value}")

@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Mapping, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from .label_issues import LabelIssues
-    from .records import Results
+from . import checkpoint
+from .config import Config
+from .label_issues import LabelIssues, issues_path, read_label_issues
+from .labels import LABELS, make_labels
+from .records import Results
 
 
 def _pyplot():
@@ -61,11 +63,9 @@ _CURVES = [
 ]
 
 
-def load_run(path: str | Path) -> "Results":
+def load_run(path: str | Path) -> Results:
     """A run's :class:`~labelmeta.records.Results` from the JSON ``labelmeta train --output`` wrote;
     ``ValueError`` naming the file if it is not one."""
-    from .records import Results
-
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -76,7 +76,7 @@ def load_run(path: str | Path) -> "Results":
         raise ValueError(f"{str(path)!r} is not the JSON of a labelmeta run ({type(err).__name__}: {err})") from None
 
 
-def plot_curves(runs: Mapping[str, "Results"]):
+def plot_curves(runs: Mapping[str, Results]):
     """Test accuracy, training and meta loss, corrupted labels corrected and clean labels broken
     over epochs, one line per run (``name -> Results``); axes a run has no figure for (a run
     without learned labels corrects nothing) show the runs that have. Returns the figure."""
@@ -104,7 +104,7 @@ def plot_curves(runs: Mapping[str, "Results"]):
     return fig
 
 
-def plot_precision_recall(issues: Mapping[str, "LabelIssues"], ax=None):
+def plot_precision_recall(issues: Mapping[str, LabelIssues], ax=None):
     """The precision–recall curve of each run's ranked label issues (``name -> LabelIssues`` with the
     truth known), its flags as a dot on it, and the average precision in the legend. Returns the ``Axes``."""
     plt = _pyplot()
@@ -126,14 +126,10 @@ def plot_precision_recall(issues: Mapping[str, "LabelIssues"], ax=None):
     return ax
 
 
-def label_matrix_from_checkpoint(path: str | Path, run: "Results") -> Optional[Tensor]:
+def label_matrix_from_checkpoint(path: str | Path, run: Results) -> Optional[Tensor]:
     """The learned ``[C, C]`` label matrix of ``run`` from its checkpoint (a parameterisation with a
     ``similarity()``, e.g. ``per-class``), or ``None`` for parameterisations without one.
     ``ValueError`` if the checkpoint was written by another run."""
-    from . import checkpoint
-    from .config import Config
-    from .labels import LABELS, make_labels
-
     config = Config(**run.config)
     if not hasattr(LABELS.get(config.labels), "similarity"):
         return None
@@ -149,8 +145,6 @@ def plot_runs(paths: Sequence[str | Path], out: str | Path, names: Optional[Sequ
     beside them with the truth known, and ``NAME_label_matrix.png`` for each run with a learned label
     matrix (``per-class``: stored in its results, or for older results read from its checkpoint).
     Returns the files written."""
-    from .label_issues import issues_path, read_label_issues
-
     names = list(names) if names is not None else [Path(p).stem for p in paths]
     if len(names) != len(paths):
         raise ValueError(f"{len(names)} names for {len(paths)} runs")

@@ -47,10 +47,15 @@ DERIVATIVE_ERRORS = (RuntimeError, NotImplementedError)
 TOLERANCE = 1e-4
 #: the step of the central differences, along a unit direction in parameter space (float64)
 STEP = 1e-5
+#: why a forward-mode product cannot serve a model whose training-mode forward is random
+RANDOM_FORWARD = ("its forward pass is random in training mode (two passes on the same batch differ: dropout "
+                  "written as a function call, F.dropout?), and the forward-mode product runs it again, drawing "
+                  "other masks than the inner step's, so its J u would belong to another network: use "
+                  "product='reverse' or 'auto'")
 
 
-def head(batch: Batch, n: int = PROBE_SAMPLES) -> Batch:
-    """The first ``n`` samples of ``batch``."""
+def few(batch: Batch, n: int = PROBE_SAMPLES) -> Batch:
+    """The first ``n`` samples of ``batch`` (what the probe runs on)."""
     return tuple(t[:n] for t in batch)  # type: ignore[return-value]
 
 
@@ -76,7 +81,9 @@ def attempt(model: nn.Module, optimizer: torch.optim.Optimizer, labels: LabelPar
             return f"{type(err).__name__}: {_first_line(err)}"
         except FloatingPointError:  # a non-finite loss on a few samples says nothing about derivatives
             pass
-    needs = strategy.derivatives(model)
+        needs = strategy.derivatives(model)
+        if "forward mode" in needs and _random_forward(model, batch[0], amp):
+            return RANDOM_FORWARD  # nn.Dropout is refused when the learner is built; F.dropout only shows here
     exact = _double(model) if needs else None
     if exact is None:
         return None
@@ -94,6 +101,8 @@ def explain(reason: str, model: nn.Module, optimizer: torch.optim.Optimizer, lab
         wrong = misfit(model, data, what)
         if wrong is not None:
             return wrong
+    if reason == RANDOM_FORWARD:  # the model as a whole, not a module's derivative
+        return ValueError(f"the {strategy.name!r} strategy cannot differentiate this model: {reason}")
     found: Dict[Tuple[str, str], List[str]] = {}  # (module, class) -> what is wrong with it, variant by variant
     for variant in strategy.variants(model):
         culprit = _innermost(model, batch[0], variant.derivatives(model))
@@ -107,6 +116,14 @@ def explain(reason: str, model: nn.Module, optimizer: torch.optim.Optimizer, lab
     advice = (f"strategies that can: {', '.join(repr(w) for w in works)}" if works
               else "no registered strategy can; give that module's operation the derivative")
     return ValueError(f"the {strategy.name!r} strategy cannot differentiate this model: {where}; {advice}")
+
+
+@torch.no_grad()
+def _random_forward(model: nn.Module, x: Tensor, amp: bool) -> bool:
+    """Whether two training-mode passes of ``model`` over ``x`` differ (random numbers drawn inside it)."""
+    with autocast(x.device, amp):
+        first, second = _flat(model(x)), _flat(model(x))
+    return first is not None and not torch.equal(first, second)
 
 
 def misfit(model: nn.Module, batch: Batch, what: str) -> Optional[ValueError]:
@@ -335,4 +352,4 @@ def _first_line(error: BaseException) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
-__all__ = ["PROBE_SAMPLES", "attempt", "derivative_errors", "explain", "head", "misfit"]
+__all__ = ["PROBE_SAMPLES", "attempt", "derivative_errors", "explain", "few", "misfit"]

@@ -6,9 +6,8 @@ import os
 import random
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -16,8 +15,9 @@ import torch
 from . import accel, checkpoint, eventlog
 from .build import build_learner, splits_for
 from .checkpoint import RunState
-from .config import Config, check_config
-from .data import BatchStream, Loader, Splits, cycle, dataset_targets, loader
+from .checks import check_config
+from .config import Config
+from .data import Splits, cycle, dataset_targets, loader
 from .distributed import from_environment
 from .hooks import Checkpointing, EpochCallback, EventLogHook, Progress, RunHook
 from .label_issues import LabelIssues, find_label_issues, issues_path
@@ -26,6 +26,7 @@ from .learner import Learner
 from .metrics import evaluate, label_quality, predict
 from .probe import PROBE_SAMPLES
 from .records import EpochRecord, Results, ResultsNotWritten
+from .run import Run, loader_options
 from .schedule import MetaSchedule, lr_scheduler
 
 
@@ -47,41 +48,6 @@ def fit(config: Config, splits: Optional[Splits] = None, labels: Optional[LabelP
     return fit_learner(config, splits, labels)[1]
 
 
-@dataclass
-class Run:
-    """A run in progress: what the loop, the evaluation and the hooks (:mod:`labelmeta.hooks`) read."""
-
-    config: Config
-    splits: Splits
-    learner: Learner
-    device: torch.device
-    train_loader: Loader
-    meta_batches: BatchStream                   #: the meta batches, cycled (its position is checkpointed)
-    test_loader: Loader
-    schedule: MetaSchedule
-    schedulers: Tuple[Any, Any]                 #: the model's and the labels' learning-rate schedules (or None)
-    state: RunState
-    start: float = field(default_factory=time.perf_counter)  #: when this process took over
-    #: the model's ``[N, C]`` probabilities on the training set, indexed like the label table, from the
-    #: last epoch's evaluation (the label issues of a method without learned labels read them)
-    train_probabilities: Optional[torch.Tensor] = None
-
-    def elapsed(self) -> float:
-        """Seconds of the whole run so far, the processes before a resume included."""
-        return self.state.elapsed + time.perf_counter() - self.start
-
-    def to_device(self, batch):
-        return accel.to_device(batch, self.device, non_blocking=self.pinned, channels_last=self.config.channels_last)
-
-    @property
-    def pinned(self) -> bool:
-        return self.loader_options["pin_memory"]
-
-    @property
-    def loader_options(self) -> Dict[str, Any]:
-        return _loader_options(self.config, self.device)
-
-
 def fit_learner(config: Config, splits: Optional[Splits] = None, labels: Optional[LabelParameterization] = None,
                 on_epoch: Optional[Callable[[Learner, Splits, EpochRecord], None]] = None,
                 hooks: Sequence[RunHook] = ()) -> Tuple[Learner, Results]:
@@ -97,21 +63,21 @@ def fit_learner(config: Config, splits: Optional[Splits] = None, labels: Optiona
     start = time.perf_counter()
     if splits is None:
         splits = splits_for(config)
-    _check_meta_set(config, splits)
-    distributed = from_environment(config.device)
-    if distributed is not None and config.device.startswith("cuda"):
-        config = config.replace(device=f"cuda:{os.environ.get('LOCAL_RANK', distributed.rank)}")
+    processes = from_environment(config.device)
+    if processes.world > 1 and config.device.startswith("cuda"):
+        config = config.replace(device=f"cuda:{os.environ.get('LOCAL_RANK', processes.rank)}")
     seed_everything(config.seed)
     if config.deterministic:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
-    learner = build_learner(config, splits, labels, distributed)
+    learner = build_learner(config, splits, labels, processes)
+    _check_meta_set(config, splits, learner)
     if learner.meta_enabled and config.warmup_epochs >= config.epochs:
         warnings.warn(f"warmup_epochs={config.warmup_epochs} >= epochs={config.epochs}: no meta step will run and "
                       f"the '{config.strategy}' strategy changes nothing", stacklevel=3)
     _warn_idle_speed_settings(config, splits)
     run = _set_up(config, splits, learner, start)
-    hooks = _hooks(run, on_epoch, hooks, main_process=distributed is None or distributed.is_main)
+    hooks = _hooks(run, on_epoch, hooks, main_process=processes.is_main)
     for epoch in range(run.state.epoch, config.epochs):
         seconds = _train_epoch(run, hooks)
         record = _evaluate(run, epoch, seconds)
@@ -122,14 +88,14 @@ def fit_learner(config: Config, splits: Optional[Splits] = None, labels: Optiona
             hook.after_epoch(run, record)
     for hook in hooks:
         hook.close()
-    return learner, _results(run, write=distributed is None or distributed.is_main)
+    return learner, _results(run, write=processes.is_main)
 
 
-def _check_meta_set(config: Config, splits: Splits) -> None:
+def _check_meta_set(config: Config, splits: Splits, learner: Learner) -> None:
     """``ValueError`` unless the meta batches can come from where ``config`` says, with every class in them."""
     if config.meta_source == "clean" and splits.meta is None:
         raise ValueError("meta_source='clean' needs a held-out meta split (meta_per_class > 0)")
-    if config.meta_source == "clean" and config.strategy != "none":
+    if config.meta_source == "clean" and learner.meta_enabled:
         missing = sorted(set(range(splits.num_classes)) - set(dataset_targets(splits.meta).tolist()))
         if missing:
             raise ValueError(f"the meta set has no sample of classes {missing}: the meta loss could never "
@@ -139,9 +105,8 @@ def _check_meta_set(config: Config, splits: Splits) -> None:
 def _set_up(config: Config, splits: Splits, learner: Learner, start: float) -> Run:
     """Loaders, the probe, schedules, and the run state (from the checkpoint when resuming)."""
     device = torch.device(config.device)
-    options = _loader_options(config, device)
-    group = learner.distributed  # under torchrun each process reads only its part of every batch
-    shard = None if group is None else (group.rank, group.world)
+    options = loader_options(config, device)
+    shard = learner.processes.shard  # under torchrun each process reads only its part of every batch
     train_loader = loader(splits.train, config.batch_size, shuffle=True, seed=config.seed, shard=shard, **options)
     meta_set = splits.meta if config.meta_source == "clean" else splits.train
     meta_batches = cycle(loader(meta_set, config.meta_batch_size, shuffle=True, seed=config.seed + 1, shard=shard,
@@ -157,18 +122,12 @@ def _set_up(config: Config, splits: Splits, learner: Learner, start: float) -> R
     schedulers = (lr_scheduler(learner.optimizer, config.schedule, schedule.total_steps),
                   schedule.label_scheduler(learner.label_optimizer))
     run = Run(config, splits, learner, device, train_loader, meta_batches,
-              loader(splits.test, 1000, shuffle=False, **options), schedule, schedulers,
+              loader(splits.test, 1000, shuffle=False, part=shard, **options), schedule, schedulers,
               RunState(weighed=torch.zeros(len(splits.labels.noisy)), rejected=torch.zeros(len(splits.labels.noisy))),
               start)
     if config.resume and Path(config.checkpoint).exists():
         run.state = checkpoint.restore(checkpoint.load(config.checkpoint, config), learner, schedulers, meta_batches)
     return run
-
-
-def _loader_options(config: Config, device: torch.device) -> Dict[str, Any]:
-    """The data loaders' worker settings (pinned memory only where it helps: copies to a GPU)."""
-    return dict(workers=config.workers, pin_memory=config.pin_memory and device.type == "cuda",
-                persistent_workers=config.persistent_workers)
 
 
 def _hooks(run: Run, on_epoch: Optional[Callable[[Learner, Splits, EpochRecord], None]],
@@ -183,7 +142,7 @@ def _hooks(run: Run, on_epoch: Optional[Callable[[Learner, Splits, EpochRecord],
     hooks.extend(extra)
     if config.checkpoint and main_process:
         hooks.append(Checkpointing(config.checkpoint, config.checkpoint_every))
-    desc = f"{config.labels}/{config.strategy if config.strategy != 'none' else 'plain'} seed {config.seed}"
+    desc = f"{config.labels}/{config.strategy} seed {config.seed}"
     hooks.append(Progress(run.schedule.total_steps, run.state.epoch * len(run.train_loader) + run.state.step_in_epoch,
                           desc, enabled=config.progress and main_process))
     return hooks
@@ -224,8 +183,11 @@ def _evaluate(run: Run, epoch: int, seconds: float) -> EpochRecord:
     last epoch the training accuracy."""
     config, learner, state = run.config, run.learner, run.state
     train_accuracy = None
+    # every process evaluates its part of the test set, with rank 0's BatchNorm statistics (DDP hands
+    # them to every process at its next forward anyway), and every process gets the whole figures
+    learner.processes.broadcast_(list(learner.model.buffers()))
     with accel.autocast(run.device, config.amp):
-        test = evaluate(learner.model, run.test_loader, run.device)
+        test = evaluate(learner.model, run.test_loader, run.device, learner.processes)
         # the train-test gap, once: a pass over the training set every epoch would cost as much as
         # a tenth of an epoch's training on a large set
         if epoch + 1 == config.epochs:
@@ -242,6 +204,9 @@ def _results(run: Run, write: bool) -> Results:
     """The run's :class:`Results` (with its label issues' figures), written to ``config.output`` and
     its label issues beside it when ``write`` (``ResultsNotWritten`` if they cannot be)."""
     config, splits = run.config, run.splits
+    if run.train_probabilities is None and not run.learner.labels.learnable:  # resumed after the last epoch
+        with accel.autocast(run.device, config.amp):
+            run.train_probabilities = _train_probabilities(run)  # (every process takes part)
     issues = _label_issues(run) if write else None
     detection = {}
     if issues is not None and bool(splits.labels.corrupted.any()):
@@ -265,8 +230,9 @@ def _results(run: Run, write: bool) -> Results:
 def _train_probabilities(run: Run) -> torch.Tensor:
     """The model's ``[N, C]`` probabilities (eval mode) on the training samples, row ``i`` for sample ``i``
     (an unshuffled pass serves the samples in index order)."""
-    logits, _ = predict(run.learner.model, loader(run.splits.train, 1000, shuffle=False, **run.loader_options),
-                        run.device)
+    processes = run.learner.processes
+    logits, _ = predict(run.learner.model, loader(run.splits.train, 1000, shuffle=False, part=processes.shard,
+                                                  **run.loader_options), run.device, processes)
     return torch.softmax(logits, 1)
 
 
@@ -274,19 +240,13 @@ def _label_issues(run: Run) -> LabelIssues:
     """The run's label issues (:mod:`labelmeta.label_issues`): its learned labels, or the model's
     predictions, and its sample weights if it learns them."""
     learner, labels = run.learner, run.splits.labels
-    if learner.labels.learnable:
-        distribution = learner.labels.table()
-    else:
-        if run.train_probabilities is None:  # resumed after the last epoch
-            with accel.autocast(run.device, run.config.amp):
-                run.train_probabilities = _train_probabilities(run)
-        distribution = run.train_probabilities
-    return find_label_issues(labels.noisy, distribution, _kept(learner, run.state), labels.true)
+    distribution = learner.labels.table() if learner.labels.learnable else run.train_probabilities
+    return find_label_issues(labels.noisy, distribution, _weight_shares(learner, run.state), labels.true)
 
 
-def _kept(learner: Learner, state: RunState) -> Optional[torch.Tensor]:
+def _weight_shares(learner: Learner, state: RunState) -> Optional[torch.Tensor]:
     """Each sample's share of visits with a positive weight, for a strategy that learns weights; else ``None``."""
-    return state.kept() if learner.strategy is not None and learner.strategy.learns_weights else None
+    return state.kept() if learner.strategy.learns_weights else None
 
 
 def _warn_idle_speed_settings(config: Config, splits: Splits) -> None:
@@ -312,4 +272,4 @@ def _label_matrix(labels: LabelParameterization):
 
 def _label_quality(learner: Learner, splits: Splits, state: RunState):
     """The label-quality fields of an epoch's record (none for a method without such figures)."""
-    return label_quality(learner.labels, splits.labels, _kept(learner, state))
+    return label_quality(learner.labels, splits.labels, _weight_shares(learner, state))

@@ -22,7 +22,7 @@ from labelmeta.accel import autocast, to_channels_last, to_device
 from labelmeta.build import build_learner
 from labelmeta.data import loader
 from labelmeta.models import make_model as make_registered_model
-from labelmeta.strategies import STRATEGIES, Functional, MetaProblem, OneStep, Unrolled
+from labelmeta.strategies import STRATEGIES, Functional, MetaProblem, OneStep, Strategy, Unrolled
 
 
 def _on(device, *batches):
@@ -44,7 +44,7 @@ def test_bf16_hypergradient_is_close_to_float32(model_kind, strategy, device):
         opt = torch.optim.SGD(model.parameters(), lr=0.3, momentum=0.9)
         labels = make_learnable_labels("per-sample", targets).to(device)
         with autocast(device, amp), float32_exactly(device):
-            strategy(steps=1).compute(MetaProblem(model, opt, labels, batch, meta))
+            Strategy(strategy(steps=1)).compute(MetaProblem(model, opt, labels, batch, meta))
         assert labels.logits.grad.dtype == torch.float32  # parameters and their gradients stay float32
         grads.append(labels.logits.grad)
     full, half = grads
@@ -173,7 +173,7 @@ def test_missing_forward_mode_gets_the_reverse_product(amp, device):
         assert torch.isfinite(torch.tensor([stats.loss, stats.meta_loss])).all()
         assert stats.sample_weights.sum().item() == pytest.approx(1.0, abs=1e-5)
         assert_close(stats.sample_weights, expected.sample_weights, 1e-5, "sample weights")
-    assert learner.probed and learner.strategy.product == "reverse"
+    assert learner.plan.strategy.product == "reverse" and learner.strategy.product == "auto"
     for (name, a), b in zip(learner.model.state_dict().items(), asked.model.state_dict().values()):
         if a.is_floating_point():
             assert_close(a, b, 1e-5, name)

@@ -763,13 +763,13 @@ def test_meta_weight_net_smoke(tmp_path):
 def test_tuning_smoke_chooses_on_the_validation_split(tmp_path):
     """``tuning.py``: every method gets the same budget of values, every run validates on half of the
     clean set it would otherwise get (never the test set), and the chosen value is the best mean."""
-    import tuning
+    import noisy_labels as nl
 
     _smoke("tuning.py", tmp_path, "--jobs", "2")
     store = json.loads((tmp_path / "tuning_smoke.json").read_text())
     [table] = _tables(_sections((tmp_path / "tuning_smoke.md").read_text())["digits"])
     rows = _rows(table)
-    assert sorted(rows) == sorted(tuning.SEARCH)
+    assert sorted(rows) == sorted(nl.SEARCH)
     per_method: Dict[str, Dict[str, float]] = {}
     for key, run in store["cells"].items():
         dataset, setting, name, seed = key.split(" | ")
@@ -778,11 +778,11 @@ def test_tuning_smoke_chooses_on_the_validation_split(tmp_path):
         assert (dataset, setting, seed) == ("digits", "symmetric-40", "seed 10")
         assert config["validation_per_class"] == config["meta_per_class"] // 2 > 0
         per_method.setdefault(method, {})[value.rsplit(" ", 1)[1]] = run["last_accuracy"]
-        if method == tuning.nl.CONFIDENT:  # the rule is not a Config field: the cell records it
+        if method == nl.CONFIDENT:  # the rule is not a Config field: the cell records it
             assert run["filter_by"] == value.rsplit(" ", 1)[1]
     for method, found in per_method.items():
-        assert list(found) == list(tuning.SEARCH[method][1]) and len(found) == tuning.BUDGET
-        best, incumbent = max(found.values()), tuning.SEARCH[method][2]
+        assert list(found) == list(nl.SEARCH[method][1]) and len(found) == nl.BUDGET
+        best, incumbent = max(found.values()), nl.SEARCH[method][2]
         pick = store["chosen"]["digits"]["symmetric-40"][method]
         # the best; of equal ones the incumbent (the value the benchmark ran before), else the first
         assert pick == (incumbent if found[incumbent] == best else next(v for v in found if found[v] == best))
@@ -797,7 +797,6 @@ def test_noisy_labels_applies_the_chosen_values_per_family():
     """A value chosen on symmetric-40 serves every symmetric column (small-clean-40 too), one chosen on
     asymmetric-40 the flips; untuned rows and datasets without a choice keep their own values."""
     import noisy_labels as nl
-    import tuning
 
     chosen = {"mnist1d": {"symmetric-40": {nl.ELR: "7", nl.CONFIDENT: "both"},
                           "asymmetric-40": {nl.ELR: "1", nl.LEARNED: "2"}}}
@@ -821,7 +820,7 @@ def test_noisy_labels_applies_the_chosen_values_per_family():
     symmetric, flips = (nl.cell_key("mnist1d", s, nl.CONFIDENT, 0) for s in ("symmetric-20", "asymmetric-40"))
     assert not complete(symmetric, {}) and complete(symmetric, {"filter_by": "both"})
     assert complete(flips, {}) and not complete(flips, {"filter_by": "both"})  # stored before the rule was kept
-    assert tuning.chosen_overrides(chosen, "mnist1d", "symmetric-80", nl.L2RW) is None
+    assert nl.chosen_overrides(chosen, "mnist1d", "symmetric-80", nl.L2RW) is None
 
 
 def test_weight_history_rules_closed_form():
@@ -830,12 +829,16 @@ def test_weight_history_rules_closed_form():
     import torch
     import weight_history
 
+    from labelmeta.checkpoint import RunState
+
     history = weight_history.WeightHistory()
-    run = SimpleNamespace(splits=SimpleNamespace(labels=SimpleNamespace(noisy=torch.zeros(4))))
+    run = SimpleNamespace(splits=SimpleNamespace(labels=SimpleNamespace(noisy=torch.zeros(4))),
+                          state=RunState(weighed=torch.zeros(4), rejected=torch.zeros(4)))
     # sample 0: weights 2, 0, 0 (relative to uniform); sample 1: 1, 1, 0; sample 2: 0 then 0.5; sample 3: never weighed
     for indices, weights in (([0, 1], [2.0, 1.0]), ([0, 1, 2], [0.0, 1.0, 0.0]), ([0, 1, 2], [0.0, 0.0, 0.5])):
-        index, w = torch.tensor(indices), torch.tensor(weights)
-        history.after_step(run, SimpleNamespace(indices=index, sample_weights=w / len(indices)))
+        index, w = torch.tensor(indices), torch.tensor(weights) / len(indices)
+        run.state.record_weights(index, w)  # the run counts the visits before its hooks see the step
+        history.after_step(run, SimpleNamespace(indices=index, sample_weights=w))
     history.after_step(run, SimpleNamespace(indices=torch.tensor([3]), sample_weights=None))  # a plain step
     assert history.visits.tolist() == [3, 3, 2, 0] and history.zeros.tolist() == [2, 1, 1, 0]
     assert torch.allclose(history.total, torch.tensor([2.0, 2.0, 0.5, 0.0], dtype=torch.float64))

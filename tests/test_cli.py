@@ -164,7 +164,7 @@ def test_optional_fields_and_component_options_parse_to_their_declared_types():
     assert parse("--label-opt-normalize", "row").label_optimizer_options == {"normalize": "row"}
     assert parse("--data-num-samples", "2000").dataset_options == {"num_samples": 2000}
     # the defaults' options are kept when the flags keep the component, dropped when they change it
-    from labelmeta.config import PRESETS
+    from labelmeta.presets import PRESETS
     assert config_from_args(build_parser().parse_args(["train", "--label-scale", "3"]), PRESETS["cifar10"]) \
         .label_options == {"scale": 3.0}
 
@@ -173,7 +173,8 @@ def test_optional_fields_and_component_options_parse_to_their_declared_types():
     (["--loss-q", "0.5"], "--loss-q is not an option of training loss 'ce'; its options: none"),
     (["--labels", "one-hot", "--label-scale", "2"], "--label-scale is not an option of label parameterisation "
                                                    "'one-hot'; its options: none"),
-    (["--strategy", "none", "--strategy-steps", "2"], "strategy 'none' takes no options"),
+    (["--strategy", "none", "--strategy-steps", "2"], "--strategy-steps is not an option of strategy 'none'; its "
+                                                      "options: none"),
     (["--strategy-steps", "two"], "strategy 'one-step-reweight' option 'steps' takes int, got 'two'"),
     (["--strategy-product", "sideways"], "option 'product' takes one of {auto,forward,reverse}, got 'sideways'"),
     (["--label-opt-normalize", "rows"], "option 'normalize' takes one of {batch,row,none}, got 'rows'"),
@@ -246,7 +247,7 @@ def test_cifar100_preset_end_to_end_on_a_tiny_on_disk_cifar100(tmp_path, capsys)
     import numpy as np
 
     from labelmeta.data.files import write_cifar100
-    from labelmeta.config import PRESETS
+    from labelmeta.presets import PRESETS
 
     preset = PRESETS["cifar100"]
     assert (preset.labels, preset.meta_source, preset.meta_per_class) == ("per-class", "clean", 25)

@@ -71,7 +71,7 @@ def test_noise_kinds_are_a_registry_that_make_splits_and_the_config_use():
     """A noise kind registered for a while is checked, drawn and recorded like the built-in ones; those draw
     what the matrices they are named for draw (the stored results' noise)."""
     from labelmeta import Config
-    from labelmeta.config import check_config
+    from labelmeta.checks import check_config
     from labelmeta.noise import NOISE, apply_transition
 
     assert NOISE.names() == ["asymmetric", "matrix", "none", "symmetric"]

@@ -118,7 +118,7 @@ labels = make_labels("per-class", torch.arange(12) % 3, 3)
 learner = Learner(model, torch.optim.SGD(model.parameters(), lr=0.1), labels, "one-step",
                   make_label_optimizer("mirror", labels.parameters(), 0.5), distributed=group)
 batch = (torch.randn(12, 4), torch.arange(12) % 3, torch.arange(12))
-shard = group.shard(batch)  # each process's part: accepted
+shard = group.shard_batch(batch)  # each process's part: accepted
 learner.step(shard, shard)
 try:
     learner.step(batch, batch)  # the whole batch on every process: refused

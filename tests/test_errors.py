@@ -11,7 +11,7 @@ import torch
 from helpers import C, make_data, make_model
 from labelmeta import LABELS, Config, Learner, fit, make_label_optimizer, make_labels
 from labelmeta.cli import main
-from labelmeta.config import check_config
+from labelmeta.checks import check_config
 
 TINY = Config(dataset_options=dict(num_samples=1000), meta_per_class=5, meta_batch_size=20, epochs=1, warmup_epochs=0, progress=False)
 #: TINY as command-line flags
@@ -228,7 +228,7 @@ def test_results_that_cannot_be_written_at_the_end_are_not_lost(tmp_path, capsys
     assert len(results.history) == 1 and results.last_accuracy == results.history[0].test_accuracy
 
     # the CLI: the check before training is skipped, so that writing fails at the end only
-    monkeypatch.setattr(labelmeta.config, "check_writable", lambda path, what: None)
+    monkeypatch.setattr(labelmeta.checks, "check_writable", lambda path, what: None)
     assert main(["train", "--data-num-samples", "1000", "--epochs", "1", "--warmup-epochs", "0", "--no-progress",
                  "--labels", "one-hot", "--strategy", "none", "--output", str(folder / "run.json")]) == 2
     out, errors = capsys.readouterr()
@@ -280,7 +280,7 @@ CONFIG_CASES = [
     (dict(momentum=1.0), r"^momentum must lie in \[0, 1\), got 1.0$"),
     (dict(momentum=-0.1), r"^momentum must lie in \[0, 1\), got -0.1$"),
     (dict(lr=-0.1), r"^lr must be >= 0, got -0.1$"),
-    (dict(lr=float("nan")), r"^lr must be >= 0, got nan$"),
+    (dict(lr=float("nan")), r"^lr must be finite and >= 0, got nan$"),
     (dict(weight_decay=-1e-4), r"^weight_decay must be >= 0, got -0.0001$"),
     (dict(label_lr=-0.5), r"^label_lr must be >= 0, got -0.5$"),
     (dict(label_lr=float("inf")), r"^label_lr must be finite and >= 0, got inf$"),
@@ -302,7 +302,7 @@ SCALED = [name for name in LABELS.names() if "scale" in LABELS.schema(name).opti
 
 @pytest.mark.parametrize("name", SCALED)
 @pytest.mark.parametrize("value, message", [(0.0, "must be > 0, got 0.0"), (-1.0, "must be > 0, got -1.0"),
-                                            (float("nan"), "must be > 0, got nan"),
+                                            (float("nan"), "must be finite and > 0, got nan"),
                                             (float("inf"), "must be finite and > 0, got inf")])
 def test_every_label_scale_must_be_finite_and_positive(name, value, message):
     assert {"per-sample", "per-sample-ensemble", "ensemble-trust", "per-class", "temperature"} <= set(SCALED)
@@ -311,11 +311,11 @@ def test_every_label_scale_must_be_finite_and_positive(name, value, message):
 
 
 @pytest.mark.parametrize("name, option, value, message", [
-    ("per-sample-ensemble", "weight", float("nan"), "weight must be >= 0, got nan"),
+    ("per-sample-ensemble", "weight", float("nan"), "weight must be finite and >= 0, got nan"),
     ("per-sample-ensemble", "weight", float("inf"), "weight must be finite and >= 0, got inf"),
     ("ensemble-trust", "weight", float("inf"), "weight must be finite and > 0, got inf"),
     ("temperature", "init_temperature", float("inf"), "init_temperature must be finite and > 0, got inf"),
-    ("class-temperature", "init_temperature", float("nan"), "init_temperature must be > 0, got nan"),
+    ("class-temperature", "init_temperature", float("nan"), "init_temperature must be finite and > 0, got nan"),
 ])
 def test_label_options_out_of_their_domain(name, option, value, message):
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):

@@ -23,7 +23,7 @@ from torch.func import functional_call
 
 from helpers import C, assert_close, devices, float32_exactly, make_data, make_learnable_labels, make_model
 from labelmeta import LABELS, LOSSES, Unrolled, make_labels, make_loss, soft_cross_entropy
-from labelmeta.strategies import Functional, MetaProblem, MetaReweight, OneStep, Truncated
+from labelmeta.strategies import Functional, MetaProblem, MetaReweight, OneStep, Strategy, Truncated, as_strategy
 
 LEARNABLE = [n for n in LABELS.names() if LABELS.get(n)(torch.zeros(2, dtype=torch.long), 2).learnable]
 
@@ -61,7 +61,7 @@ def _loss_at(strategy, model, opt, labels, batch, meta, direction, eps) -> float
 
 
 def _label_grads(strategy, model, opt, labels, batch, meta):
-    strategy.compute(MetaProblem(model, opt, labels, batch, meta))
+    as_strategy(strategy).compute(MetaProblem(model, opt, labels, batch, meta))
     return [p.grad.clone() for p in labels.parameters()]
 
 
@@ -249,7 +249,7 @@ def test_unroll_leaves_batchnorm_statistics_alone():
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     labels = make_learnable_labels("per-sample", targets)
     before = {n: b.clone() for n, b in model.named_buffers()}
-    Unrolled(steps=3).compute(MetaProblem(model, opt, labels, batch, meta))
+    Strategy(Unrolled(steps=3)).compute(MetaProblem(model, opt, labels, batch, meta))
     for n, b in model.named_buffers():
         assert torch.equal(b, before[n]), n
 
@@ -260,7 +260,7 @@ def test_unsupported_optimizer_is_named(backend):
     model = make_model("mlp")
     labels = make_learnable_labels("per-sample", targets)
     with pytest.raises(ValueError, match="no differentiable RMSprop .*; use one of: Adam, AdamW, SGD"):
-        backend(steps=1).compute(MetaProblem(model, torch.optim.RMSprop(model.parameters()), labels, batch, meta))
+        Strategy(backend(steps=1)).compute(MetaProblem(model, torch.optim.RMSprop(model.parameters()), labels, batch, meta))
 
 
 def test_bad_unroll_steps():

@@ -131,7 +131,7 @@ def test_auto_product_takes_the_one_the_model_has(float64):
     model, opt, labels = copy.deepcopy((learner.model, learner.optimizer, learner.labels))
     learner.label_optimizer = torch.optim.SGD(learner.labels.parameters(), lr=0.0)  # read the gradient only
     learner.step(batch, meta)
-    assert learner.strategy.product == "reverse"
+    assert learner.plan.strategy.product == "reverse"
     grads = [p.grad for p in learner.labels.parameters()]
     assert relative_error(grads, model, opt, labels, batch, meta) <= 1e-7
 
@@ -148,9 +148,9 @@ def test_fused_attention_keeps_the_model_step_on_its_kernel():
     learner, _, _ = _learner(model)
     learner.labels = make_learnable_labels("per-sample", targets)
     learner.label_optimizer = make_label_optimizer("mirror", learner.labels.parameters(), 0.5)
-    assert learner.share_forward
+    assert learner.strategy.shares_forward and learner.plan is None
     learner.step(batch, meta)
-    assert learner.probed and not learner.share_forward
+    assert not learner.plan.share_forward
 
 
 def test_probe_changes_nothing():
@@ -192,6 +192,41 @@ def test_forward_product_with_dropout_is_refused_when_the_learner_is_built():
     model = nn.Sequential(nn.Linear(D, 7), nn.Dropout(0.3), nn.Linear(7, C)).eval()  # trained in training mode
     with pytest.raises(ValueError, match=r"would draw other dropout masks \(in '1'\)"):
         _learner(model, OneStep(product="forward"))
+
+
+class _FunctionalDropout(nn.Module):
+    """BatchNorm (``auto`` prefers the forward product for it) and dropout written as a function call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.norm, self.b = nn.Linear(D, 7), nn.BatchNorm1d(7), nn.Linear(7, C)
+
+    def forward(self, x):
+        return self.b(F.dropout(torch.tanh(self.norm(self.a(x))), 0.3, self.training))
+
+
+def test_dropout_as_a_function_call_keeps_the_reverse_product(float64):
+    """No layer says that this model draws random numbers: the probe finds it (two passes differ), so
+    ``auto`` keeps the reverse product, whose gradient is exact (the forward product's would belong to
+    a network with other masks); ``product="forward"`` asked for is refused, naming why."""
+    torch.manual_seed(0)
+    learner, batch, meta = _learner(_FunctionalDropout().double())
+    batch, meta = (batch[0].double(), *batch[1:]), (meta[0].double(), *meta[1:])
+    learner.labels.double()
+    assert learner.strategy.product_for(learner.model) == "forward"  # by its layers alone
+    model, opt, labels = copy.deepcopy((learner.model, learner.optimizer, learner.labels))
+    learner.label_optimizer = torch.optim.SGD(learner.labels.parameters(), lr=0.0)  # read the gradient only
+    torch.manual_seed(3)
+    learner.step(batch, meta)
+    assert learner.plan.strategy.product == "reverse"
+    grads = [p.grad for p in learner.labels.parameters()]
+    assert relative_error(grads, model, opt, labels, batch, meta, seed=3) <= 1e-7
+    forward, _, _ = _learner(_FunctionalDropout().double(), OneStep(product="forward"))
+    forward.labels.double()
+    with pytest.raises(ValueError, match=r"^the 'one-step' strategy cannot differentiate this model: its forward pass "
+                                         r"is random in training mode \(two passes on the same batch differ: dropout "
+                                         r"written as a function call, F.dropout\?\)"):
+        forward.step(batch, meta)
 
 
 def test_a_meta_batch_that_does_not_fit_the_model_is_named():

@@ -218,7 +218,7 @@ def test_elr_gradient_is_the_papers(float64):
 
 def test_elr_needs_the_annotations_and_its_own_labels():
     from labelmeta import Config
-    from labelmeta.config import check_config
+    from labelmeta.checks import check_config
 
     logits, t, _ = _data()
     with pytest.raises(ValueError, match="elr needs the annotated targets"):

@@ -7,8 +7,7 @@ import os
 import torch
 
 from labelmeta import Learner, make_label_optimizer, make_labels
-from labelmeta.strategies import Functional
-from labelmeta.strategies.unroll import FunctionalUnroll
+from labelmeta.strategies import Functional, FunctionalModel, InnerLoop
 
 MARGIN = 16 * 2**20  # bytes
 
@@ -18,13 +17,13 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-class _LeakyUnroll(FunctionalUnroll):
+class _LeakyModel(FunctionalModel):
     kept: list = []
 
     def step(self, *args, **kwargs):
-        fast, states = super().step(*args, **kwargs)
-        self.kept.append((fast, states))
-        return fast, states
+        point = super().step(*args, **kwargs)
+        self.kept.append(point)
+        return point
 
 
 class _Leaky(Functional):
@@ -32,11 +31,12 @@ class _Leaky(Functional):
     must catch. (Keeping only the meta loss would not do: backward frees the saved tensors, so a
     kept loss holds just the graph's small nodes.)"""
 
-    unroll_class = _LeakyUnroll
-
     def __init__(self) -> None:
         super().__init__(steps=1)
-        _LeakyUnroll.kept = []
+        _LeakyModel.kept = []
+
+    def loop(self, problem):
+        return InnerLoop(problem, _LeakyModel(problem.model, problem.optimizer))
 
 
 def _growth(strategy) -> int:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from labelmeta.cli import build_parser, config_from_args
-from labelmeta.config import COMPONENTS, NAMED_FIELDS
+from labelmeta.checks import NAMED_FIELDS
+from labelmeta.config import COMPONENTS
 from labelmeta.registry import Registry
 
 ENTRIES = [(c, name) for c in COMPONENTS for name in c.registry.names()]
@@ -61,7 +62,7 @@ def test_named_fields_are_checked_by_their_registry_and_a_new_entry_is_built():
 
     from labelmeta import MODEL_OPTIMIZERS, Config
     from labelmeta.build import build_learner, splits_for
-    from labelmeta.config import check_config
+    from labelmeta.checks import check_config
 
     with pytest.raises(ValueError, match="unknown model optimiser 'nesterov'; available: adam, adamw, sgd"):
         check_config(Config(optimizer="nesterov"))

@@ -16,8 +16,10 @@ import torch.nn.functional as F
 
 from helpers import C, assert_close, make_data, make_learnable_labels, make_model
 from labelmeta import LABELS, Learner, make_label_optimizer, make_labels
+from labelmeta.distributed import Distributed
 from labelmeta.strategies import (BACKENDS, STRATEGIES, TARGETS, FiniteDifference, Functional, HeadOnly, MetaProblem,
-                                  OneStep, Strategy, Truncated, Unrolled, Weights, find_head, make_strategy)
+                                  OneStep, Strategy, Truncated, Unrolled, Weights, as_strategy, find_head,
+                                  make_strategy)
 
 LEARNABLE = [n for n in LABELS.names() if LABELS.get(n)(torch.zeros(2, dtype=torch.long), 2).learnable]
 
@@ -48,7 +50,7 @@ def _setup(model_kind="mlp", labels_name="per-sample", optimizer="sgd", warm=Tru
 def _grads(strategy, model, opt, labels, batch, meta):
     for p in labels.parameters():
         p.grad = None
-    strategy.compute(MetaProblem(model, opt, labels, batch, meta))
+    as_strategy(strategy).compute(MetaProblem(model, opt, labels, batch, meta))
     return [p.grad.clone() for p in labels.parameters()]
 
 
@@ -280,4 +282,4 @@ def test_a_pair_that_runs_in_one_process_is_refused_naming_its_half(half):
     with pytest.raises(ValueError, match=rf"'mine' strategy does not run in several processes \(its {name} "
                                          r"runs in one only\)"):
         Learner(model, torch.optim.SGD(model.parameters(), lr=0.1), make_labels("one-hot", targets, C), strategy,
-                distributed=object())
+                distributed=Distributed(0, 2))

@@ -117,18 +117,23 @@ class Loader:
     ``shard=(rank, world)``: process ``rank`` of ``world`` (``torchrun``) reads only its part of each
     global batch (:func:`labelmeta.distributed.shard_bounds`); the global batches are drawn exactly as
     in one process, so the order, and a resumed position, are the same in every process. Random
-    augmentations are then drawn by each process for its own samples.
+    augmentations are then drawn by each process for its own samples. ``part=(rank, world)`` (without
+    shuffling; evaluation): process ``rank`` reads its contiguous part of the samples, in order.
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, *, workers: int = 0,
                  pin_memory: bool = False, persistent_workers: bool = False,
-                 shard: Optional[Tuple[int, int]] = None) -> None:
+                 shard: Optional[Tuple[int, int]] = None, part: Optional[Tuple[int, int]] = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         _check_shard(shard, len(dataset), batch_size)
+        if part is not None and shuffle:
+            raise ValueError("part (each process's contiguous samples, for evaluation) needs shuffle=False")
         self.generator = torch.Generator().manual_seed(seed)
         self.pending = 0
         sampler = RandomSampler(dataset, generator=self.generator) if shuffle else SequentialSampler(dataset)
+        if part is not None:
+            sampler = range(*shard_bounds(len(dataset), *part))
         batches = _Batches(BatchSampler(sampler, batch_size, drop_last=False), self, shard)
         seeds = torch.Generator()  # the DataLoader's base seeds (see the class docstring)
         if getattr(dataset, "batched", False):  # in memory: one indexing call a batch, in this process
@@ -161,7 +166,7 @@ def dataset_targets(dataset: Dataset) -> Tensor:
 def loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, **options) -> Loader:
     """A seeded :class:`Loader` of ``(x, y, index)`` batches (``options``: ``workers``, ``pin_memory``,
     ``persistent_workers``; workers serve datasets read sample by sample, e.g. torchvision's; ``shard``:
-    this process's part of each batch under ``torchrun``)."""
+    this process's part of each batch under ``torchrun``; ``part``: this process's part of the samples)."""
     return Loader(dataset, batch_size, shuffle, seed, **options)
 
 

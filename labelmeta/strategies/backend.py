@@ -7,9 +7,10 @@ meta parameters are and what is done with their gradient is the target's busines
 (:mod:`.targets`); a backend knows neither.
 
 - :class:`UnrollBackend` writes the meta loss as a differentiable function (``meta_loss``) and
-  back-propagates it: ``unrolled`` (``higher``), ``functional`` (``torch.func``), ``truncated``,
-  ``head-only``.
-- ``one-step`` (a Jacobian-vector product) and ``finite-difference`` implement ``hypergradient`` themselves.
+  back-propagates it; :class:`KStepBackend` is the k-step unroll on an engine of :mod:`.inner_loop`
+  (:mod:`.unrolls`: ``unrolled`` on ``higher``, ``functional``, ``truncated``, ``head-only`` on ``torch.func``).
+- ``one-step`` (a Jacobian-vector product), ``finite-difference`` and ``implicit`` implement
+  ``hypergradient`` themselves, on the same :class:`~.inner_loop.InnerLoop`.
 
 Every subclass's ``hypergradient`` and ``meta_loss`` run on kernels that have the derivatives a
 hypergradient needs (:mod:`labelmeta.kernels`: the math attention kernel), however they are called.
@@ -17,17 +18,18 @@ hypergradient needs (:mod:`labelmeta.kernels`: the math attention kernel), howev
 from __future__ import annotations
 
 import abc
-import math
 from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from ..kernels import on_differentiable_kernels
-from ..losses import check_finite
+from ..options import check_natural
+from ..profiling import phase
 from ..registry import Registry
 from ..update_rules import rule_for
-from .base import MetaProblem, inner_steps
+from .inner_loop import InnerLoop, finite_value
+from .problem import MetaProblem, inner_steps
 
 #: the hypergradient backends by name
 BACKENDS: Registry["Backend"] = Registry("hypergradient backend")
@@ -43,7 +45,7 @@ class Backend(abc.ABC):
     #: whether it can run in several processes (see :mod:`labelmeta.distributed`)
     supports_distributed: bool = True
     #: whether it reads :attr:`MetaProblem.logits`: the learner then runs the model step's forward
-    #: first and hands it over, so the two share one forward (in one process)
+    #: first and hands it over, so the two share one forward (under torchrun too: the DDP forward)
     shares_forward: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -109,14 +111,6 @@ class Backend(abc.ABC):
                 ``inputs`` (``None``: the plain batch mean).
         """
 
-    def compute(self, problem: MetaProblem):
-        """Shorthand for the strategy of this backend and the ``labels`` target: fills the label
-        parameters' ``.grad`` and returns :class:`~.base.MetaStats` (as every strategy did before targets)."""
-        from .strategy import Strategy  # the pair is built from backends and targets, not the other way
-        from .targets import Labels
-
-        return Strategy(self, Labels()).compute(problem)
-
 
 class UnrollBackend(Backend):
     """A meta loss differentiable in the meta parameters (an unroll), back-propagated."""
@@ -132,28 +126,61 @@ class UnrollBackend(Backend):
         return finite_value(value, "meta loss"), list(torch.autograd.grad(value, list(inputs), allow_unused=True))
 
 
-def finite_value(loss: Tensor, what: str) -> float:
-    """``loss.item()``, or :func:`~labelmeta.losses.check_finite`'s ``FloatingPointError`` naming ``what``
-    if it is NaN or infinite: the value is read once (one device sync, where a check then ``item()`` were two)."""
-    value = loss.item()
-    if not math.isfinite(value):
-        check_finite(loss, what)
-    return value
-
-
 class KStepBackend(UnrollBackend):
-    """A meta loss through ``steps`` inner optimiser steps (the constructor the unrolls share).
+    """The meta loss through ``steps`` inner optimiser steps on the training batch: the exact unroll, on
+    the engine :meth:`loop` gives (``torch.func`` by default), with the last ``through`` steps
+    differentiated (all of them unless a subclass says otherwise).
+
+    ``checkpoint=s`` keeps the graph of only one segment of ``s`` differentiated steps at a time
+    (:meth:`~.inner_loop.InnerLoop.segmented_hypergradient`): memory is about ``k / s`` stored states
+    plus ``s`` steps' graph instead of ``k`` steps' graph (least near ``s ~ sqrt(k)``), for a second pass
+    of every step; the gradient is the plain unroll's to round-off.
 
     Args:
         steps: inner steps ``k`` (>= 1); default 1.
+        checkpoint: differentiated steps per recomputed segment (0: keep the whole graph); default 0.
     """
 
     #: differentiate through the last ``through`` inner steps only (``None``: all of them)
     through: Optional[int] = None
 
-    def __init__(self, *, steps: int = 1) -> None:
+    def __init__(self, *, steps: int = 1, checkpoint: int = 0) -> None:
         self.steps = inner_steps(steps)
+        self.checkpoint = check_natural("checkpoint", checkpoint)  # steps per recomputed segment; 0: off
 
     def derivatives(self, model: nn.Module) -> FrozenSet[str]:
         differentiated = self.steps if self.through is None else self.through
         return frozenset({"double backward", "hessian"} if differentiated > 1 else {"double backward"})
+
+    @property
+    def graph_free(self) -> int:
+        """The first inner steps, taken without a graph."""
+        return 0 if self.through is None else self.steps - self.through
+
+    def loop(self, problem: MetaProblem) -> InnerLoop:
+        """The inner loop this backend unrolls (``torch.func`` over the model by default)."""
+        return InnerLoop(problem)
+
+    def hypergradient(self, problem: MetaProblem, inputs: Sequence[Tensor],
+                      weights: Optional[Tensor] = None) -> Tuple[float, List[Optional[Tensor]]]:
+        if not self.checkpoint:
+            return super().hypergradient(problem, inputs, weights)
+        loop = self.loop(problem)
+        try:
+            return loop.segmented_hypergradient(inputs, weights, self.graph_free, self.steps - self.graph_free,
+                                                self.checkpoint)
+        finally:
+            loop.engine.release()
+
+    def meta_loss(self, problem: MetaProblem, weights: Optional[Tensor] = None) -> Tensor:
+        with phase("unroll: functional copy"):
+            loop = self.loop(problem)
+            point = loop.start()
+        try:
+            with phase("unroll: inner step"):
+                point = loop.advance(point, self.graph_free, weights)
+                point = loop.advance(point, self.steps - self.graph_free, weights, track=True)
+            with phase("unroll: meta forward"):
+                return loop.meta_loss(point.fast)
+        finally:
+            loop.engine.release()

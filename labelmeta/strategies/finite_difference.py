@@ -6,12 +6,10 @@ from typing import FrozenSet, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..losses import check_finite
 from ..update_rules import sgd_gain
 from .backend import BACKENDS, Backend
-from .base import MetaProblem, inner_steps
-from .checkpointed import _rng_state, _set_rng_state
-from .unroll import FunctionalUnroll
+from .inner_loop import InnerLoop
+from .problem import MetaProblem, inner_steps
 
 
 @BACKENDS.register("finite-difference")
@@ -57,35 +55,27 @@ class FiniteDifference(Backend):
 
     def hypergradient(self, problem: MetaProblem, inputs: Sequence[Tensor],
                       weights: Optional[Tensor] = None) -> Tuple[float, List[Optional[Tensor]]]:
-        x = problem.batch[0]
-        fixed = None if weights is None else weights.detach()  # the ordinary steps use the weights' values
-        unroll = FunctionalUnroll(problem.model, problem.optimizer)
-        fast, states = unroll.start()
-        for _ in range(self.steps - 1):
-            fast, states = unroll.step(problem, fast, states, x, problem.soft_targets, fixed, track=False)
-        last_step = _rng_state(x.device)  # the differenced forwards draw the last step's dropout masks
-        after, _ = unroll.step(problem, fast, states, x, problem.soft_targets, fixed, track=False)
-        after = [p.requires_grad_() for p in after]
-        meta = check_finite(problem.meta_loss(unroll(after, problem.meta_batch[0])), "meta loss")
-        end = _rng_state(x.device)
-        v = torch.autograd.grad(meta, after, allow_unused=True)
-        v = problem.summed(v, after)  # the global meta loss's gradient
+        loop = InnerLoop(problem)
+        start = loop.advance(loop.start(), self.steps - 1, weights)
+        last_step = loop.random_state()  # the differenced forwards draw the last step's dropout masks
+        after = loop.advance(start, 1, weights)
+        value, v = loop.meta_gradient(after.fast)  # the global meta loss's gradient
+        end = loop.random_state()
         norm = torch.sqrt(sum((g * g).sum() for g in v))
         if norm == 0:
-            return meta.item(), [None] * len(inputs)
+            return value, [None] * len(inputs)
         eps = self.scale / norm
         # theta' depends on the meta parameters through c * grad L, c the SGD step's gain per parameter
-        gains = [sgd_gain(group, state) for group, state in zip(unroll.groups, states)]
+        gains = [sgd_gain(group, state) for group, state in zip(loop.engine.groups, start.states)]
 
         def inner_grad(sign: float) -> List[Optional[Tensor]]:
-            shifted = [p + sign * eps * c * g for p, g, c in zip(fast, v, gains)]
-            _set_rng_state(last_step, x.device)
+            shifted = [p + sign * eps * c * g for p, g, c in zip(start.fast, v, gains)]
+            loop.set_random_state(last_step)
             with torch.enable_grad():
-                value = problem.inner_loss(unroll(shifted, x), problem.soft_targets(), weights)
-                return list(torch.autograd.grad(value, list(inputs), retain_graph=True, allow_unused=True))
+                inner = problem.inner_loss(loop.engine(shifted, loop.x), problem.soft_targets(), weights)
+                return list(torch.autograd.grad(inner, list(inputs), retain_graph=True, allow_unused=True))
 
         plus, minus = inner_grad(1.0), inner_grad(-1.0)
-        _set_rng_state(end, x.device)
+        loop.set_random_state(end)
         # the global inner gradient is the processes' average: this process's share of the difference
-        scale = 2 * eps * problem.world
-        return meta.item(), [None if a is None else -(a - b) / scale for a, b in zip(plus, minus)]
+        return value, list(loop.share([None if a is None else -(a - b) / (2 * eps) for a, b in zip(plus, minus)]))

@@ -8,12 +8,10 @@ from typing import Callable, FrozenSet, List, Literal, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..losses import check_finite
 from ..options import check_count, check_natural, check_range
 from .backend import BACKENDS, Backend
-from .base import MetaProblem
-from .functional import find_head, head_inputs
-from .unroll import FunctionalUnroll
+from .inner_loop import InnerLoop, find_head, head_loop
+from .problem import MetaProblem
 
 Vectors = List[Tensor]
 
@@ -144,32 +142,21 @@ class Implicit(Backend):
 
     def hypergradient(self, problem: MetaProblem, inputs: Sequence[Tensor],
                       weights: Optional[Tensor] = None) -> Tuple[float, List[Optional[Tensor]]]:
-        if self.head_only:
-            _, module = find_head(problem.model, self.head)
-            x, x_meta = head_inputs(problem.model, module, problem.batch[0], problem.meta_batch[0])
-        else:
-            module, x, x_meta = problem.model, problem.batch[0], problem.meta_batch[0]
-        unroll = FunctionalUnroll(module, problem.optimizer)
-        fast, states = unroll.start()
-        fixed = None if weights is None else weights.detach()
-        for _ in range(self.steps):
-            fast, states = unroll.step(problem, fast, states, x, problem.soft_targets, fixed, track=False)
-        fast = [p.detach().requires_grad_() for p in fast]
+        loop = head_loop(problem, self.head) if self.head_only else InnerLoop(problem)
+        point = loop.advance(loop.start(), self.steps, weights)
+        fast = [p.detach().requires_grad_() for p in point.fast]
+        value, g = loop.meta_gradient(fast)  # the global meta loss's gradient
         with torch.enable_grad():
-            meta = check_finite(problem.meta_loss(unroll(fast, x_meta)), "meta loss")
-            # the global meta loss's gradient
-            g = problem.summed(torch.autograd.grad(meta, fast, allow_unused=True), fast)
             # grad_theta L with a graph in theta (for H) and in the meta parameters (for the mixed product)
-            value = problem.inner_loss(unroll(fast, x), problem.soft_targets(), weights)
-            grads = torch.autograd.grad(value, fast, create_graph=True, allow_unused=True)
+            inner = problem.inner_loss(loop.engine(fast, loop.x), problem.soft_targets(), weights)
+            grads = torch.autograd.grad(inner, fast, create_graph=True, allow_unused=True)
             used = [i for i, d in enumerate(grads) if d is not None and d.requires_grad]
-            decay = [group.get("weight_decay", 0.0) + self.damping for group in unroll.groups]
+            decay = [group.get("weight_decay", 0.0) + self.damping for group in loop.engine.groups]
 
             def apply(v: Vectors) -> Vectors:  # (H + damping I) v, H of the training loss plus weight decay
                 hv = torch.autograd.grad([grads[i] for i in used], [fast[i] for i in used],
                                          grad_outputs=[v[i] for i in used], retain_graph=True, allow_unused=True)
-                if problem.group is not None:  # the global loss's Hessian: the processes' average
-                    hv = problem.group.mean_differentiable(hv)
+                hv = loop.mean(hv)  # the global loss's Hessian: the processes' average
                 out = [d * t for d, t in zip(decay, v)]
                 for i, h in zip(used, hv):
                     if h is not None:
@@ -179,14 +166,14 @@ class Implicit(Backend):
             if self.solver == "cg":
                 v, taken, residual = conjugate_gradient(apply, g, self.iterations, self.tolerance)
             else:  # the series keeps no residual: one more product measures it
-                step = self.step if self.step is not None else float(unroll.groups[0]["lr"])
+                step = self.step if self.step is not None else float(loop.engine.groups[0]["lr"])
                 v, taken = neumann(apply, g, self.iterations, step), self.iterations
                 residual = _axpy(-1.0, apply(v), g)
             norm = math.sqrt(float(_dot(g, g)))
             self.last_solve = Solve(taken, math.sqrt(float(_dot(residual, residual))) / norm if norm else 0.0)
             if not used:
-                return meta.item(), [None] * len(inputs)
+                return value, [None] * len(inputs)
             mixed = torch.autograd.grad([grads[i] for i in used], list(inputs),
                                         grad_outputs=[v[i].detach() for i in used], allow_unused=True)
         # the global inner gradient is the processes' average: this process's share of the mixed product
-        return meta.item(), [None if d is None else -d / problem.world for d in mixed]
+        return value, list(loop.share([None if d is None else -d for d in mixed]))

@@ -31,12 +31,13 @@ import torch
 import torch.autograd.forward_ad as fwad
 from torch import Tensor, nn
 
-from ..options import check_count
 from ..profiling import phase
 from ..update_rules import sgd, sgd_gain
-from .backend import BACKENDS, Backend, finite_value
-from .base import MetaProblem, inner_steps
-from .unroll import FunctionalUnroll
+from .backend import BACKENDS, Backend
+from .functional_model import FunctionalModel
+from .inner_loop import InnerLoop
+from .problem import MetaProblem, inner_steps
+from .refresh import KeptDirection
 
 
 #: normalisation layers whose double backward is dearer than their forward-mode product
@@ -70,17 +71,21 @@ class OneStep(Backend):
             product ``J u`` at the current weights). 1 (the default): exact at every step; above 1 an
             approximation, and a poor one with learned weights (``benchmarks/default_recipe.py``, noisy
             MNIST-1D: 88 % of the gain at r = 2 on symmetric noise, 12 % at r = 4, divergence at r = 8).
-            The direction kept is part of the strategy's checkpointed state. A reused step reports the meta loss its
-            direction was computed with.
+            The direction kept (:class:`~.refresh.KeptDirection`) is part of the strategy's checkpointed
+            state. A reused step reports the meta loss its direction was computed with.
     """
 
     def __init__(self, *, steps: int = 1, product: Literal["auto", "forward", "reverse"] = "auto",
                  refresh: int = 1) -> None:
         if product not in ("auto", "forward", "reverse"):
             raise ValueError(f"product must be 'auto', 'forward' or 'reverse', got {product!r}")
-        self.steps, self.product, self.refresh = inner_steps(steps), product, check_count("refresh", refresh)
-        self._kept: Optional[Tuple[List[Tensor], float]] = None  # the last direction u and its meta loss
-        self._uses = 0  # meta steps that have used it
+        self.steps, self.product = inner_steps(steps), product
+        self.kept = KeptDirection(refresh)  # shared with the variants: they compute the same directions
+
+    @property
+    def refresh(self) -> int:
+        """Meta steps a direction serves (the ``refresh`` option)."""
+        return self.kept.refresh
 
     def product_for(self, model: nn.Module, in_training: bool = False) -> str:
         """``"forward"`` or ``"reverse"``: the ``product`` option, or under ``"auto"`` forward-mode for
@@ -90,7 +95,9 @@ class OneStep(Backend):
         A model with active dropout layers always gets reverse-mode: forward-mode runs the model
         again and would draw other masks than the inner step's, so its ``J`` would belong to another
         network (``ValueError`` if ``"forward"`` is asked for). Dropout written as a function call
-        (``F.dropout``) cannot be seen here: use ``product="reverse"`` with such a model.
+        (``F.dropout``) cannot be seen here; the learner's probe finds it (two training-mode passes
+        differ: :data:`labelmeta.probe.RANDOM_FORWARD`) and keeps the reverse-mode product under
+        ``"auto"``, or refuses ``"forward"``.
         """
         if self.product == "reverse":  # what a model with dropout gets too
             return "reverse"
@@ -132,22 +139,20 @@ class OneStep(Backend):
         per-sample ``weights [B]`` of the inner loss when given), through the last inner step."""
         x = problem.batch[0]
         with phase("unroll: functional copy"):
-            unroll = FunctionalUnroll(problem.model, problem.optimizer)
-            fast, states = unroll.start()
-        for _ in range(self.steps - 1):
-            fast, states = unroll.step(problem, fast, states, x, problem.soft_targets, weights, track=False)
+            loop = InnerLoop(problem)
+            engine = loop.engine
+            point = loop.advance(loop.start(), self.steps - 1, weights)
         product = self.product_for(problem.model)
         reverse = product == "reverse"
-        if self._kept is not None and self._uses < self.refresh:  # the kept direction, at the current weights
-            self._uses += 1
-            direction, value = self._kept
-            return value, self._reused(problem, unroll, fast, direction, inputs, weights, product)
+        if self.kept.reusable():  # the kept direction, at the current weights
+            direction, value = self.kept.reuse()
+            return value, self._reused(problem, engine, point.fast, direction, inputs, weights, product)
         with phase("one-step: inner gradient"), torch.enable_grad():
             if self.steps == 1 and problem.logits is not None:
-                logits, wrt, retain = problem.logits, unroll.params, True  # the model step's own forward
+                logits, wrt, retain = problem.logits, engine.params, True  # the model step's own forward
             else:
-                wrt = [p.detach().requires_grad_() for p in fast]
-                logits, retain = unroll(wrt, x), False
+                wrt = [p.detach().requires_grad_() for p in point.fast]
+                logits, retain = engine(wrt, x), False
             # the loss's gradient in the logits, as a function of the targets (and weights)
             z = logits.detach().requires_grad_()
             (grad_z,) = torch.autograd.grad(problem.inner_loss(z, problem.soft_targets(), weights), z,
@@ -155,25 +160,18 @@ class OneStep(Backend):
             cotangent = grad_z.detach().requires_grad_(reverse)
             local = torch.autograd.grad(logits, wrt, cotangent, retain_graph=retain, create_graph=reverse,
                                         allow_unused=True)
-            inner = problem.average([None if g is None else g.detach() for g in local])  # the global inner step
+            inner = loop.mean([None if g is None else g.detach() for g in local])  # the global inner step
         with phase("one-step: meta loss and its gradient"):
-            after, gains = self._step(unroll, fast, inner, states)
-            meta = problem.meta_loss(unroll(after, problem.meta_batch[0]))
-            value = finite_value(meta, "meta loss")
-            v = list(torch.autograd.grad(meta, after, allow_unused=True))
-            if problem.group is not None:  # the global meta loss: every process's part
-                v = problem.summed(v, after)
-            direction = self._pull_back(gains, fast, v)
-            if problem.group is not None:  # this process's share of the averaged inner gradient
-                direction = [d / problem.group.world for d in direction]
-            if self.refresh > 1:
-                self._kept, self._uses = ([d.detach() for d in direction], value), 1
+            after, gains = self._step(engine, point.fast, inner, point.states)
+            value, v = loop.meta_gradient(after)
+            direction = list(loop.share(self._pull_back(gains, point.fast, v)))
+            self.kept.keep(direction, value)
         with phase(f"one-step: {product}-mode product J u"):
             tangent = (_reverse_product(local, cotangent, direction) if reverse
-                       else self._jvp(unroll, fast, direction, x)[1])
+                       else self._jvp(engine, point.fast, direction, x)[1])
         return value, _label_gradient(grad_z, tangent, inputs)
 
-    def _reused(self, problem: MetaProblem, unroll: FunctionalUnroll, fast: List[Tensor], direction: List[Tensor],
+    def _reused(self, problem: MetaProblem, engine: FunctionalModel, fast: List[Tensor], direction: List[Tensor],
                 inputs: Sequence[Tensor], weights: Optional[Tensor], product: str) -> List[Optional[Tensor]]:
         """The gradient ``d/dlambda <u, g(theta, lambda)>`` for a kept direction ``u``: the product ``J u``
         at the current weights, without the inner step or the meta batch."""
@@ -182,10 +180,10 @@ class OneStep(Backend):
         reverse = product == "reverse"
         with phase(f"one-step: {product}-mode product J u"), torch.enable_grad():
             if reverse:
-                wrt = unroll.params if shared else [p.detach().requires_grad_() for p in fast]
-                logits = problem.logits if shared else unroll(wrt, x)
+                wrt = engine.params if shared else [p.detach().requires_grad_() for p in fast]
+                logits = problem.logits if shared else engine(wrt, x)
             else:  # the forward-mode pass gives the logits with their tangent
-                logits, tangent = self._jvp(unroll, fast, direction, x)
+                logits, tangent = self._jvp(engine, fast, direction, x)
                 logits = problem.logits if shared else logits
             z = logits.detach().requires_grad_()
             (grad_z,) = torch.autograd.grad(problem.inner_loss(z, problem.soft_targets(), weights), z,
@@ -199,27 +197,22 @@ class OneStep(Backend):
 
     def state_dict(self) -> Dict[str, Any]:
         """The kept direction (with ``refresh > 1``): a resumed run reuses it as the uninterrupted one does."""
-        if self._kept is None:
-            return {}
-        return {"direction": list(self._kept[0]), "meta_loss": self._kept[1], "uses": self._uses}
+        return self.kept.state_dict()
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        if not state:
-            self._kept, self._uses = None, 0
-            return
-        self._kept, self._uses = (list(state["direction"]), float(state["meta_loss"])), int(state["uses"])
+        self.kept.load_state_dict(state)
 
     @staticmethod
-    def _step(unroll: FunctionalUnroll, fast: List[Tensor], inner: Sequence[Optional[Tensor]],
+    def _step(engine: FunctionalModel, fast: List[Tensor], inner: Sequence[Optional[Tensor]],
               states: List[dict]) -> tuple[List[Tensor], List[object]]:
         """The inner step's weights (leaves, for the meta gradient) and, per parameter, what
         :meth:`_pull_back` needs to apply ``dU/dg``: SGD's step is affine in the gradient, so a
         number (its gain, :func:`~labelmeta.update_rules.sgd_gain`); for Adam and AdamW the pair
         ``(new weight, gradient leaf)`` to differentiate; ``None`` where no step was taken."""
-        affine = unroll.rule is sgd
+        affine = engine.rule is sgd
         after: List[Tensor] = []
         gains: List[object] = []
-        for p, g, state, group in zip(fast, inner, states, unroll.groups):
+        for p, g, state, group in zip(fast, inner, states, engine.groups):
             if g is None:  # unused parameter: no step, as in torch.optim
                 after.append(p.detach().requires_grad_())
                 gains.append(None)
@@ -231,7 +224,7 @@ class OneStep(Backend):
             else:
                 leaf = g.detach().requires_grad_()
                 with torch.enable_grad():
-                    new, _ = unroll.rule(p.detach(), leaf, state, group)
+                    new, _ = engine.rule(p.detach(), leaf, state, group)
                 gains.append((new, leaf))
             after.append(new.detach().requires_grad_())
         return after, gains
@@ -252,14 +245,14 @@ class OneStep(Backend):
 
     @staticmethod
     @torch.no_grad()
-    def _jvp(unroll: FunctionalUnroll, fast: List[Tensor], direction: List[Tensor],
+    def _jvp(engine: FunctionalModel, fast: List[Tensor], direction: List[Tensor],
              x: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
         """The batch logits and ``J u``, their change when the weights move along ``direction``
         (forward mode: one pass carrying the tangent beside the values)."""
         _load_forward_mode()
         with fwad.dual_level():
             duals = [fwad.make_dual(p.detach(), d) for p, d in zip(fast, direction)]
-            out = fwad.unpack_dual(unroll(duals, x))
+            out = fwad.unpack_dual(engine(duals, x))
             return out.primal, out.tangent
 
 

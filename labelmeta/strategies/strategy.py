@@ -7,13 +7,15 @@ backend that can differentiate what it needs. :data:`STRATEGIES` names them:
 - ``"BACKEND:TARGET"``, e.g. ``"functional:weights"``: any pair, its options those of both;
 - a backend's own name, e.g. ``"one-step"``: the backend with the ``labels`` target;
 - presets, the names of the methods they are (Config files, command lines, checkpoints and stored
-  results use them): ``one-step-reweight`` (one-step × labels+weights, the default), ``reweight``
-  (unrolled × weights: learning to reweight as published), ``meta-weight-net`` (one-step × weight-net).
+  results use them; :mod:`.presets`): ``one-step-reweight`` (one-step × labels+weights, the default),
+  ``reweight`` (unrolled × weights: learning to reweight as published), ``meta-weight-net`` (one-step ×
+  weight-net);
+- ``none``: no meta step at all, the model trains on the labels as they are (:func:`no_meta_step`).
 """
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Dict, FrozenSet, List, Literal, Optional
+from typing import Any, Callable, Dict, FrozenSet, List, Optional
 
 import torch
 from torch import nn
@@ -23,8 +25,8 @@ from ..options import Schema
 from ..profiling import phase
 from ..registry import Registry
 from .backend import BACKENDS, Backend
-from .base import MetaProblem, MetaStats
-from .targets import TARGETS, LabelsAndWeights, Target, WeightNet, Weights
+from .problem import MetaProblem, MetaStats
+from .targets import TARGETS, Labels, MetaParameters, Target
 
 #: the strategy a run uses unless told otherwise (``Config.strategy``, ``Learner``'s default)
 DEFAULT_STRATEGY = "one-step-reweight"
@@ -35,11 +37,12 @@ class Strategy:
 
     Args:
         backend: how the hypergradient is obtained (:data:`~.backend.BACKENDS`).
-        target: what receives it (:data:`~.targets.TARGETS`).
+        target: what receives it (:data:`~.targets.TARGETS`); default: the label parameters (``Labels()``).
         name: how messages name it (default ``"BACKEND-CLASS:TARGET-CLASS"``).
     """
 
-    def __init__(self, backend: Backend, target: Target, name: Optional[str] = None) -> None:
+    def __init__(self, backend: Backend, target: Optional[Target] = None, name: Optional[str] = None) -> None:
+        target = Labels() if target is None else target
         if not isinstance(backend, Backend) or not isinstance(target, Target):
             raise TypeError(f"Strategy(backend, target) takes a Backend and a Target, got "
                             f"{type(backend).__name__} and {type(target).__name__}")
@@ -55,6 +58,11 @@ class Strategy:
     def learns_weights(self) -> bool:
         """Whether it returns per-sample weights for the model step."""
         return self.target.learns_weights
+
+    @property
+    def learns(self) -> bool:
+        """Whether it learns anything at all (``none`` does not)."""
+        return self.learns_labels or self.learns_weights
 
     @property
     def supports_distributed(self) -> bool:
@@ -180,69 +188,46 @@ def make_strategy(name: str, **options: Any) -> Strategy:
     return STRATEGIES.build(name, options=options)
 
 
-def as_strategy(strategy: "Strategy | Backend | str") -> Strategy:
-    """``strategy`` as a :class:`Strategy`: a backend gets the ``labels`` target, a name is built with its defaults."""
+def as_strategy(strategy: "Strategy | Backend | str | None") -> Strategy:
+    """``strategy`` as a :class:`Strategy`: a backend gets the ``labels`` target, a name is built with its
+    defaults, ``None`` is ``none`` (no meta step)."""
+    if strategy is None:
+        return make_strategy("none")
     if isinstance(strategy, str):
         return make_strategy(strategy)
     if isinstance(strategy, Backend):
-        from .targets import Labels
-
         return Strategy(strategy, Labels(), BACKENDS.name_of(strategy) or type(strategy).__name__)
     if not isinstance(strategy, Strategy):
         raise TypeError(f"a strategy must be a Strategy, a Backend or a registered name, got {type(strategy).__name__}")
     return strategy
 
 
-# --- presets: the methods by their names ------------------------------------------------------------
+# --- none: a strategy that takes no meta step ------------------------------------------------------------
 
-@STRATEGIES.register("one-step-reweight")
-def one_step_reweight(*, steps: int = 1, product: Literal["auto", "forward", "reverse"] = "auto",
-                      weighting: Literal["proportional", "binary"] = "proportional", refresh: int = 1) -> Strategy:
-    """Per-sample weights and the labels from one exact one-step hypergradient (the default): ``one-step:labels+weights``.
+class _NoHypergradient(Backend):
+    """``none``'s backend: takes no derivative, so it accepts any optimiser and any model."""
 
-    Args:
-        steps: inner steps ``k`` (>= 1); the gradients flow through the last one; default 1.
-        product: how ``one-step`` computes ``J u``: ``"forward"``, ``"reverse"`` or ``"auto"``; default ``"auto"``.
-        weighting: ``"proportional"`` or ``"binary"`` weights of the helpful samples; default ``"proportional"``.
-        refresh: recompute the meta loss's gradient every ``refresh`` meta steps, reusing it in between
-            (see ``one-step``); default 1 (exact at every step).
-    """
-    from .one_step import OneStep
+    def check(self, optimizer: torch.optim.Optimizer) -> None:
+        pass  # the model step is an ordinary optimiser step: any optimiser
 
-    return Strategy(OneStep(steps=steps, product=product, refresh=refresh), LabelsAndWeights(weighting=weighting),
-                    "one-step-reweight")
+    def derivatives(self, model: nn.Module) -> FrozenSet[str]:
+        return frozenset()
+
+    def hypergradient(self, problem: MetaProblem, inputs, weights=None):
+        return None, [None] * len(inputs)
 
 
-@STRATEGIES.register("reweight")
-def reweight(*, steps: int = 1) -> Strategy:
-    """Learning to reweight (Ren et al., 2018) as published: ``unrolled:weights`` (the gradient at ``w = 0``).
+class _NothingToLearn(Target):
+    """``none``'s target: no meta parameters, no update."""
 
-    Args:
-        steps: inner steps ``k`` of the unroll; default 1 (the paper's).
-    """
-    from .unrolled import Unrolled
+    def parameters(self, problem: MetaProblem) -> MetaParameters:
+        return MetaParameters([])
 
-    return Strategy(Unrolled(steps=steps), Weights(at="zero"), "reweight")
+    def update(self, problem: MetaProblem, meta: MetaParameters, meta_loss, grads) -> MetaStats:
+        return MetaStats(meta_loss=None)
 
 
-@STRATEGIES.register("meta-weight-net")
-def meta_weight_net(*, hidden: int = 100, lr: float = 1e-3, weight_decay: float = 1e-4,
-                    product: Literal["auto", "forward", "reverse"] = "auto") -> Strategy:
-    """Meta-Weight-Net (Shu et al., 2019) through the exact one-step hypergradient: ``one-step:weight-net``.
-
-    Args:
-        hidden: width of the network's hidden layer; default 100 (the paper's).
-        lr: Adam's learning rate for the network; default 1e-3.
-        weight_decay: Adam's weight decay for the network; default 1e-4.
-        product: how ``one-step`` computes ``J u``; default ``"auto"``.
-    """
-    from .one_step import OneStep
-
-    return Strategy(OneStep(product=product), WeightNet(hidden=hidden, lr=lr, weight_decay=weight_decay),
-                    "meta-weight-net")
-
-
-# the presets under the names of the classes they replaced (the public API before targets)
-OneStepReweight = one_step_reweight
-MetaReweight = reweight
-MetaWeightNet = meta_weight_net
+@STRATEGIES.register("none")
+def no_meta_step() -> Strategy:
+    """No meta step: the model trains on the labels as they are (ordinary training, plain cross-entropy with one-hot labels)."""
+    return Strategy(_NoHypergradient(), _NothingToLearn(), "none")

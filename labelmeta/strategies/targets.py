@@ -19,8 +19,9 @@ from torch import Tensor, nn
 
 from ..options import check_count
 from ..registry import Registry
-from .base import MetaProblem, MetaStats, accumulate_label_grads, normalised, trainable
-from .unroll import FunctionalUnroll
+from .functional_model import FunctionalModel
+from .inner_loop import normalised, summed_across_processes
+from .problem import MetaProblem, MetaStats, accumulate_label_grads, trainable
 
 #: the meta targets by name
 TARGETS: Registry["Target"] = Registry("meta target")
@@ -222,8 +223,8 @@ class WeightNet(Target):
             if problem.logits is not None:
                 logits = problem.logits.detach()
             else:  # the current weights on cloned buffers: BatchNorm's running statistics stay as they are
-                unroll = FunctionalUnroll(problem.model, problem.optimizer)
-                logits = unroll(unroll.start()[0], x)
+                engine = FunctionalModel(problem.model, problem.optimizer)
+                logits = engine(engine.start().fast, x)
             losses = F.cross_entropy(logits, problem.soft_targets(), reduction="none")  # soft_cross_entropy's, per sample
         return MetaParameters(list(self.net.parameters()), lambda: self.weights(losses, problem),
                               {"losses": losses, "dtype": logits.dtype})
@@ -231,8 +232,7 @@ class WeightNet(Target):
     def update(self, problem: MetaProblem, meta: MetaParameters, meta_loss: float,
                grads: Sequence[Optional[Tensor]]) -> MetaStats:
         self.optimizer.zero_grad(set_to_none=True)
-        if problem.group is not None:  # each process's samples' part of the network's gradient
-            grads = problem.summed(grads, meta.inputs)
+        grads = summed_across_processes(problem, grads, meta.inputs)  # each process's samples' part, made whole
         for p, g in zip(meta.inputs, grads):
             p.grad = g
         self.optimizer.step()

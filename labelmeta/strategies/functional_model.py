@@ -1,10 +1,11 @@
-"""The ``torch.func`` unroll: optimiser steps on a functional copy of a module, with or without a graph.
+"""The ``torch.func`` machinery: a module run on "fast" weights, and optimiser steps of them.
 
-:class:`FunctionalUnroll` is the machinery the ``torch.func`` strategies share (``functional``,
-``truncated``, ``head-only``, ``finite-difference``): it reads the parameters an optimiser
-updates, their groups and state (never writing them), runs the module on a list of "fast" weights
-with cloned buffers (so BatchNorm running statistics are not changed), and steps the fast weights
-with the optimiser's differentiable rule from :mod:`labelmeta.update_rules`.
+:class:`FunctionalModel` is one of the two engines of :mod:`.inner_loop` (the other,
+:mod:`.higher_model`, is ``higher``'s): it reads the parameters an optimiser updates, their groups
+and state (never writing them), runs the module on a list of fast weights with cloned buffers (so
+BatchNorm running statistics are not changed), and steps the fast weights with the optimiser's
+differentiable rule from :mod:`labelmeta.update_rules`. It knows neither the loss nor the processes:
+a step is handed both (:meth:`FunctionalModel.step`).
 
 The module runs on the fast weights as ``torch.func.functional_call`` runs it (the same tensors in
 the same places, tied weights included, the module's own afterwards), but with the places found once
@@ -14,21 +15,31 @@ runs the module two to three times a step.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ..update_rules import rule_for
-from .base import MetaProblem
+from ..update_rules import State, rule_for
 
 #: optimiser state entries the rules read
 _STATE_KEYS = ("momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "step")
+#: ``loss_of(logits) -> scalar``: the inner loss of a step, as the inner loop writes it
+LossOf = Callable[[Tensor], Tensor]
+#: ``average(grads) -> grads``: the inner gradients as the step takes them (averaged over processes)
+Average = Callable[[Sequence[Optional[Tensor]]], Sequence[Optional[Tensor]]]
 
 
-class FunctionalUnroll:
-    """The parameters of ``module`` that ``optimizer`` updates, and steps on copies of them.
+class Point(NamedTuple):
+    """Where an inner loop is: the fast weights and, per fast weight, the optimiser's state."""
+
+    fast: List[Tensor]
+    states: List[State]
+
+
+class FunctionalModel:
+    """The parameters of ``module`` that ``optimizer`` updates, and steps on copies of them (``torch.func``).
 
     Attributes:
         params: the module's own parameters that the optimiser updates (read, never written).
@@ -85,9 +96,12 @@ class FunctionalUnroll:
         # torch.func refuses jitted modules and DataParallel (with its message): they keep its path
         self._direct = not isinstance(module, (torch.jit.ScriptModule, nn.DataParallel))
 
-    def start(self) -> Tuple[List[Tensor], List[Dict[str, Tensor]]]:
+    def start(self) -> Point:
         """Fresh fast weights and optimiser states, as the real ones are now."""
-        return list(self.initial), [dict(s) for s in self.states]
+        return Point(list(self.initial), [dict(s) for s in self.states])
+
+    def release(self) -> None:
+        """Nothing to let go of (``higher``'s engine drops its history of fast weights here)."""
 
     def __call__(self, fast: List[Tensor], x: Tensor) -> Tensor:
         """The module's output on ``x`` with the weights ``fast`` (and the unroll's buffers)."""
@@ -110,32 +124,35 @@ class FunctionalUnroll:
             for holder, key, value in reversed(saved):
                 holder[key] = value
 
-    def step(self, problem: MetaProblem, fast: List[Tensor], states: List[Dict[str, Tensor]], x: Tensor,
-             targets: Callable[[], Tensor], weights: Optional[Tensor], track: bool):
-        """One optimiser step of ``fast`` on the inner loss of ``x`` against ``targets()``.
+    def step(self, point: Point, x: Tensor, loss_of: LossOf, track: bool, average: Average) -> Point:
+        """One optimiser step of the fast weights on ``loss_of(self(fast, x))``, its gradients taken as
+        ``average`` gives them.
 
-        ``track=True``: differentiable (the graph is kept, through the labels and ``weights``);
-        ``track=False``: an ordinary step, no graph recorded. Returns ``(fast, states)``.
+        ``track=True``: differentiable (the graph is kept, through what ``loss_of`` reads);
+        ``track=False``: an ordinary step, no graph recorded (``loss_of`` must then read detached values).
         """
-        leaves = [p if track else p.detach().requires_grad_() for p in fast]
+        leaves = [p if track else p.detach().requires_grad_() for p in point.fast]
         with torch.enable_grad():
-            goal = targets() if track else targets().detach()
-            value = problem.inner_loss(self(leaves, x), goal,
-                                       weights if track or weights is None else weights.detach())
-            grads = torch.autograd.grad(value, leaves, create_graph=track, allow_unused=True)
-            grads = problem.average(grads)  # every process takes the same, global inner step
+            value = loss_of(self(leaves, x))
+            grads = average(torch.autograd.grad(value, leaves, create_graph=track, allow_unused=True))
+        return self.update(leaves, grads, point.states, track)
+
+    def update(self, fast: Sequence[Tensor], grads: Sequence[Optional[Tensor]], states: Sequence[State],
+               track: bool) -> Point:
+        """The optimiser's rule on each fast weight with its gradient (no step where it is ``None``, as in
+        ``torch.optim``); ``track=False``: no graph is recorded for the update."""
         new_fast, new_states = [], []
-        for p, g, state, group in zip(leaves, grads, states, self.groups):
+        for p, g, state, group in zip(fast, grads, states, self.groups):
             if g is None:  # unused parameter: no step, as in torch.optim
                 new_fast.append(p)
                 new_states.append(state)
                 continue
             if track:
                 p, state = self.rule(p, g, state, group)
-            else:  # an ordinary step: no graph is recorded for the update
+            else:
                 with torch.no_grad():
                     p, state = self.rule(p.detach(), g, state, group)
                 p = p.requires_grad_()
             new_fast.append(p)
             new_states.append(state)
-        return new_fast, new_states
+        return Point(new_fast, new_states)
