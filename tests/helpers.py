@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Iterator, List
+from typing import Dict, Iterator, List, Tuple
 
 import numpy as np
 
@@ -85,6 +85,48 @@ def make_learnable_labels(name: str, targets: Tensor, seed: int = 0):
     # parameterisations that watch the model's predictions get some to watch (a no-op for the rest)
     labels.observe(torch.arange(len(targets)), torch.randn(len(targets), C, generator=g))
     return labels
+
+
+def meta_learning_signal(config) -> Tuple[Dict[str, float], object]:
+    """Which way a short noisy run's meta steps moved, as a flipped hypergradient sign would reverse it
+    (and the run's ``Results``):
+
+    - ``"labels"`` (a run that learns per-sample labels): over the corrupted samples, the mean change
+      from the initial labels of the learned margin ``q[true] - q[annotated]`` (> 0: towards the truth);
+    - ``"weights"`` (a run that learns weights): each sample's mean weight over its visits (relative to
+      uniform), clean minus corrupted, averaged (> 0: the clean samples weigh more).
+    """
+    from labelmeta.build import splits_for
+    from labelmeta.hooks import RunHook
+    from labelmeta.runner import fit_learner
+
+    class Weights(RunHook):
+        total = count = None
+
+        def after_step(self, run, stats) -> None:
+            if stats.sample_weights is not None:
+                if self.total is None:
+                    n = len(run.splits.labels.noisy)
+                    self.total, self.count = torch.zeros(n, dtype=torch.float64), torch.zeros(n)
+                self.total[stats.indices] += stats.sample_weights.double() * len(stats.indices)
+                self.count[stats.indices] += 1
+
+    splits, seen = splits_for(config), Weights()
+    learner, results = fit_learner(config, splits=splits, hooks=[seen])
+    annotated, true = splits.labels.noisy, splits.labels.true
+    corrupted = annotated != true
+    signal = {}
+    if learner.learns_labels:
+        def margin(table: Tensor) -> float:
+            rows = table[corrupted]
+            return (rows.gather(1, true[corrupted, None]) - rows.gather(1, annotated[corrupted, None])).mean().item()
+
+        initial = make_labels(config.labels, annotated, splits.num_classes, **config.label_options).table()
+        signal["labels"] = margin(learner.labels.table().detach()) - margin(initial)
+    if seen.total is not None:
+        weight = seen.total / seen.count.clamp_min(1)
+        signal["weights"] = (weight[~corrupted].mean() - weight[corrupted].mean()).item()
+    return signal, results
 
 
 def assert_close(actual: Tensor, expected: Tensor, rtol: float, what: str = "") -> None:
