@@ -18,11 +18,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from typing import Any, Callable, ContextManager, Iterator, TypeVar
+from typing import Any, Callable, ContextManager, TypeVar
 
 import torch
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 T = TypeVar("T")
 _NOTHING = contextlib.nullcontext()
@@ -46,20 +45,38 @@ def differentiable_kernels(model: nn.Module) -> ContextManager[None]:
     return _kernels(model)
 
 
-@contextlib.contextmanager
-def _kernels(model: nn.Module) -> Iterator[None]:
-    fused = _fused_attention_enabled()
-    recurrent = torch.backends.cudnn.enabled and _recurrent_on_gpu(model)
-    previous, outer = torch.backends.cudnn.enabled, getattr(_open, "model", None)
-    with sdpa_kernel(SDPBackend.MATH) if fused else _NOTHING:
-        if recurrent:  # only this switch: cudnn.flags() would reset benchmark and deterministic as well
-            torch.backends.cudnn.enabled = False
-        _open.model = model
-        try:
-            yield
-        finally:
-            _open.model = outer
-            torch.backends.cudnn.enabled = previous
+#: the attention kernels' switches, as torch.nn.attention.sdpa_kernel reads and sets them: (get, set, is math)
+_SDPA_SWITCHES = tuple((getattr(torch._C, f"_get_{name}_sdp_enabled"), getattr(torch._C, f"_set_sdp_use_{name}"),
+                        name == "math") for name in ("cudnn", "flash", "mem_efficient", "math", "overrideable"))
+
+
+class _kernels:
+    """The block of :func:`differentiable_kernels`: the math attention kernel alone (what
+    ``sdpa_kernel(SDPBackend.MATH)`` does, with its switches looked up once instead of by name at every
+    entry), and no cuDNN for a model with recurrent layers on a GPU. A class, not a generator: it is
+    entered at every meta step."""
+
+    __slots__ = ("model", "attention", "previous", "outer")
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def __enter__(self) -> None:
+        self.attention = [get() for get, _, _ in _SDPA_SWITCHES] if _fused_attention_enabled() else None
+        self.previous, self.outer = torch.backends.cudnn.enabled, getattr(_open, "model", None)
+        if self.attention is not None:
+            for _, set_, math in _SDPA_SWITCHES:
+                set_(math)
+        if torch.backends.cudnn.enabled and _recurrent_on_gpu(self.model):
+            torch.backends.cudnn.enabled = False  # only this switch: cudnn.flags() would also reset others
+        _open.model = self.model
+
+    def __exit__(self, *exc: Any) -> None:
+        _open.model = self.outer
+        torch.backends.cudnn.enabled = self.previous
+        if self.attention is not None:
+            for (_, set_, _), enabled in zip(_SDPA_SWITCHES, self.attention):
+                set_(enabled)
 
 
 def on_differentiable_kernels(method: Callable[..., T]) -> Callable[..., T]:
