@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/labelmeta demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 notebooks: $(STAMP)
 	$(PY) notebooks/execute.py
