@@ -19,8 +19,9 @@ The rows, in groups:
 - **Meta-Weight-Net**: the ``meta-weight-net`` preset (one-hot labels);
 - **labels**: the label-learning backends at k=1 and their cheaper relatives (per-sample-ensemble labels).
 
-Targets (issue 28), per model: every labelmeta L2RW step no slower than the hand-written one, and
-(issue 13) the exact k=1 full step at most 3.5x a plain step. The smoke test checks that the
+Targets (issue 36), per model: every labelmeta L2RW step no slower than the hand-written one, and
+the fastest exact k=1 full step at most 4.0x a plain step (issue 13 asked 3.5x; issue 28 missed it at
+4.5x / 5.3x). The smoke test checks that the
 hand-written step (and TorchOpt's) compute the weights of labelmeta's ``reweight``
 (:func:`l2rw_weights`), so that the references do the same job.
 
@@ -91,7 +92,7 @@ TORCHOPT = "reference: TorchOpt MetaSGD"
 #: the exact k=1 rows (the target is on the fastest of them)
 EXACT = ["exact k=1 (higher)", "exact k=1 (torch.func)", "exact k=1 (one-step, forward-mode)",
          "exact k=1 (one-step, reverse-mode)"]
-TARGET = 3.5
+TARGET = 4.0
 
 
 # --- the references: the same L2RW step without labelmeta --------------------------------------------
@@ -382,14 +383,14 @@ def targets(rows: Dict[str, dict]) -> List[str]:
 
     l2rw = [n for n, m in METHODS.items() if m.group == L2RW]
     hand = rows[HANDWRITTEN]["seconds"]
-    lines = [f"Target (issue 28): every labelmeta L2RW step ≤ the hand-written torch.func step "
+    lines = [f"Target (issue 36): every labelmeta L2RW step ≤ the hand-written torch.func step "
              f"({hand * 1e3:.2f} ms): "
              + "; ".join(f"`{n}` {rows[n]['handwritten_ratio']:.2f}× — {verdict(rows[n]['handwritten_ratio'] <= 1)}"
                          for n in l2rw) + "."]
     if TORCHOPT in rows:
         lines.append(f"TorchOpt's MetaSGD L2R step: {rows[TORCHOPT]['handwritten_ratio']:.2f}× the hand-written step.")
     fastest = min(EXACT, key=lambda name: rows[name]["time_ratio"])
-    lines.append(f"Target (issue 13, kept by issue 28): the exact k=1 full step ≤ {TARGET}× a plain step: fastest "
+    lines.append(f"Target (issue 36): the fastest exact k=1 full step ≤ {TARGET}× a plain step: fastest "
                  f"exact k=1 here is `{fastest}` at {rows[fastest]['time_ratio']:.2f}× — "
                  f"{verdict(rows[fastest]['time_ratio'] <= TARGET)}. Memory of one-step vs torch.func: "
                  f"{rows[EXACT[2]]['memory'] / 2**20:.2f} vs {rows[EXACT[1]]['memory'] / 2**20:.2f} MB.")
