@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     command = "python benchmarks/class_semantics.py " + " ".join(argv if argv is not None else sys.argv[1:])
     top1 = mean_std([r["top1"] for r in rows])
     lines = ["# Class semantics from learned per-class labels", "",
-             f"Command: `{command.strip()}`; seeds {seeds}; {harness.where(args.jobs)}.", "",
+             f"Command: `{command.strip()}`; seeds {seeds}; {harness.where(args.jobs, store['cells'].values())}.", "",
              "digits-twins (20 classes; class c and c + 10 are the same digit split at random): per-class "
              "labels learned with the exact one-step hypergradient (`one-step`) on clean labels. *Twin first*: "
              "share of classes whose largest off-diagonal label entry is their twin (chance 1/19 = 5.3 %).", "",

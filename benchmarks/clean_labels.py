@@ -106,7 +106,7 @@ def plan(regimes: List[str], methods: Dict[str, dict], seeds: List[int], small: 
 
 
 def runs_of(store: dict, regime: str, method: str, seeds: List[int]) -> List[Results]:
-    return [Results.from_dict(store["cells"][key(regime, method, s)]) for s in seeds]
+    return [harness.results_of(store["cells"][key(regime, method, s)]) for s in seeds]
 
 
 def stat(runs: List[Results], field: str = "last_accuracy", scale: float = 100.0) -> tuple:

@@ -22,11 +22,60 @@ SHAPES: Dict[str, Tuple[Tuple[int, ...], int]] = {"cnn1d-bn": ((40,), 10), "mlp"
                                                   "resnet18": ((3, 32, 32), 10), "wrn": ((3, 32, 32), 10)}
 
 
-def machine(device: str) -> str:
-    """One line naming where the figures were measured."""
+#: the CPU's vector extensions that decide which of torch's kernels run (and so the rounding of a float
+#: figure): /proc/cpuinfo's names
+VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo's ``model name``; ``platform.processor()`` elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def cpu_flags() -> List[str]:
+    """Those of :data:`VECTOR_FLAGS` the CPU has (empty where /proc/cpuinfo cannot be read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    line = next((line for line in text.splitlines() if line.startswith(("flags", "Features"))), "")
+    present = set(line.partition(":")[2].split())
+    return [flag for flag in VECTOR_FLAGS if flag in present]
+
+
+def machine_record(device: str = "cpu") -> dict:
+    """What decides a figure's last bits on this machine, as a JSON-able dict: the CPU (model,
+    architecture, vector extensions, the kernels torch dispatches to: ``ATEN_CPU_CAPABILITY`` can lower
+    them), the torch build (version, CUDA or CPU build, oneDNN and MKL) and the torch threads; and the
+    GPU for a ``cuda`` device."""
+    record = dict(cpu=cpu_model(), arch=platform.machine(), flags=cpu_flags(),
+                  capability=torch.backends.cpu.get_cpu_capability(), torch=torch.__version__,
+                  build=f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only",
+                  onednn=torch.backends.mkldnn.is_available(), mkl=torch.backends.mkl.is_available(),
+                  threads=torch.get_num_threads())
     if device.startswith("cuda"):
-        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), torch {torch.__version__}"
-    return f"{platform.machine()} CPU, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}"
+        record["gpu"] = torch.cuda.get_device_name(device)
+    return record
+
+
+def describe_machine(record: dict) -> str:
+    """One line of a :func:`machine_record` (one stored in a benchmark cell included)."""
+    libraries = ", ".join(name for name, key in (("oneDNN", "onednn"), ("MKL", "mkl")) if record.get(key))
+    gpu = f"{record['gpu']}; " if record.get("gpu") else ""
+    return (f"{gpu}{record['cpu']} ({record['arch']}; {' '.join(record['flags']) or 'no AVX2'}; torch CPU kernels "
+            f"{record['capability']}), torch {record['torch']} ({record['build']} build"
+            f"{', ' + libraries if libraries else ''}), {record['threads']} torch thread(s)")
+
+
+def machine(device: str) -> str:
+    """One line naming where the figures were measured (:func:`machine_record`)."""
+    return describe_machine(machine_record(device))
 
 
 def sync(device: str) -> None:

@@ -99,7 +99,7 @@ def main(argv=None) -> int:
 
     command = "python benchmarks/default_recipe.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = ["# The default's meta step: the fastest that keeps the exact step's gain", "",
-             f"Command: `{command.strip()}`; seeds {seeds}; {harness.where(args.jobs)}. "
+             f"Command: `{command.strip()}`; seeds {seeds}; {harness.where(args.jobs, store['cells'].values())}. "
              f"{noise_summary(results) or ''}. "
              f"MNIST-1D, {base.model}, {base.epochs} epochs, strategy `{base.strategy}`, labels `{base.labels}`, "
              f"label lr {base.label_lr} unless a row says otherwise. "

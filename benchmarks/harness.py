@@ -7,7 +7,10 @@ so an interrupted benchmark loses at most the cells in flight and a rerun does o
 (or whose configuration changed). Scripts plan their cells, call :func:`run_cells`, and read the
 results back with :func:`group_runs` and :func:`stat`; a table of methods × seeds on one base
 configuration is :func:`compare` (``labelmeta.compare.compare``'s resumable, multi-process form).
-A script's store is its ``.json`` output: the report's own keys sit beside ``"cells"``.
+A script's store is its ``.json`` output: the report's own keys sit beside ``"cells"``. Every cell
+run since issue 36 also holds ``"machine"``, the :func:`common.machine_record` of the process that ran
+it: a stored figure is exact for that machine (:func:`where`; ``benchmarks/machine_variation.py``
+measures how far figures move between CPU kernels).
 """
 from __future__ import annotations
 
@@ -20,13 +23,31 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
+from common import describe_machine, machine_record
 from labelmeta import Config, Results, fit
 from labelmeta.compare import mean_std
 
+#: the key under which a cell records the machine that ran it (cells run before issue 36 lack it)
+MACHINE = "machine"
+
 
 def fit_cell(config: Config) -> dict:
-    """One cell: :func:`labelmeta.fit`, its Results as a dict (which holds ``"config"``)."""
-    return dataclasses.asdict(fit(config))
+    """One cell: :func:`labelmeta.fit`, its Results as a dict (which holds ``"config"``), and the machine
+    that ran it (``"machine"``: :func:`common.machine_record`)."""
+    return {**dataclasses.asdict(fit(config)), MACHINE: machine_record()}
+
+
+def _recorded(run: Callable[[Config], dict], config: Config) -> dict:
+    """``run(config)`` with the machine that ran it, for a runner that does not record it itself."""
+    out = run(config)
+    return out if MACHINE in out else {**out, MACHINE: machine_record()}
+
+
+def results_of(cell: Mapping) -> Results:
+    """A stored cell as :class:`~labelmeta.Results` (what its runner added beside them, such as the machine
+    or confident learning's rule, left out)."""
+    fields = {f.name for f in dataclasses.fields(Results)}
+    return Results.from_dict({k: v for k, v in cell.items() if k in fields})
 
 
 def save_store(path: Path, store: dict) -> None:
@@ -93,7 +114,7 @@ def run_cells(cells: Dict[str, Config], path: Path, jobs: int, run: Callable[[Co
 
     with ProcessPoolExecutor(jobs, initializer=_start_worker, initargs=(warm_up,)) as pool, \
             tqdm(total=len(todo), desc="cells", disable=not sys.stderr.isatty()) as bar:
-        futures = {key: pool.submit((runners or {}).get(key, run), config) for key, config in todo.items()}
+        futures = {key: pool.submit(_recorded, (runners or {}).get(key, run), config) for key, config in todo.items()}
         for key, future in futures.items():
             store["cells"][key] = future.result()
             save_store(path, store)
@@ -117,17 +138,25 @@ def compare(base: Config, methods: Mapping[str, Mapping], seeds: Iterable[int], 
     draw from its seed), resumable and on ``jobs`` processes."""
     seeds = list(seeds)
     store = run_cells(method_cells(base, methods, seeds), path, jobs, warm_up=warm_up)
-    return store, {name: [Results.from_dict(store["cells"][f"{name} | seed {seed}"]) for seed in seeds]
+    return store, {name: [results_of(store["cells"][f"{name} | seed {seed}"]) for seed in seeds]
                    for name in methods}
 
 
-def where(jobs: int) -> str:
-    """Where the cells ran, for a report's first line."""
-    import platform
-
-    import torch
-
-    return f"{platform.machine()} CPU, 1 torch thread per cell, {jobs} cell(s) at a time, torch {torch.__version__}"
+def where(jobs: int, cells: Optional[Iterable[Mapping]] = None) -> str:
+    """Where the cells ran, for a report's first line: this machine (:func:`common.machine_record`), or,
+    given the stored ``cells`` the report shows, the machines they recorded, with how many cells ran on
+    each and how many ran before cells recorded it."""
+    how = f"1 torch thread per cell, {jobs} cell(s) at a time"
+    if cells is None:
+        return f"{describe_machine({**machine_record(), 'threads': 1})}; {how}"
+    counts: Dict[str, int] = {}
+    for c in cells:
+        name = describe_machine(c[MACHINE]) if MACHINE in c else ""
+        counts[name] = counts.get(name, 0) + 1
+    machines = [f"{n} cell(s) on {name}" for name, n in counts.items() if name]
+    if "" in counts:
+        machines.append(f"{counts['']} cell(s) run before the machine was recorded")
+    return f"{how}; {'; '.join(machines)}"
 
 
 def add_jobs_argument(parser) -> None:
@@ -138,12 +167,9 @@ def add_jobs_argument(parser) -> None:
 def group_runs(store: dict, keys: Iterable[str], parts: int = 3) -> Dict[Tuple[str, ...], List[Results]]:
     """The stored results of ``keys``, grouped by the first ``parts`` parts of their keys (the last
     part is the seed): ``(part, ...) -> [Results per seed]``."""
-    fields = {f.name for f in dataclasses.fields(Results)}
     out: Dict[Tuple[str, ...], List[Results]] = {}
     for key in keys:
-        # a cell may hold more than its Results: what its runner adds (e.g. confident learning's rule)
-        results = {k: v for k, v in store["cells"][key].items() if k in fields}
-        out.setdefault(tuple(key.split(" | ")[:parts]), []).append(Results.from_dict(results))
+        out.setdefault(tuple(key.split(" | ")[:parts]), []).append(results_of(store["cells"][key]))
     return out
 
 

@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     command = "python benchmarks/label_signal.py " + " ".join(argv if argv is not None else sys.argv[1:])
     keys = list(rows[epochs[0]][0])
     lines = ["# How much a per-sample hypergradient says", "",
-             f"Command: `{command.strip()}`; seeds {seeds}; {harness.where(args.jobs)}. Meta-learned per-sample logits alone "
+             f"Command: `{command.strip()}`; seeds {seeds}; {harness.where(args.jobs, store['cells'].values())}. Meta-learned per-sample logits alone "
              "(label lr 1.0, constant), MNIST-1D, 40 % symmetric noise. Mean ± std over seeds, in %.", "",
              "| measure | " + " | ".join(f"epoch {e}" for e in epochs) + " |", "|---" * (len(epochs) + 1) + "|"]
     for key in keys:

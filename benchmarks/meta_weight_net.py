@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     references = harness.group_runs(stored, done)
     command = "python benchmarks/meta_weight_net.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = ["# Meta-Weight-Net: the network's learning rate", "",
-             f"Command: `{command.strip()}`; seeds {seeds}; {harness.where(args.jobs)}. Last-epoch test accuracy (%), "
+             f"Command: `{command.strip()}`; seeds {seeds}; {harness.where(args.jobs, store['cells'].values())}. Last-epoch test accuracy (%), "
              "mean ± std over the seeds. The reference rows are cells of `noisy_labels.py` with the same "
              "configuration (– where that store lacks them). Chosen on the test set: this explains a gap, it "
              "does not tune a baseline.", ""]

@@ -21,7 +21,6 @@ import dataclasses
 import functools
 import json
 import math
-import platform
 import sys
 import time
 from pathlib import Path
@@ -324,10 +323,11 @@ def report(store: dict, cells: Dict[str, Config], datasets, settings, methods, s
     lines = [
         "# Noisy-label benchmark",
         "",
-        f"Command: `{command}`; seeds {seeds}; {platform.machine()} CPU, 1 torch thread per cell, "
-        f"{jobs} cell(s) at a time. Mean ± std over seeds; *last* is the final epoch, *best* the best epoch "
+        f"Command: `{command}`; seeds {seeds}; {harness.where(jobs, [store['cells'][key] for key in cells])}. "
+        "Mean ± std over seeds; *last* is the final epoch, *best* the best epoch "
         "(on the test set, so an optimistic figure). *Flagged*: samples a method marks as mislabelled "
-        "(a learned hard label that differs from the annotation, or a zero weight at the last visit; for "
+        "(`labelmeta.label_issues`' rule: a learned hard label that differs from the annotation, or, for a "
+        "method that learns weights, a weight that was zero at most of the sample's visits; for "
         "confident learning, cleanlab's label issues; for methods that learn neither, the model's own "
         "disagreement with the annotation at the end), precision / recall / F1 against the truth; *AP*: "
         "the average precision of the method's ranking of the samples by suspicion "
@@ -455,6 +455,9 @@ def main(argv=None) -> int:
     parser.add_argument("--untuned", action="store_true",
                         help="the rows' own (papers') values, not those tuning.py chose on a validation split")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite the report and plots from the stored cells, running none (an error names "
+                             "the cells missing or stored under another configuration)")
     args = parser.parse_args(argv)
 
     overrides = dict(device=args.device)
@@ -467,14 +470,23 @@ def main(argv=None) -> int:
         settings, seeds = [s for s in settings if s in ("symmetric-40", "asymmetric-40")] or settings[:1], seeds[:1]
     stem = "noisy_labels_smoke" if args.smoke else "noisy_labels"
     out = Path(args.out)
-    if any(method in RUNNERS for method in args.methods):
+    if any(method in RUNNERS for method in args.methods) and not args.report_only:
         confident_learning.import_cleanlab()  # a missing extra is an error now, not after hours of cells
     chosen = {} if args.untuned else load_chosen(out / f"{'tuning_smoke' if args.smoke else 'tuning'}.json")
     cells = plan(args.datasets, settings, args.methods, seeds, overrides, small=args.smoke, chosen=chosen)
     runners = runners_for(cells, chosen)
     start = time.time()
-    store = harness.run_cells(cells, out / f"{stem}.json", args.jobs, runners=runners, complete=ran_as_planned(runners))
-    command = "python benchmarks/noisy_labels.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.report_only:
+        store = harness.load_store(out / f"{stem}.json")
+        complete = ran_as_planned(runners)
+        missing = [k for k, c in cells.items() if not (harness.is_done(store, k, c) and complete(k, store["cells"][k]))]
+        if missing:
+            raise SystemExit(f"--report-only: {len(missing)} cell(s) not stored as planned, e.g. {missing[:3]}")
+    else:
+        store = harness.run_cells(cells, out / f"{stem}.json", args.jobs, runners=runners,
+                                  complete=ran_as_planned(runners))
+    words = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--report-only"]
+    command = "python benchmarks/noisy_labels.py " + " ".join(words)
     text = report(store, cells, args.datasets, settings, args.methods, seeds, command.strip(), args.jobs, chosen)
     (out / f"{stem}.md").write_text(text)
     plot(store, cells, args.datasets, settings, args.methods, out, stem)

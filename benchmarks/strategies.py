@@ -88,7 +88,7 @@ def main(argv=None) -> int:
 
     command = "python benchmarks/strategies.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = ["# Parameterisations × strategies", "",
-             f"Command: `{command.strip()}`; seeds {seeds}; {harness.where(args.jobs)}. "
+             f"Command: `{command.strip()}`; seeds {seeds}; {harness.where(args.jobs, store['cells'].values())}. "
              f"{noise_summary(results) or ''}. MNIST-1D, 1-D CNN with BatchNorm, meta batch "
              f"{base.meta_batch_size}. *Gain kept*: (accuracy − cross-entropy's) / (the exact strategy's − "
              "cross-entropy's), last epoch, same parameterisation.", "",

@@ -89,9 +89,9 @@ def choose(found: Mapping[Tuple[str, str, str, str], Tuple[float, float]]) -> Di
     return chosen
 
 
-def report(found, chosen, datasets, columns, methods, seeds, command: str, jobs: int) -> str:
+def report(found, chosen, datasets, columns, methods, seeds, command: str, jobs: int, cells=None) -> str:
     lines = ["# Hyper-parameters chosen on a validation split", "",
-             f"Command: `{command}`; tuning seeds {seeds}; {harness.where(jobs)}. Every method searches one knob "
+             f"Command: `{command}`; tuning seeds {seeds}; {harness.where(jobs, cells)}. Every method searches one knob "
              f"over {nl.BUDGET} values (the same budget for all); each run holds out half of each class's clean meta "
              "samples as its validation split and trains with the other half as its clean set; the score is the "
              "last-epoch validation accuracy (%), mean ± std over the tuning seeds. The test set is never read. "
@@ -167,7 +167,8 @@ def main(argv=None) -> int:
     store["chosen"] = chosen
     harness.save_store(out / f"{stem}.json", store)
     command = "python benchmarks/tuning.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = report(found, chosen, datasets, columns, args.methods, seeds, command.strip(), args.jobs)
+    text = report(found, chosen, datasets, columns, args.methods, seeds, command.strip(), args.jobs,
+                  [store['cells'][key] for key in cells])
     (out / f"{stem}.md").write_text(text)
     plot(found, chosen, datasets, columns, args.methods, out / f"{stem}.png")
     print(text)

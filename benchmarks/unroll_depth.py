@@ -332,7 +332,8 @@ def main(argv=None) -> int:
                           args.jobs)
     quality = summarise_quality([store["cells"][key] for key in quality_cells])
     costs = cost(args.cost_model, ks, iterations, args.device, batch, repeats, warmup=2)
-    report = _report(argv, args, ks, seeds, batch, repeats, quality, costs, acc, quality_config, snapshots, batches)
+    report = _report(argv, args, ks, seeds, batch, repeats, quality, costs, acc, quality_config, snapshots, batches,
+                     store['cells'].values())
     write_outputs(out, stem, report, {**store, "quality": quality, "cost": costs, "accuracy": acc,
                                       "machine": machine(args.device)})
     plot(quality, costs, acc, ks, max(ks), out / f"{stem}.png")
@@ -355,10 +356,10 @@ class _QualityRun:
         return quality_cell(config, *self.args)
 
 
-def _report(argv, args, ks, seeds, batch, repeats, quality, costs, acc, quality_config, snapshots, batches) -> str:
+def _report(argv, args, ks, seeds, batch, repeats, quality, costs, acc, quality_config, snapshots, batches, cells) -> str:
     command = "python benchmarks/unroll_depth.py " + " ".join(argv if argv is not None else sys.argv[1:])
     k_max = max(ks)
-    lines = ["# Unroll depth", "", f"Command: `{command.strip()}`; {machine(args.device)}; {harness.where(args.jobs)}.",
+    lines = ["# Unroll depth", "", f"Command: `{command.strip()}`; {machine(args.device)}; {harness.where(args.jobs, cells)}.",
              "", "## Hypergradient quality against a long-horizon reference", "",
              f"{quality_config.dataset}, the default configuration ({quality_config.epochs} epochs), seeds {seeds}; "
              f"snapshots at epochs {snapshots}, {batches} training batch(es) each, one meta batch. Each cell: the "

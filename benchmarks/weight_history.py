@@ -110,7 +110,7 @@ def main(argv=None) -> int:
 
     command = "python benchmarks/weight_history.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = ["# Finding corrupted labels from a method's weights: the last visit or the history", "",
-             f"Command: `{command.strip()}`; seeds {seeds}; {harness.where(args.jobs)}. MNIST-1D, the rows of "
+             f"Command: `{command.strip()}`; seeds {seeds}; {harness.where(args.jobs, store['cells'].values())}. MNIST-1D, the rows of "
              "`noisy_labels.py` with the values `tuning.py` chose; corrupted-label detection (%) from the weights "
              "alone, mean ± std over seeds. Flags: *last weight* zero at the last visit; *zero fraction* zero at "
              "more than half of the visits; *mean weight* below one half of uniform. AP ranks by the same statistic.",

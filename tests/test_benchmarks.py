@@ -868,3 +868,82 @@ def test_weight_history_smoke(tmp_path):
             figure = stored["rules"][rule][field]
             assert math.isnan(figure) or 0.0 <= figure <= 1.0
             _shows(value, [figure])
+
+
+def test_machine_record_names_the_cpu_its_kernels_and_the_torch_build():
+    import torch
+
+    from common import VECTOR_FLAGS, describe_machine, machine_record
+
+    record = machine_record()
+    assert record["capability"] == torch.backends.cpu.get_cpu_capability()
+    assert (record["torch"], record["threads"]) == (torch.__version__, torch.get_num_threads())
+    assert record["build"] == (f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only")
+    assert set(record["flags"]) <= set(VECTOR_FLAGS) and record["cpu"]
+    assert json.loads(json.dumps(record)) == record  # a cell can store it
+    line = describe_machine(record)
+    assert all(str(record[k]) in line for k in ("cpu", "arch", "capability", "torch", "build"))
+
+
+def _config_cell(config) -> dict:
+    """A harness runner that runs nothing: the cell is its configuration."""
+    import dataclasses
+
+    return {"config": dataclasses.asdict(config)}
+
+
+def test_harness_records_the_machine_in_each_new_cell(tmp_path):
+    """run_cells stores the worker's machine beside each new cell, whatever its runner; a stored cell with
+    or without one loads as Results and counts as done; where() says how many cells ran where."""
+    import dataclasses
+
+    import torch
+
+    import harness
+    from common import describe_machine
+    from labelmeta import Config, Results
+
+    path = tmp_path / "store.json"
+    cells = {"a | seed 0": Config(seed=0), "a | seed 1": Config(seed=1)}
+    store = harness.run_cells(cells, path, jobs=1, run=_config_cell)
+    machines = [store["cells"][k][harness.MACHINE] for k in cells]
+    assert all(m["capability"] == torch.backends.cpu.get_cpu_capability() and m["threads"] == 1 for m in machines)
+    assert all(harness.is_done(store, k, c) for k, c in cells.items())
+    old = {**dataclasses.asdict(Results(config=dataclasses.asdict(Config()))), "filter_by": "both"}
+    assert harness.results_of(old) == harness.results_of({**old, harness.MACHINE: machines[0]})
+    text = harness.where(2, [store["cells"]["a | seed 0"], store["cells"]["a | seed 1"], old])
+    assert text == (f"1 torch thread per cell, 2 cell(s) at a time; 2 cell(s) on {describe_machine(machines[0])}; "
+                    "1 cell(s) run before the machine was recorded")
+
+
+def test_machine_variation_smoke(tmp_path):
+    """The same cells under torch's portable kernels and the machine's own: each subprocess ran the
+    kernels asked for, the control (the machine's own kernels again) repeats every cell bit for bit, and
+    the differences, the summary and the report are the stored runs' own."""
+    import os
+
+    import torch
+
+    _smoke("machine_variation.py", tmp_path)
+    data = json.loads((tmp_path / "machine_variation_smoke.json").read_text())
+    text = (tmp_path / "machine_variation_smoke.md").read_text()
+    assert data["machines"]["default"]["capability"] == "DEFAULT"
+    if "ATEN_CPU_CAPABILITY" not in os.environ:
+        assert data["machines"]["native"]["capability"] == torch.backends.cpu.get_cpu_capability()
+    assert data["control"] and all(c["identical"] for c in data["control"].values())
+    same_kernels = data["machines"]["native"]["capability"] == "DEFAULT"
+    for key, cell in data["cells"].items():
+        d = cell["difference"]
+        assert d["accuracy"] == pytest.approx(100 * (cell["native"]["last_accuracy"] - cell["default"]["last_accuracy"]))
+        if same_kernels:
+            assert d["identical"]
+        if d["identical"]:
+            assert d["accuracy"] == d["suggested_differ"] == d["flags_differ"] == 0
+    summary = _tables(text)[0]
+    rows = _rows(summary, key_cells=2)
+    for group, s in data["summary"].items():
+        shown = rows[group]
+        diffs = [c["difference"] for k, c in data["cells"].items() if k.startswith(group + " | ")]
+        assert shown[0] == f"{sum(d['identical'] for d in diffs)} of {len(diffs)}"
+        _close(shown[1], max(abs(d["accuracy"]) for d in diffs))
+        assert s["max_accuracy"] == max(abs(d["accuracy"]) for d in diffs)
