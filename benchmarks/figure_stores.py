@@ -410,11 +410,14 @@ def uda(row: str, field: str = "last") -> Stat:
 
 # --- layer_support.json: optimiser -> layer -> column -> the hypergradient's relative error ------
 
-def layer_errors(optimizers: Sequence[str] = ("sgd", "adam", "adamw")) -> List[float]:
-    """Every measured relative error of the layer table (float64, against central differences)."""
+def layer_errors(optimizers: Sequence[str] = ("sgd", "adam", "adamw"), finite_difference: Optional[bool] = None,
+                 ) -> List[float]:
+    """Every measured relative error of the layer table (float64, against central differences); of the
+    ``finite-difference`` columns alone (``True``), of the others (``False``), or of all (``None``)."""
     d = store("layer_support")
-    return [cell["error"] for o in optimizers for layer in d[o].values() for cell in layer.values()
-            if isinstance(cell, dict) and cell.get("error") is not None]
+    return [cell["error"] for o in optimizers for layer in d[o].values() for column, cell in layer.items()
+            if isinstance(cell, dict) and cell.get("error") is not None
+            and finite_difference in (None, column.startswith("finite-difference"))]
 
 
 # --- clean_labels.json: regime | method | seed ---------------------------------------------------
