@@ -3,7 +3,11 @@ import os
 import pytest
 import torch
 
-torch.set_num_threads(int(os.environ.get("LABELMETA_TEST_THREADS", "1")))
+THREADS = os.environ.get("LABELMETA_TEST_THREADS", "1")
+torch.set_num_threads(int(THREADS))
+# and the processes tests start (notebook kernels, CLI runs, benchmark scripts, killed runs): with the
+# suite in two worker processes on two cores, a child on every core would slow both workers down
+os.environ["OMP_NUM_THREADS"] = THREADS
 
 
 @pytest.fixture
