@@ -70,9 +70,9 @@ def _shape(text: str) -> re.Pattern:
 
 
 @dataclass
-
-
 class Figure:
+    """A figure in the prose: its expression, the text before its marker and what the stores give."""
+
     path: str
     line: int
     expr: str
@@ -87,9 +87,9 @@ class Figure:
 
 
 @dataclass
-
-
 class Block:
+    """A generated block: the lines between its markers, as committed and as the stores give them."""
+
     path: str
     line: int  #: the opening marker's line (1-based)
     expr: str
@@ -103,9 +103,9 @@ class Block:
 
 
 @dataclass
-
-
 class Document:
+    """A document's lines, with its marked figures and generated blocks."""
+
     path: str
     lines: List[str]
     figures: List[Figure]

@@ -32,13 +32,13 @@ MACHINE = "machine"
 
 
 def fit_cell(config: Config) -> dict:
-    """One cell: :func:`labelmeta.fit`, its Results as a dict (which holds ``"config"``), and the machine
-    that ran it (``"machine"``: :func:`common.machine_record`)."""
-    return {**dataclasses.asdict(fit(config)), MACHINE: machine_record()}
+    """One cell: :func:`labelmeta.fit`, its Results as a dict (which holds ``"config"``)."""
+    return dataclasses.asdict(fit(config))
 
 
 def _recorded(run: Callable[[Config], dict], config: Config) -> dict:
-    """``run(config)`` with the machine that ran it, for a runner that does not record it itself."""
+    """``run(config)`` (a cell of any runner) with the machine that ran it (``"machine"``:
+    :func:`common.machine_record`), unless the runner recorded it itself."""
     out = run(config)
     return out if MACHINE in out else {**out, MACHINE: machine_record()}
 
