@@ -137,11 +137,6 @@ class Learner:
         # the real step goes through DDP under several processes (gradient averaging); the unroll uses the model
         self._train_model = self.processes.wrap(model)
 
-    @property
-    def distributed(self) -> Optional[Processes]:
-        """The processes under ``torchrun``, ``None`` in one process (the constructor's argument)."""
-        return None if self.processes.world == 1 else self.processes
-
     def state_dict(self) -> Dict[str, Any]:
         """Everything the next :meth:`step` depends on that the learner owns: the model, its optimiser,
         the labels (parameters and buffers), the label optimiser, the step count and what the strategy
