@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): setup.py setup.cfg
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --no-compile -e '.[test]'  # modules compile when first imported
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/labelmeta demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n auto
+	$(PY) -m pytest -q -n auto --dist worksteal
 
 notebooks: $(STAMP)
 	$(PY) notebooks/execute.py
