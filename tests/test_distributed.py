@@ -74,7 +74,7 @@ def test_two_processes_match_one(group, tmp_path):
 
 
 TINY = ["--dataset", "digits", "--model", "mlp", "--meta-per-class", "10", "--meta-batch-size", "45",
-        "--batch-size", "61", "--epochs", "3", "--warmup-epochs", "1", "--no-progress"]
+        "--batch-size", "61", "--epochs", "2", "--warmup-epochs", "1", "--no-progress"]
 
 
 def test_killed_and_resumed_under_two_processes_is_bit_exact(tmp_path):
