@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 import labelmeta
-from labelmeta.strategies import Functional, HeadOnly, LabelsAndWeights, MetaProblem, Truncated, make_strategy
+from labelmeta.strategies import (Functional, HeadOnly, LabelsAndWeights, MetaProblem, Truncated, Unrolled,
+                                  make_strategy)
 
 B, D, C, N = 16, 6, 4, 40
 
@@ -48,6 +49,30 @@ def test_equals_the_plain_unroll(make_optimizer, segment):
     model = nn.Sequential(nn.Linear(D, 8), nn.Tanh(), nn.Linear(8, C)).double()
     problem = _problem(model, make_optimizer(model.parameters()))
     _same(_grads(Functional(steps=6, checkpoint=segment), problem), _grads(Functional(steps=6), problem), 1e-12)
+
+
+@pytest.mark.parametrize("segment", [1, 2, 3])
+def test_higher_backend_checkpoints_too(segment):
+    """``unrolled`` (``higher``'s patched copy and ``diffopt.step``) by recomputed segments: its plain unroll's
+    gradient, and ``functional``'s, to round-off; a model that reads a submodule's weight without calling it
+    (``MultiheadAttention``'s ``out_proj``) sees each segment's own weights."""
+    torch.manual_seed(0)
+
+    class Attention(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed, self.attention, self.head = nn.Linear(1, 4), nn.MultiheadAttention(4, 2, batch_first=True), \
+                nn.Linear(4, C)
+
+        def forward(self, x):
+            h = self.embed(x.unsqueeze(-1))
+            return self.head(self.attention(h, h, h, need_weights=False)[0].mean(1))
+
+    model = Attention().double()
+    problem = _problem(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3))
+    plain = _grads(Unrolled(steps=3), problem)
+    _same(_grads(Unrolled(steps=3, checkpoint=segment), problem), plain, 1e-12)
+    _same(_grads(Functional(steps=3), problem), plain, 1e-12)
 
 
 def test_dropout_and_batchnorm_are_recomputed_as_they_ran():
