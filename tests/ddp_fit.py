@@ -24,7 +24,7 @@ for spec in specs:
     # 1 338 training samples in 22 global batches of 61, the last of 57 (shards of 30 and 31, then 28
     # and 29 samples); 100 meta samples in batches of 45, 45 and 10 (shards of 22 and 23, 5 and 5)
     config = Config(dataset="digits", model="mlp", noise="symmetric", noise_rate=0.4, meta_per_class=10,
-                    meta_batch_size=45, batch_size=61, epochs=2, warmup_epochs=0, labels=labels, strategy=strategy,
+                    meta_batch_size=45, batch_size=61, epochs=1, warmup_epochs=0, labels=labels, strategy=strategy,
                     label_lr=0.5, progress=False)
     learner, results = fit_learner(config)
     saved[spec] = {"labels": learner.labels.state_dict(), "model": learner.model.state_dict(),
