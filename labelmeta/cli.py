@@ -27,8 +27,9 @@ from .compare import compare, format_table, noise_summary, summarize
 from .config import COMPONENTS, Component, Config
 from .distributed import shutdown
 from .eventlog import MissingExtra
+from .health import classes_of_run, format_health, label_health
 from .label_issues import issues_path, read_label_issues
-from .plots import plot_runs
+from .plots import load_run, plot_runs
 from .presets import PRESETS
 from .records import Results, ResultsNotWritten
 from .runner import fit
@@ -98,6 +99,12 @@ def _issues(args: argparse.Namespace) -> int:
         s = issues.stats()
         print(f"against the truth ({s.corrupted} corrupted): precision {s.precision:.3f}, recall {s.recall:.3f}, "
               f"F1 {s.f1:.3f}, average precision {s.average_precision:.3f}")
+    if args.summary:
+        # the issues CSV is enough on its own: the run's JSON only helps to count the classes
+        run = load_run(args.results) if Path(args.results).exists() else None
+        print()
+        print(format_health(label_health(issues, *classes_of_run(run, issues)), top=args.top))
+        return 0
     shown = order[:args.top].tolist()
     print(f"the {len(shown)} most suspect:")
     print("rank  index  annotated  suggested  probability  score  flagged" + ("  true" if issues.true is not None else ""))
@@ -327,7 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "train --output): how well they match the truth, and the most suspect samples",
                             allow_abbrev=False)
     issues.add_argument("results", metavar="RUN.json")
-    issues.add_argument("--top", type=_positive_int, default=20, help="how many of the most suspect to show")
+    issues.add_argument("--top", type=_positive_int, default=20,
+                        help="how many of the most suspect samples (with --summary: confused class pairs) to show")
+    issues.add_argument("--summary", action="store_true",
+                        help="the dataset's label health instead of the samples: the estimated noise matrix "
+                        "(annotated x suggested class), the most confused pairs, the noise rate per class, "
+                        "each beside the truth where it is known")
     issues.set_defaults(run=_issues)
 
     lst = sub.add_parser("list", help="the registered components; with NAME, that component's options",

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from . import checkpoint
 from .config import Config
+from .health import LabelHealth, classes_of_run, label_health
 from .label_issues import LabelIssues, issues_path, read_label_issues
 from .labels import LABELS, make_labels
 from .records import Results
@@ -126,6 +127,39 @@ def plot_precision_recall(issues: Mapping[str, LabelIssues], ax=None):
     return ax
 
 
+def plot_label_health(health: LabelHealth, title: str = "label health"):
+    """The estimated noise matrix (annotated × suggested, rows normalised) as a heat-map, the true one
+    (annotated × true) beside it where the truth is known, on one colour scale, and per annotated class
+    the estimated noise rate against the true one (:mod:`labelmeta.health`). Returns the figure."""
+    plt = _pyplot()
+    import numpy as np
+
+    known = health.true_counts is not None
+    size = max(4.0, 0.35 * health.num_classes + 2)
+    fig, axes = plt.subplots(1, 3 if known else 2, figsize=((3 if known else 2) * (size + 1), size))
+    matrices = [(health.estimated_matrix, "suggested class", "estimated: annotated × suggested")]
+    if known:
+        matrices.append((health.true_matrix, "true class", "true: annotated × true"))
+    for ax, (matrix, xlabel, name) in zip(axes, matrices):
+        plot_label_matrix(matrix, health.class_names, ax=ax, title=f"{title}\n{name} (share of the row)")
+        ax.images[0].set_clim(-4, 0)  # both maps on the log10 scale plot_label_matrix clips to
+        ax.set(xlabel=xlabel)
+    ax = axes[-1]
+    x = np.arange(health.num_classes)
+    rates = [("estimated (suggested ≠ annotated)", health.estimated_noise_rate)]
+    if known:
+        rates.append(("true (truth ≠ annotated)", health.true_noise_rate))
+    width = 0.8 / len(rates)
+    for i, (label, rate) in enumerate(rates):
+        ax.bar(x + (i - (len(rates) - 1) / 2) * width, rate.numpy() * 100, width, label=label)
+    ax.set_xticks(x)
+    ax.set_xticklabels(health.class_names, rotation=90, fontsize=7)
+    ax.set(xlabel="annotated class", ylabel="% of the class's samples", title="noise rate per annotated class")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    return fig
+
+
 def label_matrix_from_checkpoint(path: str | Path, run: Results) -> Optional[Tensor]:
     """The learned ``[C, C]`` label matrix of ``run`` from its checkpoint (a parameterisation with a
     ``similarity()``, e.g. ``per-class``), or ``None`` for parameterisations without one.
@@ -142,8 +176,9 @@ def label_matrix_from_checkpoint(path: str | Path, run: Results) -> Optional[Ten
 def plot_runs(paths: Sequence[str | Path], out: str | Path, names: Optional[Sequence[str]] = None) -> List[Path]:
     """``labelmeta plot``: write ``curves.png`` for the runs' JSON files under ``out``,
     ``label_issues.png`` (:func:`plot_precision_recall`) for the runs whose label issues were written
-    beside them with the truth known, and ``NAME_label_matrix.png`` for each run with a learned label
-    matrix (``per-class``: stored in its results, or for older results read from its checkpoint).
+    beside them with the truth known, ``NAME_health.png`` (:func:`plot_label_health`) for each run whose
+    label issues were written, and ``NAME_label_matrix.png`` for each run with a learned label matrix
+    (``per-class``: stored in its results, or for older results read from its checkpoint).
     Returns the files written."""
     names = list(names) if names is not None else [Path(p).stem for p in paths]
     if len(names) != len(paths):
@@ -155,12 +190,17 @@ def plot_runs(paths: Sequence[str | Path], out: str | Path, names: Optional[Sequ
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "curves.png"]
     save_figure(plot_curves(runs), written[0])
-    issues = {name: read_label_issues(path) for name, path in zip(names, paths) if issues_path(path).exists()}
-    issues = {name: found for name, found in issues.items() if found.true is not None and bool(found.stats().corrupted)}
+    all_issues = {name: read_label_issues(path) for name, path in zip(names, paths) if issues_path(path).exists()}
+    issues = {name: found for name, found in all_issues.items()
+              if found.true is not None and bool(found.stats().corrupted)}
     if issues:
         written.append(out / "label_issues.png")
         save_figure(plot_precision_recall(issues).figure, written[-1])
     for name, run in runs.items():
+        if name in all_issues:
+            health = label_health(all_issues[name], *classes_of_run(run, all_issues[name]))
+            written.append(out / f"{name}_health.png")
+            save_figure(plot_label_health(health, title=name), written[-1])
         ckpt = run.config.get("checkpoint")
         matrix = None
         if run.label_matrix is not None:

@@ -25,8 +25,8 @@ def test_plot_writes_curves_and_the_label_matrix(tmp_path, capsys):
     assert main(["plot", str(tmp_path / "per_class.json"), str(tmp_path / "plain.json"),
                  "--out", str(tmp_path / "figs")]) == 0
     written = capsys.readouterr().out.split()
-    assert written == [str(tmp_path / "figs" / name) for name in ("curves.png", "label_issues.png",
-                                                                  "per_class_label_matrix.png")]
+    assert written == [str(tmp_path / "figs" / name) for name in ("curves.png", "label_issues.png", "per_class_health.png",
+                                                                  "per_class_label_matrix.png", "plain_health.png")]
     for path in written:
         image = matplotlib.image.imread(path)
         assert image.ndim == 3 and min(image.shape[:2]) > 300 and image.std() > 0  # a drawn figure
