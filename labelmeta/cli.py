@@ -9,11 +9,16 @@ registers components of its own; their options become flags the same way.
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import importlib
 import importlib.util
+import inspect
+import io
 import json
 import sys
+import textwrap
+import tokenize
 import traceback
 import typing
 import warnings
@@ -175,12 +180,13 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     Flags that are not given stay out of the parsed namespace, so that :func:`config_from_args`
     can apply them on top of any base configuration (a preset, or ``Config()``'s defaults).
     """
-    defaults, hints = Config(), typing.get_type_hints(Config)
+    defaults, hints, described = Config(), typing.get_type_hints(Config), field_descriptions(Config)
     for f in dataclasses.fields(Config):
         if f.name in _OPTION_FIELDS:
             continue
         flag, kind = "--" + _kebab(f.name), hints[f.name]
-        help_text = f"default: {getattr(defaults, f.name)}"
+        default = f"default: {getattr(defaults, f.name)}"
+        help_text = (f"{described[f.name]} ({default})" if f.name in described else default).replace("%", "%%")
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         elif typing.get_origin(kind) is typing.Literal or f.name in NAMED_FIELDS:  # checked by check_config
@@ -205,6 +211,39 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             group.add_argument("--" + _flag(component, option), dest=_dest(component, option),
                                default=argparse.SUPPRESS, metavar=first.type_name.upper().replace(" ", "_"),
                                help=f"{', '.join(_takers_shown(option, names))}: {first.help}".replace("%", "%%"))
+
+
+def field_descriptions(cls: type) -> Dict[str, str]:
+    """A dataclass's field descriptions, from the ``#:`` comments of its source (as Sphinx reads them):
+    the comment lines right above a field and a comment trailing its line(s), joined, with the
+    reStructuredText double backquotes removed. Fields without one are absent, and so is everything
+    when the source cannot be read (a frozen application): the flags then show only their defaults."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}
+    comments: Dict[int, str] = {}  # line number -> the text of its "#:" comment
+    code_lines = set()  # lines holding code (a comment above a field must be on a line of its own)
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.COMMENT and token.string.startswith("#:"):
+            comments[token.start[0]] = token.string[2:].strip()
+        elif token.type not in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT,
+                                tokenize.DEDENT, tokenize.ENDMARKER):
+            code_lines.update(range(token.start[0], token.end[0] + 1))
+    [node] = ast.parse(source).body
+    found: Dict[str, str] = {}
+    for statement in node.body:
+        if not (isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)):
+            continue
+        above, line = [], statement.lineno - 1
+        while line in comments and line not in code_lines:
+            above.insert(0, comments[line])
+            line -= 1
+        trailing = [comments[n] for n in range(statement.lineno, statement.end_lineno + 1) if n in comments]
+        text = " ".join(t for t in above + trailing if t).replace("``", "")
+        if text:
+            found[statement.target.id] = text
+    return found
 
 
 def _takers_shown(option: str, names: List[str]) -> List[str]:

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import re
 import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Dict, Tuple
 
 import pytest
 import torch
@@ -270,3 +273,80 @@ def test_cifar100_preset_end_to_end_on_a_tiny_on_disk_cifar100(tmp_path, capsys)
     assert saved["num_steps"] == 4  # 200 trained images (the 100 held out are not trained on), batches of 50
     assert saved["labels"]["logits"].shape == (100, 100)
     assert (saved["labels"]["logits"] - 4.0 * torch.eye(100)).abs().max() > 1e-3
+
+
+def _train_help(monkeypatch, capsys) -> Dict[str, str]:
+    """``labelmeta train --help``, as ``flag -> its help text`` (unwrapped: the terminal is made wide)."""
+    monkeypatch.setenv("COLUMNS", "1000")
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--help"])
+    assert exit_.value.code == 0
+    helps: Dict[str, str] = {}
+    flag = None
+    for line in capsys.readouterr().out.splitlines():
+        match = re.match(r"  (--[\w-]+)(?:, --[\w-]+)?(?: \S+)?(?:\s{2,}(.*))?$", line)
+        if match:
+            flag, helps[match.group(1)] = match.group(1), match.group(2) or ""
+        elif flag is not None and line.startswith("    "):  # the help under a long flag
+            helps[flag] = (helps[flag] + " " + line.strip()).strip()
+        else:
+            flag = None
+    return helps
+
+
+def test_every_config_flag_says_what_its_field_is(monkeypatch, capsys):
+    """Each Config field's flag shows its ``#:`` description before its default (a field added without
+    one fails here); the component options keep their docstrings' help."""
+    from labelmeta.cli import _OPTION_FIELDS
+
+    helps = _train_help(monkeypatch, capsys)
+    defaults = Config()
+    missing = []
+    for f in dataclasses.fields(Config):
+        if f.name in _OPTION_FIELDS:
+            continue
+        text, default = helps["--" + f.name.replace("_", "-")], f"default: {getattr(defaults, f.name)}"
+        if text == default:
+            missing.append(f.name)
+        else:
+            assert text.endswith(f" ({default})") and text[:-len(default) - 3].strip(), (f.name, text)
+    assert not missing, f"Config fields without a #: description in config.py: {missing}"
+    # the three places a description is written: above the field (two lines), trailing it, and in ``...``
+    assert helps["--validation-per-class"].startswith("hold out this many of the meta_per_class clean samples a "
+                                                      "class as a validation set")
+    assert "(for choosing hyper-parameters off the test set; 0: off) (default: 0)" in helps["--validation-per-class"]
+    assert helps["--meta-per-class"] == "clean samples per class held out for the meta loss (default: 50)"
+    assert helps["--dataset"] == "a name in DATASETS (default: mnist1d)"
+    assert helps["--label-scale"].endswith("per-sample, per-sample-ensemble, temperature: logit of the annotated "
+                                           "class before tempering (> 0).")
+    assert helps["--loss-q"].startswith("gce: ") and len(helps["--loss-q"]) > len("gce: ") + 10
+
+
+def test_field_descriptions_read_the_comments_sphinx_reads():
+    from labelmeta.cli import field_descriptions
+
+    assert field_descriptions(_Described) == {
+        "above": "one line above", "two_above": "two lines above", "trailing": "trailing a line",
+        "spanning": "trailing the field's last line", "both": "above and trailing", "quoted": "a name in NAMES"}
+    assert field_descriptions(int) == {}  # no source: no descriptions (the flags show their defaults)
+
+
+@dataclasses.dataclass
+class _Described:
+    #: one line above
+    above: int = 1
+    #: two lines
+    #: above
+    two_above: int = 2
+    trailing: int = 3  #: trailing a line
+    # a plain comment describes nothing
+    plain: int = 4
+    #: a blank line parts a comment from the field
+
+    parted: str = "#: not a comment"
+    spanning: Tuple[int, ...] = dataclasses.field(
+        default=(1,))  #: trailing the field's last line
+    #: above and
+    both: int = 5  #: trailing
+    quoted: str = "x"  #: a name in ``NAMES``
+    bare: int = 6
