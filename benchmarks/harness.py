@@ -25,6 +25,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from common import describe_machine, machine_record
 from labelmeta import Config, Results, fit
+from labelmeta.config import upgrade
 from labelmeta.compare import mean_std
 
 #: the key under which a cell records the machine that ran it (cells run before issue 36 lack it)
@@ -76,7 +77,7 @@ def is_done(store: dict, key: str, config: Config) -> bool:
     has its default there: defaults keep behaviour)."""
     stored = store["cells"].get(key, {}).get("config")
     defaults = dataclasses.asdict(Config())
-    return stored is not None and {**defaults, **stored} == json.loads(json.dumps(dataclasses.asdict(config)))
+    return stored is not None and {**defaults, **upgrade(stored)} == json.loads(json.dumps(dataclasses.asdict(config)))
 
 
 def _start_worker(warm_up: Optional[Config]) -> None:

@@ -73,7 +73,7 @@ def worker(plan_path: Path, out_path: Path) -> None:
     with tempfile.TemporaryDirectory() as folder:
         for key, config in json.loads(plan_path.read_text()).items():
             start = time.perf_counter()
-            results = fit(Config(**config).replace(output=str(Path(folder) / "run.json")))
+            results = fit(Config.from_dict(config).replace(output=str(Path(folder) / "run.json")))
             issues = read_label_issues(Path(folder) / "run.json")
             out["cells"][key] = dict(
                 last_accuracy=results.last_accuracy, corrected=results.corrected, seconds=time.perf_counter() - start,

@@ -26,7 +26,7 @@ def splits_for(config: Config) -> Splits:
     """The train / meta / test data ``config`` describes (the meta split only for ``meta_source="clean"``)."""
     return make_splits(config.dataset, meta_per_class=config.meta_per_class if config.meta_source == "clean" else 0,
                        noise=config.noise, noise_rate=config.noise_rate, seed=config.seed,
-                       noise_matrix=config.noise_matrix, meta_in_train=config.meta_in_train,
+                       noise_options=options(config, "noise"), meta_in_train=config.meta_in_train,
                        validation_per_class=config.validation_per_class,
                        data_root=config.data_root, **options(config, "dataset"))
 

@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
-from .config import RESUMABLE_FIELDS
+from .config import RESUMABLE_FIELDS, Config, upgrade
 from .records import EpochRecord
 
 #: format 2: ``train_order`` at an epoch's end is the next epoch's start (in format 1, the finished one's);
@@ -126,7 +126,9 @@ def load(path: str | Path, config) -> Dict[str, Any]:
                          f"cannot resume exactly (it reads {FORMAT!r}); start the run afresh")
     if written != FORMAT:
         raise ValueError(f"{str(path)!r} is not a labelmeta checkpoint (expected format {FORMAT!r})")
-    mine, theirs = dataclasses.asdict(config), checkpoint["config"]
+    # a checkpoint of an earlier version: its fields in today's names, those added since at their defaults
+    mine = dataclasses.asdict(config)
+    theirs = {**dataclasses.asdict(Config()), **upgrade(checkpoint["config"])}
     differ = sorted(k for k in mine.keys() | theirs.keys()
                     if k not in RESUMABLE_FIELDS and mine.get(k) != theirs.get(k))
     if differ:

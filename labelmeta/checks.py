@@ -24,9 +24,9 @@ from .options import check_range
 from .registry import Registry
 
 #: Config fields that name an entry of a registry whose entries declare no options (so no options
-#: field; their settings are Config fields: ``noise_rate``, ``lr``, ``momentum``, ``weight_decay``):
-#: checked by name in :func:`check_config`, listed by ``labelmeta list``
-NAMED_FIELDS: Dict[str, Registry] = {"noise": NOISE, "optimizer": MODEL_OPTIMIZERS}
+#: field; their settings are Config fields: ``lr``, ``momentum``, ``weight_decay``): checked by name in
+#: :func:`check_config`, listed by ``labelmeta list``
+NAMED_FIELDS: Dict[str, Registry] = {"optimizer": MODEL_OPTIMIZERS}
 
 
 def check_config(config: Config) -> None:
@@ -63,9 +63,9 @@ def check_config(config: Config) -> None:
     for name in ("lr", "weight_decay", "label_lr"):
         check_range(name, getattr(config, name), 0.0)
     check_range("momentum", config.momentum, 0.0, 1.0)
-    check_rate(config.noise_rate)  # add_noise's own check, before any data is loaded
-    if config.noise == "matrix" and not config.noise_matrix:
-        raise ValueError("noise 'matrix' needs a transition matrix (noise_matrix: a .npy, .csv or .json file)")
+    check_rate(config.noise_rate)  # the noise kinds' own check, before any data is loaded
+    # the kind built: its options checked and any file it reads read, naming the file and the problem
+    NOISE.build(config.noise, config.data_root, options=config.noise_options)
     if config.resume and not config.checkpoint:
         raise ValueError("resume=True needs checkpoint, the file to resume from")
     check_device(config.device)
@@ -102,8 +102,6 @@ def warn_ignored_settings(config: Config) -> None:
     """A ``UserWarning`` for each setting the run will ignore, so that a run that differs from what
     was asked for says so before it trains (the run itself is legal)."""
     ignored = []
-    if config.noise_matrix and config.noise != "matrix":
-        ignored.append(f"noise_matrix={config.noise_matrix!r} is ignored: noise is {config.noise!r}, not 'matrix'")
     if config.noise == "none" and config.noise_rate != 0:
         ignored.append(f"noise_rate={config.noise_rate} is ignored: noise is 'none', no annotation is corrupted "
                        "(set noise_rate=0)")

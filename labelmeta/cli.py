@@ -23,7 +23,7 @@ import traceback
 import typing
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -166,6 +166,11 @@ def _kebab(name: str) -> str:
     return name.replace("_", "-")
 
 
+#: flags of earlier versions, by the flag that now does their job: ``--noise-matrix FILE`` (Config.noise_matrix,
+#: before noise kinds declared options) is the matrix kind's path
+LEGACY_FLAGS: Dict[str, Tuple[str, ...]] = {"noise-path": ("--noise-matrix",)}
+
+
 def _flag(component: Component, option: str) -> str:
     return f"{component.flag_prefix}-{_kebab(option)}"
 
@@ -208,7 +213,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                 takers.setdefault(option, []).append(name)
         for option, names in takers.items():
             first = component.registry.schema(names[0]).options[option]
-            group.add_argument("--" + _flag(component, option), dest=_dest(component, option),
+            group.add_argument("--" + _flag(component, option), *LEGACY_FLAGS.get(_flag(component, option), ()),
+                               dest=_dest(component, option),
                                default=argparse.SUPPRESS, metavar=first.type_name.upper().replace(" ", "_"),
                                help=f"{', '.join(_takers_shown(option, names))}: {first.help}".replace("%", "%%"))
 

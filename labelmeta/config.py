@@ -1,11 +1,11 @@
 """``Config``: everything a run needs, and the components it names.
 
 Each component a run assembles (dataset, model, labels, training loss, strategy, label
-optimiser) is named by one field and configured by one dict of its declared options
+optimiser, noise kind) is named by one field and configured by one dict of its declared options
 (:data:`COMPONENTS`); the options are checked against the component's own declaration
 (:func:`component_options`), so a new component brings its settings with it and no field here has to
-know about it. The noise kind and the model's optimiser are named the same way, from registries whose
-entries declare no options (:data:`labelmeta.checks.NAMED_FIELDS`). Each field says in its metadata what
+know about it. The model's optimiser is named the same way, from a registry whose entries declare no
+options (:data:`labelmeta.checks.NAMED_FIELDS`). Each field says in its metadata what
 it is: ``data`` (changes the samples or annotations a run sees: runs that agree on these share one
 split) and ``resumable`` (may differ between the run that wrote a checkpoint and the one resuming it).
 
@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, Literal, Optional, Tuple
+from typing import Any, Dict, Literal, Mapping, Optional, Tuple
 
 from .data import DATASETS
 from .labels import LABELS
 from .losses import LOSSES
 from .models import MODELS
+from .noise import NOISE
 from .optim import LABEL_OPTIMIZERS
 from .registry import Registry
 from .strategies import DEFAULT_STRATEGY, STRATEGIES
@@ -55,20 +56,24 @@ class Config:
     #: hold out this many of the meta_per_class clean samples a class as a validation set that replaces the
     #: test set in every figure the run reports (for choosing hyper-parameters off the test set; 0: off)
     validation_per_class: int = field(default=0, metadata=_DATA)
-    noise: str = field(default="symmetric", metadata=_DATA)           #: a name in ``NOISE`` (none, symmetric, ...)
-    noise_rate: float = field(default=0.4, metadata=_DATA)             #: nominal rate in [0, 1) (symmetric, asymmetric)
-    noise_matrix: Optional[str] = field(default=None, metadata=_DATA)  #: .npy/.csv/.json C x C transition matrix (matrix)
+    #: how the training annotations are drawn, a name in ``NOISE`` (class-conditional, instance-dependent, or
+    #: read from a file: ``labelmeta list`` names them)
+    noise: str = field(default="symmetric", metadata=_DATA)
+    #: nominal noise rate in [0, 1) (symmetric, asymmetric, instance, confidence)
+    noise_rate: float = field(default=0.4, metadata=_DATA)
+    #: the noise kind's options, e.g. ``path`` and ``key`` of noise "file"
+    noise_options: Dict[str, Any] = field(default_factory=dict, metadata=_DATA)
     seed: int = field(default=0, metadata=_DATA)                       #: seeds the split, the noise and training
     # model and its optimiser
     model: str = "cnn1d-bn"                                            #: a name in ``MODELS``
     model_options: Dict[str, Any] = _options()
     optimizer: str = "sgd"                               #: a name in ``model_optimizers.MODEL_OPTIMIZERS`` (sgd, adam, adamw)
-    lr: float = 0.05
+    lr: float = 0.05                                                   #: the model's learning rate (its peak, under "cosine")
     momentum: float = 0.9                                              #: SGD's momentum, in [0, 1)
-    weight_decay: float = 5e-4
+    weight_decay: float = 5e-4                                         #: the model optimiser's L2 weight decay
     schedule: Literal["cosine", "constant"] = "cosine"                 #: the model's learning-rate schedule
-    epochs: int = 40
-    batch_size: int = 128
+    epochs: int = 40                                                   #: passes over the training set
+    batch_size: int = 128                                              #: training samples a model step
     # labels and how they are learned
     labels: str = "per-sample"                                         #: a name in ``LABELS``
     label_options: Dict[str, Any] = _options()
@@ -85,9 +90,9 @@ class Config:
     label_schedule: Literal["cosine", "constant"] = "cosine"
     warmup_epochs: int = 2                     #: epochs of plain training before label updates
     meta_every: int = 1                        #: a meta step every m training steps (amortisation)
-    meta_batch_size: int = 500
+    meta_batch_size: int = 500                 #: samples of the meta batch a meta step reads
     # run
-    device: str = field(default="cpu", metadata=_RESUMABLE)
+    device: str = field(default="cpu", metadata=_RESUMABLE)           #: torch device: cpu, cuda, cuda:1, mps
     deterministic: bool = False                #: deterministic algorithms only (slower on GPU; CPU runs are already)
     amp: bool = False                          #: bfloat16 autocast through the inner, meta and model steps (labelmeta.accel)
     channels_last: bool = False                #: channels-last memory format for image models and batches
@@ -106,6 +111,27 @@ class Config:
     def replace(self, **changes: Any) -> "Config":
         """A copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Config":
+        """The Config a stored dict describes (a run's JSON, a checkpoint, a benchmark cell), those written
+        by earlier versions included (:func:`upgrade`); an unknown field is a ``ValueError``."""
+        data = upgrade(data)
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown Config field(s) {', '.join(unknown)}")
+        return cls(**data)
+
+
+def upgrade(data: Mapping[str, Any]) -> Dict[str, Any]:
+    """A stored Config dict in today's fields: ``noise_matrix`` (before the noise kinds declared options)
+    becomes the ``matrix`` kind's ``path`` option. Fields added since keep their defaults when absent."""
+    data = dict(data)
+    if "noise_matrix" in data:
+        matrix = data.pop("noise_matrix")
+        if matrix is not None and data.get("noise") == "matrix":
+            data["noise_options"] = {**data.get("noise_options", {}), "path": matrix}
+    return data
 
 
 @dataclass(frozen=True)
@@ -127,6 +153,7 @@ COMPONENTS: Tuple[Component, ...] = (
     Component(LOSSES, "loss", "loss_options", "loss"),
     Component(STRATEGIES, "strategy", "strategy_options", "strategy"),
     Component(LABEL_OPTIMIZERS, "label_optimizer", "label_optimizer_options", "label-opt"),
+    Component(NOISE, "noise", "noise_options", "noise"),
 )
 
 #: the fields that change the data a run sees (runs that agree on them share one split)

@@ -166,10 +166,12 @@ def label_health(issues: LabelIssues, num_classes: int, class_names: Optional[Se
 def classes_of_run(run: Optional[Results], issues: LabelIssues) -> Tuple[int, Optional[Tuple[str, ...]]]:
     """The class count (and names) of the run that wrote ``issues``, for :func:`label_health`.
 
-    ``Results`` stores neither the class count nor the names: the count is the learned label
+    Both as the run recorded them; for a run stored before ``Results`` recorded them, the learned label
     matrix's size where the run stored one, else the largest label in ``issues`` plus one (a last
     class that no sample is annotated with, suggested or truly belongs to is then not counted); no names.
     """
+    if run is not None and run.num_classes is not None:
+        return run.num_classes, None if run.class_names is None else tuple(run.class_names)
     if run is not None and run.label_matrix is not None:
         return len(run.label_matrix), None
     labels = [issues.annotated, issues.suggested] + ([issues.true] if issues.true is not None else [])

@@ -140,7 +140,7 @@ def label_quality(labels, annotations, kept: Optional[Tensor] = None) -> Dict[st
     that learns labels or weights (``kept [N]``, each sample's share of visits with a positive weight) gets
     the precision and recall (:func:`noise_detection`) of its flags (:func:`annotation_flags`); other
     methods get nothing (their flags need the model's predictions on the training set:
-    :mod:`labelmeta.label_issues`, at the end of a run).
+    :mod:`labelmeta.label_issues`, at the end of a run), and so does every run whose truth is unknown.
 
     Args:
         labels: the run's :class:`~labelmeta.labels.LabelParameterization`.
@@ -149,6 +149,8 @@ def label_quality(labels, annotations, kept: Optional[Tensor] = None) -> Dict[st
     """
     noisy, true = annotations.noisy, annotations.true
     out: Dict[str, float] = {}
+    if true is None:  # a user's own labels: nothing to measure against
+        return out
     if labels.learnable:
         hard = labels.hard_labels().cpu()
         quality = label_correction(hard, noisy, true)

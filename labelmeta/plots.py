@@ -164,7 +164,7 @@ def label_matrix_from_checkpoint(path: str | Path, run: Results) -> Optional[Ten
     """The learned ``[C, C]`` label matrix of ``run`` from its checkpoint (a parameterisation with a
     ``similarity()``, e.g. ``per-class``), or ``None`` for parameterisations without one.
     ``ValueError`` if the checkpoint was written by another run."""
-    config = Config(**run.config)
+    config = Config.from_dict(run.config)
     if not hasattr(LABELS.get(config.labels), "similarity"):
         return None
     state = checkpoint.load(path, config)["learner"]["labels"]

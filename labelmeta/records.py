@@ -56,6 +56,10 @@ class Results:
     #: the learned ``C x C`` label matrix at the end, for parameterisations that have one
     #: (``similarity()``: ``per-class``); ``None`` for the others
     label_matrix: Optional[List[List[float]]] = None
+    #: the dataset's number of classes and their names (``None``: a run stored before they were recorded,
+    #: or a dataset without names)
+    num_classes: Optional[int] = None
+    class_names: Optional[List[str]] = None
 
     @classmethod
     def from_history(cls, config: Dict[str, Any], history: List[EpochRecord], **fields: Any) -> "Results":

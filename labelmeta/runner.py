@@ -209,14 +209,16 @@ def _results(run: Run, write: bool) -> Results:
             run.train_probabilities = _train_probabilities(run)  # (every process takes part)
     issues = _label_issues(run) if write else None
     detection = {}
-    if issues is not None and bool(splits.labels.corrupted.any()):
+    if issues is not None and splits.labels.truth_known and bool(splits.labels.corrupted.any()):
         stats = issues.stats()
         detection = dict(detect_precision=stats.precision, detect_recall=stats.recall, detect_f1=stats.f1,
                          detect_average_precision=stats.average_precision)
     results = Results.from_history(dataclasses.asdict(config), run.state.history,
                                    nominal_noise=splits.labels.nominal_rate,
                                    effective_noise=splits.labels.effective_rate,
-                                   wall_time=run.elapsed(), label_matrix=_label_matrix(run.learner.labels))
+                                   wall_time=run.elapsed(), label_matrix=_label_matrix(run.learner.labels),
+                                   num_classes=splits.num_classes,
+                                   class_names=None if splits.class_names is None else list(splits.class_names))
     results = dataclasses.replace(results, **detection)
     if config.output and write:
         try:

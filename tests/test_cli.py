@@ -99,7 +99,7 @@ def test_list_shows_noise_kinds_model_optimisers_and_presets(capsys):
     and says a preset is one."""
     assert main(["list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "noise (noise kind): asymmetric, matrix, none, symmetric" in lines
+    assert "noise (noise kind): asymmetric, confidence, file, instance, matrix, none, symmetric" in lines
     assert "optimizer (model optimiser): adam, adamw, sgd" in lines
     assert main(["list", "class-temperature"]) == 0
     out = capsys.readouterr().out
@@ -114,7 +114,9 @@ def test_list_shows_noise_kinds_model_optimisers_and_presets(capsys):
     with pytest.raises(SystemExit):  # the flags name the registered entries
         main(["train", "--help"])
     out = capsys.readouterr().out
-    assert "--noise {asymmetric,matrix,none,symmetric}" in out and "--optimizer {adam,adamw,sgd}" in out
+    assert "--optimizer {adam,adamw,sgd}" in out
+    # a noise kind's options are flags of their own; --noise-matrix, the flag of earlier versions, is the path's
+    assert "--noise-path STR, --noise-matrix STR" in out and "--noise-truth-key STR" in out
 
 
 def test_console_script_entry_point():
@@ -159,9 +161,12 @@ def test_optional_fields_and_component_options_parse_to_their_declared_types():
     def parse(*flags):
         return config_from_args(build_parser().parse_args(["train", *flags]))
 
-    config = parse("--loss", "bootstrap-soft", "--loss-beta", "0.6", "--noise-matrix", "T.npy")
-    assert config.loss_options == {"beta": 0.6} and config.noise_matrix == "T.npy"
-    assert parse("--noise-matrix", "none").noise_matrix is None
+    config = parse("--loss", "bootstrap-soft", "--loss-beta", "0.6", "--noise", "matrix", "--noise-path", "T.npy")
+    assert config.loss_options == {"beta": 0.6} and config.noise_options == {"path": "T.npy"}
+    # the flag of earlier versions (Config.noise_matrix) is the matrix kind's path
+    assert parse("--noise", "matrix", "--noise-matrix", "T.npy") == config.replace(loss="ce", loss_options={})
+    assert parse("--noise", "file", "--noise-path", "h.pt", "--noise-key", "worse_label").noise_options == \
+        {"path": "h.pt", "key": "worse_label"}
     assert parse("--strategy", "head-only", "--strategy-head", "none").strategy_options == {"head": None}
     assert parse("--model", "mlp", "--model-hidden", "32,16").model_options == {"hidden": (32, 16)}
     assert parse("--label-opt-normalize", "row").label_optimizer_options == {"normalize": "row"}

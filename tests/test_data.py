@@ -63,7 +63,7 @@ def test_bad_noise_rate(rate):
 def test_unknown_noise_and_dataset_names():
     with pytest.raises(ValueError, match="unknown noise kind 'pair'"):
         add_noise(torch.zeros(5, dtype=torch.long), 10, "pair", 0.2)
-    with pytest.raises(ValueError, match="unknown dataset 'imagenet'; available: cifar10, cifar100, digits"):
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet'; available: arrays, cifar10, cifar100, digits"):
         make_splits("imagenet")
 
 
@@ -72,20 +72,26 @@ def test_noise_kinds_are_a_registry_that_make_splits_and_the_config_use():
     what the matrices they are named for draw (the stored results' noise)."""
     from labelmeta import Config
     from labelmeta.checks import check_config
-    from labelmeta.noise import NOISE, apply_transition
+    from labelmeta.noise import NOISE, NoiseKind, apply_transition
 
-    assert NOISE.names() == ["asymmetric", "matrix", "none", "symmetric"]
+    assert NOISE.names() == ["asymmetric", "confidence", "file", "instance", "matrix", "none", "symmetric"]
     y = torch.arange(1000) % 10
     for kind, matrix in (("symmetric", symmetric_matrix(10, 0.4)), ("asymmetric", flip_matrix(10, 0.4))):
         expected = apply_transition(y, matrix, torch.Generator().manual_seed(5), 0.4)
         assert torch.equal(add_noise(y, 10, kind, 0.4, seed=5).noisy, expected.noisy)
-    with pytest.raises(ValueError, match="unknown noise kind 'pair'; available: asymmetric, matrix, none, symmetric"):
+    with pytest.raises(ValueError, match="unknown noise kind 'pair'; available: asymmetric, confidence, file, "):
         check_config(Config(noise="pair"))
 
     @NOISE.register("pair")
-    def pair(targets, num_classes, rate, generator, flips=None, matrix=None):
+    class Pair(NoiseKind):
         """Pair flipping: class ``i`` to ``i + 1`` (a test's kind)."""
-        return apply_transition(targets, flip_matrix(num_classes, rate), generator, rate)
+
+        def __init__(self, data_root=None):
+            pass
+
+        def __call__(self, samples):
+            return apply_transition(samples.targets, flip_matrix(samples.num_classes, samples.rate), samples.generator,
+                                    samples.rate)
 
     try:
         check_config(Config(noise="pair"))

@@ -157,8 +157,8 @@ def test_api_bad_input(case, error, message):
 
 
 CLI_CASES = [
-    (["--dataset", "imagenet"], "unknown dataset 'imagenet'; available: cifar10, cifar100, digits"),
-    (["--noise", "pair"], "unknown noise kind 'pair'; available: asymmetric, matrix, none, symmetric"),
+    (["--dataset", "imagenet"], "unknown dataset 'imagenet'; available: arrays, cifar10, cifar100, digits"),
+    (["--noise", "pair"], "unknown noise kind 'pair'; available: asymmetric, confidence, file, instance, matrix, none"),
     (["--noise", "matrix"], "noise 'matrix' needs a transition matrix"),
     (["--loss", "mae"], "unknown training loss 'mae'; available: bootstrap-hard"),
     (["--optimizer", "rmsprop"], "unknown model optimiser 'rmsprop'; available: adam, adamw, sgd"),
@@ -244,7 +244,6 @@ SILENT_NO_OPS = [
     (dict(strategy="reweight"), "'reweight' strategy learns sample weights, not labels: the parameters of the "
                                 "PerSample labels stay"),
     # ignored settings: the run differs from what was asked for
-    (dict(noise_matrix="T.npy"), r"^noise_matrix='T.npy' is ignored: noise is 'symmetric', not 'matrix'$"),
     (dict(noise="none"), r"^noise_rate=0.4 is ignored: noise is 'none', no annotation is corrupted \(set noise_rate=0\)$"),
     (dict(meta_source="train"), r"^meta_per_class=5 is ignored with meta_source='train': no clean samples are held out, "
                                 r"and the meta batches are drawn from the training set with its annotated"),

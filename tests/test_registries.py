@@ -45,18 +45,18 @@ def test_every_registry_is_a_component_of_the_config():
     import labelmeta
 
     registries = {id(getattr(labelmeta, n)) for n in ("DATASETS", "MODELS", "LABELS", "LOSSES", "STRATEGIES",
-                                                      "LABEL_OPTIMIZERS")}
+                                                      "LABEL_OPTIMIZERS", "NOISE")}
     assert registries == {id(c.registry) for c in COMPONENTS}
     # the registries whose entries declare no options: a Config field names one entry, no options field
-    assert NAMED_FIELDS == {"noise": labelmeta.NOISE, "optimizer": labelmeta.MODEL_OPTIMIZERS}
-    assert labelmeta.NOISE.names() == ["asymmetric", "matrix", "none", "symmetric"]
+    assert NAMED_FIELDS == {"optimizer": labelmeta.MODEL_OPTIMIZERS}
+    assert labelmeta.NOISE.names() == ["asymmetric", "confidence", "file", "instance", "matrix", "none", "symmetric"]
     assert labelmeta.MODEL_OPTIMIZERS.names() == ["adam", "adamw", "sgd"]
     for registry in NAMED_FIELDS.values():
         assert all(not registry.schema(name).options for name in registry.names())
 
 
 def test_named_fields_are_checked_by_their_registry_and_a_new_entry_is_built():
-    """``Config.noise`` and ``Config.optimizer`` are names in registries: an unknown one is the registry's
+    """``Config.optimizer`` is a name in a registry: an unknown one is the registry's
     error, a model optimiser registered for a while is checked, flagged and built from the Config's fields."""
     import torch
 
@@ -93,14 +93,15 @@ def test_named_fields_are_checked_by_their_registry_and_a_new_entry_is_built():
 
 
 def test_every_stored_result_config_still_loads_and_names_registered_entries():
-    """The configs stored with the benchmark results (``dataclasses.asdict(Config)``) build a Config whose
-    noise kind, model optimiser, labels and loss (with their options) are registered as they were."""
+    """The configs stored with the benchmark results (``dataclasses.asdict(Config)``, of earlier versions
+    too: ``Config.from_dict``) build a Config whose noise kind, model optimiser, labels and loss (with their
+    options) are registered as they were."""
     import dataclasses
     import json
     from pathlib import Path
 
     from labelmeta import Config
-    from labelmeta.config import component_options
+    from labelmeta.config import component_options, upgrade
 
     def configs(node):
         if isinstance(node, dict):
@@ -115,13 +116,14 @@ def test_every_stored_result_config_still_loads_and_names_registered_entries():
     seen = set()
     for path in sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "results").glob("*.json")):
         for stored in configs(json.loads(path.read_text())):
-            config = Config(**stored)
+            config = Config.from_dict(stored)
             written = dataclasses.asdict(config)
-            assert {k: written[k] for k in stored} == stored  # loads, and writes back what it read
+            upgraded = upgrade(stored)
+            assert {k: written[k] for k in upgraded} == upgraded  # loads, and writes back what it read
             for name, registry in NAMED_FIELDS.items():
                 assert getattr(config, name) in registry, (path.name, name)
             for component in COMPONENTS:
-                if component.name_field in ("labels", "loss"):
+                if component.name_field in ("labels", "loss", "noise"):
                     component_options(config, component)  # class-temperature's stored options among them
             seen.add((config.noise, config.optimizer, config.labels))
     assert {"symmetric", "asymmetric", "none"} <= {s[0] for s in seen} and ("none", "sgd", "class-temperature") in seen

@@ -26,16 +26,32 @@ from .loading import Indexed, IndexedTensorDataset
 
 @dataclass
 class RawData:
-    """A dataset before splitting: train and test sets, with the train set's clean targets."""
+    """A dataset before splitting: train and test sets, with the train set's targets.
 
-    train: Dataset          # yields (x, y) or is an IndexedTensorDataset
-    train_targets: Tensor   # LongTensor[N]
+    Attributes:
+        train: yields ``(x, y)`` or is an :class:`IndexedTensorDataset`.
+        train_targets: ``LongTensor[N]``, the training set's labels: the truth for the built-in
+            datasets; the user's own annotations where ``truth_known`` is ``False``.
+        test: yields ``(x, y)``.
+        meta: the train set under the evaluation transform, for augmented data.
+        class_names: a name per class, where the dataset has them.
+        flips: the dataset's class-flip map for asymmetric noise.
+        truth_known: whether ``train_targets`` are the truth. ``False`` for a user's own labels: the run
+            then reports no corrected / broken / detection figures, only its label issues.
+        trusted: ``BoolTensor[N]``, the training samples whose labels the user trusts: they become the
+            meta set (in place of a stratified clean split); ``None``: the split is drawn.
+    """
+
+    train: Dataset
+    train_targets: Tensor
     test: Dataset
     num_classes: int
     input_shape: Tuple[int, ...]
-    meta: Optional[Dataset] = None  # the train set under the evaluation transform, for augmented data
+    meta: Optional[Dataset] = None
     class_names: Optional[Tuple[str, ...]] = None
-    flips: Optional[Dict[int, int]] = None  # the dataset's class-flip map for asymmetric noise
+    flips: Optional[Dict[int, int]] = None
+    truth_known: bool = True
+    trusted: Optional[Tensor] = None
 
 
 DATASETS: Registry[RawData] = Registry("dataset")

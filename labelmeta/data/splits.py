@@ -3,17 +3,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Optional, Tuple, Union
+import warnings
+from typing import Any, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
 from ..labels import check_targets
-from ..noise import NoisyLabels, add_noise, check_matrix, load_matrix
+from ..noise import NOISE, NoiseKind, NoisyLabels, Samples
 from .loading import Indexed, IndexedTensorDataset
-from .sources import DATASETS, stratified_mask
+from .sources import DATASETS, RawData, stratified_mask
 
 
 @dataclass
@@ -24,7 +24,7 @@ class Splits:
         train: yields ``(x, annotated y, i)``, ``i`` in ``[0, N)`` indexing the label table.
         meta: clean held-out samples (``None`` when ``meta_per_class == 0``).
         test: yields ``(x, y, i)``.
-        labels: annotated (possibly noisy) and true targets of ``train``.
+        labels: annotated (possibly noisy) and true targets of ``train`` (the truth ``None`` where unknown).
     """
 
     train: Dataset
@@ -46,7 +46,8 @@ class Splits:
         if not bool(keep.any()):
             raise ValueError("keep selects no training sample")
         idx = keep.nonzero().squeeze(1)
-        labels = NoisyLabels(self.labels.noisy[idx], self.labels.true[idx], self.labels.nominal_rate)
+        true = None if self.labels.true is None else self.labels.true[idx]
+        labels = NoisyLabels(self.labels.noisy[idx], true, self.labels.nominal_rate)
         if isinstance(self.train, IndexedTensorDataset):
             train: Dataset = IndexedTensorDataset(self.train.x[idx], labels.noisy)
         elif isinstance(self.train, Indexed):
@@ -73,21 +74,23 @@ def make_splits(
     seed: int = 0,
     meta_in_train: bool = False,
     validation_per_class: int = 0,
-    noise_matrix: Union[Tensor, str, Path, None] = None,
+    noise_options: Optional[Mapping[str, Any]] = None,
     data_root: Optional[str] = None,
     **dataset_options: Any,
 ) -> Splits:
-    """Load ``dataset``, hold out a clean stratified meta split, then corrupt the rest.
+    """Load ``dataset``, hold out a clean stratified meta split (or the user's trusted samples), then
+    draw the rest's annotations.
 
     Args:
         dataset: a name in ``DATASETS.names()``.
         meta_per_class: clean samples per class held out of the training set for the meta loss
-            (0: none, the meta batches then come from the training data).
-        noise, noise_rate, noise_matrix: see :func:`labelmeta.noise.add_noise` (``noise_matrix`` may be a
-            tensor or a ``.npy`` / ``.csv`` / ``.json`` file, read and checked here before the dataset
-            is loaded, and only for ``noise="matrix"``: other noise ignores it); asymmetric noise
-            uses the dataset's class-flip map (CIFAR-10's standard one, Patrini et al.'s for MNIST),
-            else the fixed permutation ``i → i + 1 mod C``.
+            (0: none, the meta batches then come from the training data). A dataset that names its
+            trusted samples (``RawData.trusted``) holds those out instead, and this is not used.
+        noise, noise_rate, noise_options: the noise kind (a name in :data:`labelmeta.noise.NOISE`), the
+            nominal rate of the kinds that take one, and the kind's declared options (built, and so any
+            file it names read and checked, before the dataset is loaded); asymmetric noise uses the
+            dataset's class-flip map (CIFAR-10's standard one, Patrini et al.'s for MNIST), else the
+            fixed permutation ``i → i + 1 mod C``.
         seed: seeds the meta split and the noise draw.
         meta_in_train: also train on the clean meta samples (appended after the noisy ones, with
             their true labels) — the fair baseline for methods that use the meta set.
@@ -102,39 +105,82 @@ def make_splits(
     if meta_per_class < 0:
         raise ValueError(f"meta_per_class must be >= 0, got {meta_per_class}")
     check_validation_split(validation_per_class, meta_per_class)
-    matrix_file = str(noise_matrix) if isinstance(noise_matrix, (str, Path)) else None
-    if matrix_file is not None:  # read and checked before the dataset is built, which may take long
-        noise_matrix = load_matrix(matrix_file) if noise == "matrix" else None  # other noise ignores it
+    kind = NOISE.build(noise, data_root, options=noise_options)  # reads its files before the data
     raw = DATASETS.build(dataset, data_root, options=dataset_options)
     check_targets(raw.train_targets, raw.num_classes, "dataset targets")
-    if matrix_file is not None and noise_matrix is not None:  # its size, naming the file, now that C is known
-        noise_matrix = check_matrix(noise_matrix, raw.num_classes, f"transition matrix {matrix_file!r}")
     if len(raw.train_targets) != len(raw.train):
         raise ValueError(f"dataset has {len(raw.train)} samples but {len(raw.train_targets)} targets")
-    meta_mask = stratified_mask(raw.train_targets, raw.num_classes, seed, per_class=meta_per_class) \
-        if meta_per_class else torch.zeros(len(raw.train_targets), dtype=torch.bool)
+    check_own_labels(raw, dataset, noise, kind)
+    if raw.trusted is not None:
+        meta_mask = trusted_mask(raw, dataset)
+    elif meta_per_class:
+        meta_mask = stratified_mask(raw.train_targets, raw.num_classes, seed, per_class=meta_per_class)
+    else:
+        meta_mask = torch.zeros(len(raw.train_targets), dtype=torch.bool)
+    meta_size = int(meta_mask.sum())
     train_idx, meta_idx = (~meta_mask).nonzero().squeeze(1), meta_mask.nonzero().squeeze(1)
     validation_idx = None
     if validation_per_class:  # drawn inside the meta split, so the training set and its noise are unchanged
         held = stratified_mask(raw.train_targets[meta_idx], raw.num_classes, seed + 1, per_class=validation_per_class)
         meta_idx, validation_idx = meta_idx[~held], meta_idx[held]
-    labels = add_noise(raw.train_targets[train_idx], raw.num_classes, noise, noise_rate, seed=seed,
-                       flips=raw.flips, matrix=noise_matrix)
+    samples = Samples(raw.train_targets[train_idx], raw.num_classes, noise_rate, torch.Generator().manual_seed(seed),
+                      indices=train_idx, dataset_size=len(raw.train_targets), truth_known=raw.truth_known,
+                      flips=raw.flips, read_inputs=lambda: read_inputs(raw, train_idx))
+    labels = kind(samples)
+    if not raw.truth_known and not kind.gives_truth:  # the dataset's labels are the user's, not the truth
+        labels = NoisyLabels(labels.noisy, None, float("nan"))
     if meta_in_train:
         clean = raw.train_targets[meta_idx]
-        labels = NoisyLabels(torch.cat([labels.noisy, clean]), torch.cat([labels.true, clean]), labels.nominal_rate)
+        true = None if labels.true is None else torch.cat([labels.true, clean])
+        labels = NoisyLabels(torch.cat([labels.noisy, clean]), true, labels.nominal_rate)
         train_idx = torch.cat([train_idx, meta_idx])
 
     meta_source = raw.meta if raw.meta is not None else raw.train
     if isinstance(raw.train, IndexedTensorDataset):
         train: Dataset = IndexedTensorDataset(raw.train.x[train_idx], labels.noisy)
-        meta = IndexedTensorDataset(raw.train.x[meta_idx], raw.train_targets[meta_idx]) if meta_per_class else None
+        meta = IndexedTensorDataset(raw.train.x[meta_idx], raw.train_targets[meta_idx]) if meta_size else None
         test = raw.test if validation_idx is None else \
             IndexedTensorDataset(raw.train.x[validation_idx], raw.train_targets[validation_idx])
     else:
         train = Indexed(Subset(raw.train, train_idx.tolist()), labels.noisy)
-        meta = Indexed(Subset(meta_source, meta_idx.tolist()), raw.train_targets[meta_idx]) if meta_per_class else None
+        meta = Indexed(Subset(meta_source, meta_idx.tolist()), raw.train_targets[meta_idx]) if meta_size else None
         # the validation samples are read as the test set is (no training augmentation)
         test = raw.test if validation_idx is None else \
             Indexed(Subset(meta_source, validation_idx.tolist()), raw.train_targets[validation_idx])
     return Splits(train, meta, test, labels, raw.num_classes, raw.input_shape, raw.class_names)
+
+
+def trusted_mask(raw: RawData, dataset: str) -> Tensor:
+    """The dataset's trusted samples as the meta set's mask (``ValueError`` for a malformed one; a
+    warning naming the classes it misses, whose labels the meta loss then never sees)."""
+    trusted, n = raw.trusted, len(raw.train_targets)
+    if trusted.dtype != torch.bool or trusted.shape != (n,):
+        raise ValueError(f"dataset {dataset!r}'s trusted samples must be a BoolTensor[{n}], "
+                         f"got {trusted.dtype} {tuple(trusted.shape)}")
+    if not bool(trusted.any()):
+        raise ValueError(f"dataset {dataset!r} names no trusted sample: the meta set would be empty")
+    if bool(trusted.all()):
+        raise ValueError(f"dataset {dataset!r} trusts every sample: none is left to train on and correct")
+    missing = sorted(set(range(raw.num_classes)) - set(raw.train_targets[trusted].tolist()))
+    if missing:
+        warnings.warn(f"dataset {dataset!r}'s trusted samples hold no sample of classes {missing}: the meta loss "
+                      "never sees those classes, so their labels are learned from the others' alone", stacklevel=3)
+    return trusted.clone()
+
+
+def check_own_labels(raw: RawData, dataset: str, noise: str, kind: NoiseKind) -> None:
+    """``ValueError`` if synthetic noise would be drawn over a user's own labels: they are not the truth,
+    so the run would train on a corruption of annotations whose corruption it could never measure."""
+    if not raw.truth_known and kind.synthetic:
+        raise ValueError(f"dataset {dataset!r} holds your own labels, whose truth is unknown; noise {noise!r} "
+                         "would corrupt them further: set noise='none' (--noise none) to train on them as they are")
+
+
+def read_inputs(raw: RawData, indices: Tensor) -> Tensor:
+    """The training samples ``indices`` as the model reads them before augmentation (``float [N, ...]``),
+    for the noise kinds that read the samples: an in-memory dataset's tensor, else each sample read
+    through the evaluation transform."""
+    if isinstance(raw.train, IndexedTensorDataset):
+        return raw.train.x[indices].float()
+    source = raw.meta if raw.meta is not None else raw.train
+    return torch.stack([torch.as_tensor(source[int(i)][0]).float() for i in indices])

@@ -1,20 +1,18 @@
-"""Label-noise injection through a class-transition matrix, keeping the true targets.
-
-``T[i, j]`` is the probability that a sample of true class ``i`` is annotated ``j``; symmetric
-and asymmetric (class-flip) noise are two ways of building ``T``, a matrix read from a file a third.
-The kinds ``Config.noise`` names are registered in :data:`NOISE`.
-"""
+"""What every noise kind shares: :class:`NoisyLabels`, :class:`Samples`, the registry :data:`NOISE`,
+class-transition matrices (``T[i, j]``: the probability that a sample of true class ``i`` is annotated
+``j``) and the draw through them."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import torch
 from torch import Tensor
 
-from .labels import check_targets
-from .options import check_range
-from .registry import Registry
+from ..labels import check_targets
+from ..options import check_range
+from ..registry import Registry
 
 #: The standard CIFAR-10 class-flip map: truck→automobile, bird→airplane, deer→horse, cat↔dog.
 CIFAR10_FLIPS: Dict[int, int] = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
@@ -28,23 +26,79 @@ class NoisyLabels:
 
     Attributes:
         noisy: ``LongTensor[N]`` the annotations training sees.
-        true: ``LongTensor[N]`` the clean targets, for evaluation only.
-        nominal_rate: the requested noise rate.
+        true: ``LongTensor[N]`` the clean targets, for evaluation only; ``None`` where the truth is
+            unknown (a user's own labels): the run then reports no correction or detection figures.
+        nominal_rate: the requested noise rate (``nan`` where unknown).
     """
 
     noisy: Tensor
-    true: Tensor
+    true: Optional[Tensor]
     nominal_rate: float
 
     @property
+    def truth_known(self) -> bool:
+        """Whether the truth is known."""
+        return self.true is not None
+
+    @property
     def corrupted(self) -> Tensor:
-        """``BoolTensor[N]``: which annotations differ from the truth."""
+        """``BoolTensor[N]``: which annotations differ from the truth (``ValueError`` where it is unknown)."""
+        if self.true is None:
+            raise ValueError("the truth of these annotations is unknown: which are corrupted cannot be said")
         return self.noisy != self.true
 
     @property
     def effective_rate(self) -> float:
-        """Fraction of annotations that actually differ from the truth."""
+        """Fraction of annotations that actually differ from the truth (``nan`` where it is unknown)."""
+        if self.true is None:
+            return float("nan")
         return self.corrupted.float().mean().item() if self.true.numel() else 0.0
+
+
+@dataclass
+class Samples:
+    """What a noise kind sees: the training samples to annotate.
+
+    Attributes:
+        targets: ``LongTensor[N]``, their true classes.
+        num_classes: ``C``.
+        rate: the nominal rate asked for (``Config.noise_rate``; kinds that read their annotations
+            from a file or a matrix do not use it).
+        generator: seeded for the noise alone (``Config.seed``), consumed in a fixed order.
+        indices: ``LongTensor[N]``, the samples' positions in the dataset's training set, for
+            per-sample annotation files that cover the whole training set (CIFAR-N's 50 000 rows).
+        dataset_size: the size of that training set (``None``: ``N``).
+        truth_known: whether ``targets`` are the truth (``False`` for a user's own labels).
+        flips: the dataset's class-flip map, if it has one.
+        read_inputs: returns the samples' inputs, ``float [N, ...]`` as the model sees them before
+            augmentation; called at most once, and only by the kinds that read the samples.
+    """
+
+    targets: Tensor
+    num_classes: int
+    rate: float
+    generator: torch.Generator
+    indices: Optional[Tensor] = None
+    dataset_size: Optional[int] = None
+    truth_known: bool = True
+    flips: Optional[Dict[int, int]] = None
+    read_inputs: Optional[Callable[[], Tensor]] = None
+
+    def __post_init__(self) -> None:
+        if self.indices is None:
+            self.indices = torch.arange(len(self.targets))
+        if self.dataset_size is None:
+            self.dataset_size = len(self.targets)
+
+    @functools.cached_property
+    def inputs(self) -> Tensor:
+        """The samples' inputs, read once (``ValueError`` where none were given)."""
+        if self.read_inputs is None:
+            raise ValueError("this noise kind reads the samples' inputs, and none were given")
+        inputs = self.read_inputs()
+        if len(inputs) != len(self.targets):
+            raise ValueError(f"{len(inputs)} inputs were given for {len(self.targets)} samples")
+        return inputs
 
 
 def check_rate(rate: float) -> None:
@@ -136,76 +190,48 @@ def apply_transition(targets: Tensor, matrix: Tensor, generator: torch.Generator
     num_classes = len(matrix)
     matrix = check_matrix(matrix, num_classes)
     check_targets(targets, num_classes)
-    noisy = torch.multinomial(matrix.double()[targets], 1, generator=generator).squeeze(1)
+    return draw_rows(targets, matrix.double()[targets], generator, rate)
+
+
+def draw_rows(targets: Tensor, rows: Tensor, generator: torch.Generator, rate: float) -> NoisyLabels:
+    """Draw sample ``n``'s annotation from its own distribution ``rows[n]`` (``[N, C]``, rows summing
+    to one): the one draw every kind that samples its annotations makes."""
+    noisy = torch.multinomial(rows, 1, generator=generator).squeeze(1) if len(targets) else targets.clone()
     return NoisyLabels(noisy=noisy, true=targets.clone(), nominal_rate=rate)
 
 
-def _clean(targets: Tensor) -> NoisyLabels:
+def matrix_nominal_rate(targets: Tensor, matrix: Tensor) -> float:
+    """The expected fraction of ``targets`` a draw through ``matrix`` changes."""
+    return float(1 - matrix.diagonal()[targets].mean()) if targets.numel() else 0.0
+
+
+def clean(targets: Tensor) -> NoisyLabels:
+    """Every annotation is the truth."""
     return NoisyLabels(noisy=targets.clone(), true=targets.clone(), nominal_rate=0.0)
 
 
-#: noise kinds by name (``Config.noise``). Each is registered as
-#: ``kind(targets, num_classes, rate, generator, flips=None, matrix=None) -> NoisyLabels``: the true
-#: ``targets [N]``, the nominal ``rate`` (``Config.noise_rate``), a generator seeded for the noise
-#: alone, the dataset's class-flip map and the transition matrix read from ``Config.noise_matrix``
-#: (either ``None`` when there is none). A kind declares no options of its own.
-NOISE: Registry[NoisyLabels] = Registry("noise kind")
+#: noise kinds by name (``Config.noise``), each built as ``kind(data_root, **options)`` (its declared
+#: options, ``Config.noise_options``: building it reads and checks any file it names, before any data
+#: is loaded) and called as ``kind(samples) -> NoisyLabels`` on the :class:`Samples` of the training set.
+#: The built-in kinds are the other modules of :mod:`labelmeta.noise`.
+NOISE: Registry["NoiseKind"] = Registry("noise kind")
 
 
-@NOISE.register("none")
-def no_noise(targets: Tensor, num_classes: int, rate: float, generator: torch.Generator,
-             flips: Optional[Dict[int, int]] = None, matrix: Optional[Tensor] = None) -> NoisyLabels:
-    """No noise: every annotation is the truth (``noise_rate`` must still be a rate; it is not used)."""
-    check_rate(rate)
-    return _clean(targets)
+class NoiseKind:
+    """A registered noise kind: construction checks its options (and reads its files); a call draws.
 
-
-@NOISE.register("symmetric")
-def symmetric_noise(targets: Tensor, num_classes: int, rate: float, generator: torch.Generator,
-                    flips: Optional[Dict[int, int]] = None, matrix: Optional[Tensor] = None) -> NoisyLabels:
-    """Symmetric noise: with probability ``noise_rate`` an annotation is redrawn uniformly from all
-    classes (:func:`symmetric_matrix`; the effective rate is ``rate * (C - 1) / C``)."""
-    if rate == 0:
-        return _clean(targets)
-    return apply_transition(targets, symmetric_matrix(num_classes, rate), generator, rate)
-
-
-@NOISE.register("asymmetric")
-def asymmetric_noise(targets: Tensor, num_classes: int, rate: float, generator: torch.Generator,
-                     flips: Optional[Dict[int, int]] = None, matrix: Optional[Tensor] = None) -> NoisyLabels:
-    """Class-flip noise: with probability ``noise_rate`` class ``i`` is annotated ``flips[i]``
-    (:func:`flip_matrix`; the dataset's map, e.g. CIFAR-10's, else ``i -> i + 1 mod C``)."""
-    if rate == 0:
-        return _clean(targets)
-    return apply_transition(targets, flip_matrix(num_classes, rate, flips), generator, rate)
-
-
-@NOISE.register("matrix")
-def matrix_noise(targets: Tensor, num_classes: int, rate: float, generator: torch.Generator,
-                 flips: Optional[Dict[int, int]] = None, matrix: Optional[Tensor] = None) -> NoisyLabels:
-    """Each annotation drawn from the row of its true class in a transition matrix (``noise_matrix``:
-    a .npy, .csv or .json file); ``noise_rate`` is not used, the nominal rate is the expected
-    fraction of changed annotations."""
-    if matrix is None:
-        raise ValueError("noise 'matrix' needs a transition matrix (Config.noise_matrix: a .npy, .csv or .json file)")
-    matrix = check_matrix(matrix, num_classes)
-    check_targets(targets, num_classes)
-    nominal = float(1 - matrix.diagonal()[targets].mean()) if targets.numel() else 0.0
-    return apply_transition(targets, matrix, generator, nominal)
-
-
-def add_noise(
-    targets: Tensor, num_classes: int, kind: str, rate: float = 0.0, seed: int = 0,
-    flips: Optional[Dict[int, int]] = None, matrix: Optional[Tensor] = None,
-) -> NoisyLabels:
-    """Corrupt ``targets`` with the registered noise ``kind`` (:data:`NOISE`), seeded independently
-    of everything else.
-
-    Args:
-        kind: ``"none"``; ``"symmetric"`` (redrawn uniformly at ``rate``); ``"asymmetric"``
-            (class ``i`` flipped to ``flips[i]`` at ``rate``, default map ``i → i + 1 mod C``);
-            ``"matrix"`` (drawn from the rows of the given transition ``matrix``; ``rate`` is
-            ignored and the nominal rate is the expected fraction of changed annotations); or
-            any other registered name.
+    Attributes:
+        uses_rate: whether it reads ``Config.noise_rate`` (``Samples.rate``).
+        reads_inputs: whether it reads the samples' inputs (``Samples.inputs``).
+        gives_truth: whether its draws carry a truth of their own.
+        synthetic: whether it corrupts the dataset's labels (so needs them to be the truth).
     """
-    return NOISE.build(kind, targets, num_classes, rate, torch.Generator().manual_seed(seed), flips, matrix)
+
+    uses_rate: bool = True
+    reads_inputs: bool = False
+    gives_truth: bool = False
+    synthetic: bool = True
+
+    def __call__(self, samples: Samples) -> NoisyLabels:
+        raise NotImplementedError
+
