@@ -7,7 +7,9 @@
 Writes random images (uint8, 10 classes in turn) with ``labelmeta.data.files.write_cifar10`` under
 ``--data-root`` (kept there for the next run), then trains one epoch of the preset (meta steps from
 the first step: ``warmup_epochs=0``) for each row: cross-entropy alone, the preset's learned labels,
-and the same with bf16 autocast (``--amp``); with ``--compare-workers``, cross-entropy and the preset
+the same with bf16 autocast (``--amp``), and the ``cifar10n`` preset (the noisy-label default on
+human annotations read from a ``CIFAR-10_human.pt`` in CIFAR-N's format, written beside the images
+with 40 % of the labels moved); with ``--compare-workers``, cross-entropy and the preset
 again with no loader workers (images decoded and augmented in the main process: what the workers
 save). Reports training images/s (the epoch without its evaluation), the epoch time relative to
 cross-entropy's (with the preset's workers), and on a GPU the peak memory
@@ -18,6 +20,7 @@ early leaves the rows it finished).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 from pathlib import Path
@@ -26,7 +29,8 @@ import numpy as np
 import torch
 
 from common import machine, run_arguments, write_outputs
-from labelmeta import fit
+
+from labelmeta import Config, fit
 from labelmeta.presets import PRESETS
 from labelmeta.data.files import write_cifar10
 
@@ -35,6 +39,11 @@ ROWS = {
     "preset (learned per-class labels)": dict(),
     "preset + bf16 autocast": dict(amp=True),
 }
+CIFAR10N = "cifar10n preset (CIFAR-N annotation file; learned labels + weights)"
+#: the cifar10n preset's changes to the cifar10 preset's (its human annotations, the noisy-label default)
+ROWS[CIFAR10N] = {f.name: getattr(PRESETS["cifar10n"], f.name) for f in dataclasses.fields(Config)
+                  if getattr(PRESETS["cifar10n"], f.name) != getattr(PRESETS["cifar10"], f.name)
+                  and f.name not in ("epochs", "warmup_epochs")}
 #: ``--compare-workers``: the first two rows again, loading in the main process
 NO_WORKERS = {
     "cross-entropy, no loader workers": dict(labels="one-hot", strategy="none", workers=0, persistent_workers=False),
@@ -43,13 +52,18 @@ NO_WORKERS = {
 
 
 def synthetic_cifar(root: Path, images: int, test: int = 10_000) -> None:
-    """Random CIFAR-10 files under ``root`` unless files of that size are there already."""
+    """Random CIFAR-10 files under ``root`` unless files of that size are there already, and a CIFAR-N
+    annotation file for them (``CIFAR-10_human.pt``: ``clean_label``, and ``worse_label`` with 40 % of the
+    labels moved to another class)."""
     marker = root / f".synthetic-{images}-{test}"
     if marker.exists():
         return
     rng = np.random.default_rng(0)
     write_cifar10(root, rng.integers(0, 256, (images, 3072), dtype=np.uint8), np.arange(images) % 10,
                   rng.integers(0, 256, (test, 3072), dtype=np.uint8), np.arange(test) % 10)
+    clean = np.arange(images) % 10
+    worse = np.where(rng.random(images) < 0.4, (clean + rng.integers(1, 10, images)) % 10, clean)
+    torch.save({"clean_label": clean, "worse_label": worse, "aggre_label": clean.copy()}, root / "CIFAR-10_human.pt")
     marker.touch()
 
 
@@ -79,12 +93,16 @@ def main(argv=None) -> int:
     command = "python benchmarks/cifar_epoch.py " + " ".join(argv if argv is not None else sys.argv[1:])
     results: dict = {}
     for name, overrides in rows.items():
+        if args.smoke and name == CIFAR10N:  # 6 images a class: a meta set of 2 a class, the smoke's batches
+            overrides = {**overrides, "meta_per_class": 2, "meta_batch_size": 16}
         config = base.replace(**overrides)
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats(args.device)
         run = fit(config)
         epoch = run.history[0]
-        results[name] = dict(seconds=epoch.seconds, images_per_second=args.images / epoch.seconds,
+        # the images trained on: a clean meta split held out (cifar10n) is not
+        trained = args.images - (10 * config.meta_per_class if config.meta_source == "clean" else 0)
+        results[name] = dict(seconds=epoch.seconds, images=trained, images_per_second=trained / epoch.seconds,
                              workers=config.workers, peak_memory=torch.cuda.max_memory_allocated(args.device)
                              if args.device.startswith("cuda") else None)
         lines = report(results, args, base, command)  # after each row: a run stopped early keeps what it measured

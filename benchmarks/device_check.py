@@ -14,7 +14,8 @@ seconds, 455 by default; a part that would outlive the budget gets what is left)
    where ``overhead.py --help`` lists ``--amp``, again with bf16 autocast (else that run is skipped,
    said so);
 3. **cifar epoch**: ``benchmarks/cifar_epoch.py --device cuda --compare-workers``, one epoch of the
-   ``cifar10`` preset on synthetic CIFAR-10 files: images/s against cross-entropy, bf16, loader
+   ``cifar10`` preset on synthetic CIFAR-10 files (and of ``cifar10n`` on a synthetic ``CIFAR-10_human.pt``):
+   images/s against cross-entropy, bf16, loader
    workers on and off (it writes its table after each row, so a part stopped early keeps its rows).
 
 The figures land in ``--out`` (``benchmarks/results``): ``overhead_cuda.*``, ``overhead_bf16_cuda.*``

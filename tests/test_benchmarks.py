@@ -689,7 +689,10 @@ def test_default_recipe_smoke(tmp_path):
 
 
 def test_cifar_epoch_smoke(tmp_path):
-    """One epoch of the cifar10 preset on synthetic files in torchvision's format, each row."""
+    """One epoch of the cifar10 preset on synthetic files in torchvision's format, each row (the cifar10n
+    preset's on a synthetic CIFAR-10_human.pt, with its clean meta split held out of the images trained on)."""
+    import cifar_epoch
+
     _smoke("cifar_epoch.py", tmp_path, "--data-root", str(tmp_path / "data"))
     data = json.loads((tmp_path / "cifar_epoch_smoke.json").read_text())
     assert (tmp_path / "data" / "cifar-10-batches-py" / "data_batch_5").exists()
@@ -698,9 +701,11 @@ def test_cifar_epoch_smoke(tmp_path):
     for name, r in data["results"].items():
         seconds, per_second, ratio, memory = shown[name]
         _close(seconds, r["seconds"])
-        _close(per_second, data["images"] / r["seconds"])
+        _close(per_second, r["images"] / r["seconds"])
         _close(ratio, r["seconds"] / plain)
         assert memory == "–"  # measured on a GPU only
+    assert (tmp_path / "data" / "CIFAR-10_human.pt").exists()
+    assert data["results"][cifar_epoch.CIFAR10N]["images"] == data["images"] - 20  # 2 clean images a class held out
 
 
 def test_layer_support_smoke(tmp_path):
