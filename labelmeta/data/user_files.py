@@ -25,6 +25,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..options import check_count, check_range
+from ..paths import find_file
 from .loading import Indexed, IndexedTensorDataset
 from .sources import DATASETS, RawData, stratified_mask
 
@@ -48,17 +49,11 @@ def _shared_options(factory: Callable[..., RawData]) -> Callable[..., RawData]:
 # --- files, labels and trusted samples --------------------------------------------------------------
 
 def _find(path: Optional[str], data_root: Optional[str], where: str, option: str) -> Path:
-    """``path`` as given, else under ``data_root`` when relative; ``FileNotFoundError`` naming both."""
+    """``path`` as given, else under ``data_root`` when relative (:func:`~labelmeta.paths.find_file`);
+    ``ValueError`` when the option is not given."""
     if not path:
         raise ValueError(f"{where} needs the option {option} (--data-{option.replace('_', '-')})")
-    given = Path(path).expanduser()
-    if given.exists():
-        return given
-    under = Path(data_root).expanduser() / given if data_root and not given.is_absolute() else None
-    if under is not None and under.exists():
-        return under
-    tried = f" (nor {str(under)!r} under data_root)" if under is not None else ""
-    raise FileNotFoundError(f"{where}: {option} {path!r} does not exist{tried}")
+    return find_file(path, data_root, f"{where}: {option}")
 
 
 def _class_ids(y: Any, where: str) -> np.ndarray:

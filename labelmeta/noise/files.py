@@ -14,21 +14,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..paths import find_file
 from .base import NOISE, NoiseKind, NoisyLabels, Samples
 
 #: the suffixes read
 SUFFIXES = (".npy", ".csv", ".pt", ".pth")
-
-
-def resolve(path: str, data_root: Optional[str], what: str) -> Path:
-    """``path`` as given if it exists, else under ``data_root``; ``FileNotFoundError`` naming both."""
-    given = Path(path).expanduser()
-    if given.exists():
-        return given
-    if data_root and not given.is_absolute() and (Path(data_root) / given).exists():
-        return Path(data_root) / given
-    where = f" (nor under data_root {data_root!r})" if data_root and not given.is_absolute() else ""
-    raise FileNotFoundError(f"{what} {path!r} does not exist{where}")
 
 
 def _numpy_globals() -> list:
@@ -135,7 +125,7 @@ class File(NoiseKind):
                              f"a {', '.join(SUFFIXES)} file")
         if Path(path).suffix.lower() not in SUFFIXES:
             raise ValueError(f"noise file must be {', '.join(SUFFIXES)}, got {path!r}")
-        self.path = resolve(path, data_root, "noise file")
+        self.path = find_file(path, data_root, "noise file")
         table, self.what = read_table(self.path)
         self.labels = entry(table, key, self.what, "annotations")
         self.truth = entry(table, truth_key, self.what, "truth") if truth_key else None

@@ -54,21 +54,15 @@ def truncated_normal(mean: float, spread: float, size: int, generator: torch.Gen
     return (loc + spread * torch.special.ndtri(u)).clamp(0, 1)
 
 
-@NOISE.register("instance")
-class Instance(NoiseKind):
-    """Instance-dependent noise (Xia et al. 2020's generator): sample ``n`` of class ``y`` keeps its
-    label with probability ``1 - q_n`` (``q_n`` drawn around ``noise_rate``) and is otherwise flipped to
-    ``j != y`` with probability ``softmax(x_n W_y)_j``, ``W_y`` a random ``D x C`` matrix of its class and
-    ``x_n`` its standardised features.
-
-    Args:
-        spread: standard deviation of the per-sample flip rates ``q_n`` (Xia et al.'s 0.1), in (0, 1).
-    """
+class FlipNoise(NoiseKind):
+    """An instance-dependent kind: sample ``n`` flips with its own probability ``q_n``, to a class drawn
+    from its own distribution over the others; a subclass gives both (:meth:`flips`)."""
 
     reads_inputs = True
 
-    def __init__(self, data_root: Optional[str] = None, *, spread: float = 0.1) -> None:
-        self.spread = check_range("noise 'instance' spread", spread, 0.0, 1.0, low_open=True)
+    def flips(self, samples: Samples) -> Tuple[Tensor, Tensor]:
+        """``q [N]`` and the flip's distribution over the classes, ``[N, C]`` (float64, zero on the sample's own)."""
+        raise NotImplementedError
 
     def __call__(self, samples: Samples) -> NoisyLabels:
         check_rate(samples.rate)
@@ -78,13 +72,27 @@ class Instance(NoiseKind):
         return draw_flips(samples, *self.flips(samples))
 
     def rows(self, samples: Samples) -> Tensor:
-        """Each sample's annotation distribution, ``[N, C]`` (float64; draws ``q`` and ``W`` from the
-        generator as a call does)."""
+        """Each sample's annotation distribution, ``[N, C]`` (float64; the generator consumed as a call does)."""
         return annotation_rows(samples.targets, *self.flips(samples))
+
+
+@NOISE.register("instance")
+class Instance(FlipNoise):
+    """Instance-dependent noise (Xia et al. 2020's generator): sample ``n`` of class ``y`` keeps its
+    label with probability ``1 - q_n`` (``q_n`` drawn around ``noise_rate``) and is otherwise flipped to
+    ``j != y`` with probability ``softmax(x_n W_y)_j``, ``W_y`` a random ``D x C`` matrix of its class and
+    ``x_n`` its standardised features.
+
+    Args:
+        spread: standard deviation of the per-sample flip rates ``q_n`` (Xia et al.'s 0.1), in (0, 1).
+    """
+
+    def __init__(self, data_root: Optional[str] = None, *, spread: float = 0.1) -> None:
+        self.spread = check_range("noise 'instance' spread", spread, 0.0, 1.0, low_open=True)
 
     def flips(self, samples: Samples) -> Tuple[Tensor, Tensor]:
         """Each sample's flip probability ``q [N]`` and the distribution of a flip over the other classes,
-        ``[N, C]`` (float64)."""
+        ``[N, C]`` (float64; ``q`` and ``W`` drawn from the generator)."""
         y, num_classes = samples.targets, samples.num_classes
         q = truncated_normal(samples.rate, self.spread, len(y), samples.generator)
         x = standardised_features(samples.inputs).double()
@@ -158,7 +166,7 @@ def scale_to_mean(base: Tensor, rate: float, cap: float) -> Tensor:
 
 
 @NOISE.register("confidence")
-class Confidence(NoiseKind):
+class Confidence(FlipNoise):
     """Model-confidence noise (after Zhang et al. 2021's polynomial-margin-diminishing noise, type I): a
     logistic regression fitted to the clean labels gives each sample its class probabilities ``η``; the
     sample is flipped to the most likely other class ``s`` with probability ``c (1 - (η_y - η_s)^2)``
@@ -170,26 +178,13 @@ class Confidence(NoiseKind):
         steps: L-BFGS iterations of the logistic regression.
     """
 
-    reads_inputs = True
-
     def __init__(self, data_root: Optional[str] = None, *, max_flip: float = 1.0, steps: int = 100) -> None:
         self.max_flip = check_range("noise 'confidence' max_flip", max_flip, 0.0, 1.0, low_open=True, high_open=False)
         self.steps = check_count("noise 'confidence' steps", steps)
 
-    def __call__(self, samples: Samples) -> NoisyLabels:
-        check_rate(samples.rate)
-        check_targets(samples.targets, samples.num_classes)
-        if samples.rate == 0 or not len(samples.targets):
-            return clean(samples.targets)
-        return draw_flips(samples, *self.flips(samples))
-
-    def rows(self, samples: Samples) -> Tensor:
-        """Each sample's annotation distribution, ``[N, C]`` (float64): a function of its input alone,
-        given the training set."""
-        return annotation_rows(samples.targets, *self.flips(samples))
-
     def flips(self, samples: Samples) -> Tuple[Tensor, Tensor]:
-        """Each sample's flip probability ``q [N]`` and its flip's class, one-hot ``[N, C]`` (float64)."""
+        """Each sample's flip probability ``q [N]`` and its flip's class, one-hot ``[N, C]`` (float64): a
+        function of its input alone, given the training set."""
         y, num_classes = samples.targets, samples.num_classes
         eta = fit_probabilities(standardised_features(samples.inputs), y, num_classes, self.steps).double()
         other = eta.scatter(1, y[:, None], -1.0).argmax(1)
