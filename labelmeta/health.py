@@ -189,7 +189,13 @@ def format_health(health: LabelHealth, top: int = 10, max_matrix_classes: int = 
              f"estimated noise {_pct(health.overall_estimated_noise)} (suggested label ≠ annotation), "
              f"flagged {_pct(health.overall_flagged)}"
              + (f", true noise {_pct(health.overall_true_noise)}" if known else "")
-             + f"; label quality {health.overall_quality:.3f} (mean 1 − score)", ""]
+             + f"; label quality {health.overall_quality:.3f} (mean 1 − score)"]
+    if health.overall_flagged > 2 * health.overall_estimated_noise + 0.01:
+        # a weight-learning run flags samples it rejects without naming another class: say so, so that the
+        # matrix below is not read as the whole estimate
+        lines.append("most flagged samples keep their annotation as the suggested label (the run rejected them "
+                     "without naming another class): the estimated matrix below counts only the relabelled ones")
+    lines.append("")
     width = max(5, *(len(c) for c in health.class_names))
     lines.append(f"{'class':<{width}}  samples  est. noise  flagged" + ("  true noise" if known else "") + "  quality")
     true_rate = health.true_noise_rate
