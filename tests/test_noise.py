@@ -332,3 +332,35 @@ def test_a_checkpoint_written_before_noise_options_resumes(tmp_path):
     torch.save(saved, ckpt)
     resumed = fit(config.replace(resume=True))
     assert resumed.last_accuracy == whole.last_accuracy
+
+
+#: sha256 (first 16 hex digits) of the int64 annotations the code before issue 37 drew (commit 8836395) for
+#: digits, 5 clean samples a class held out, seed 7: the class-conditional kinds must draw them still
+BEFORE_ISSUE_37 = {("symmetric", 0.4): "1a46903da3e33632", ("asymmetric", 0.3): "68a3cea337694ded",
+                   ("matrix", 0.0): "53c297b797ffe7eb"}
+
+
+@pytest.mark.parametrize("noise, rate", list(BEFORE_ISSUE_37), ids=[k for k, _ in BEFORE_ISSUE_37])
+def test_the_class_conditional_draws_are_those_of_the_code_before_noise_kinds_had_options(tmp_path, noise, rate):
+    import hashlib
+
+    np.save(tmp_path / "T.npy", np.full((10, 10), 0.05) + np.eye(10) * 0.5)
+    options = {"path": str(tmp_path / "T.npy")} if noise == "matrix" else {}
+    s = make_splits("digits", meta_per_class=5, noise=noise, noise_rate=rate, seed=7, noise_options=options)
+    digest = hashlib.sha256(s.labels.noisy.numpy().astype(np.int64).tobytes()).hexdigest()[:16]
+    assert digest == BEFORE_ISSUE_37[(noise, rate)]
+
+
+def test_stored_benchmark_cells_draw_the_noise_they_recorded():
+    """The digits cells of the noisy-label benchmark, run before issue 37, recorded their effective noise:
+    their stored configurations draw it again, to the last sample."""
+    from pathlib import Path
+
+    from labelmeta.build import splits_for
+
+    store = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "noisy_labels.json").read_text())
+    cells = [c for key, c in store["cells"].items() if key.startswith("digits | ") and key.endswith("| cross-entropy | seed 1")]
+    assert len(cells) >= 5
+    for cell in cells:
+        config = Config.from_dict(cell["config"])
+        assert splits_for(config).labels.effective_rate == cell["effective_noise"], config.noise
