@@ -25,15 +25,20 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
 from .metrics import annotation_flags
 
-#: the CSV's columns, in order (``true`` is empty where the truth is unknown)
-COLUMNS = ("rank", "index", "annotated", "suggested", "suggested_probability", "score", "flagged", "true")
+#: the CSV's columns, in order (``true`` is empty where the truth is unknown; the names where the dataset has
+#: none). ``index`` is the sample's place in the training set's label table; ``source_index`` its place in the
+#: dataset it came from (the row of a user's table, the image of CIFAR-10's training set), to find it there
+COLUMNS = ("rank", "index", "annotated", "suggested", "suggested_probability", "score", "flagged", "true",
+           "source_index", "annotated_name", "suggested_name")
+#: the columns of the CSVs written before ``source_index`` and the names (read still)
+COLUMNS_BEFORE_ISSUE_37 = COLUMNS[:8]
 
 
 @dataclass
@@ -60,6 +65,8 @@ class LabelIssues:
         annotated: the annotation training saw.
         flagged: whether the run says the annotation is wrong.
         true: the truth, where known (synthetic noise); else ``None``.
+        source_index: each sample's place in the dataset it came from (``Splits.source_index``); ``None``:
+            its index.
     """
 
     score: Tensor
@@ -68,12 +75,14 @@ class LabelIssues:
     annotated: Tensor
     flagged: Tensor
     true: Optional[Tensor] = None
+    source_index: Optional[Tensor] = None
 
     def __post_init__(self) -> None:
         n = self.score.shape
         named = [("suggested", self.suggested), ("suggested_probability", self.suggested_probability),
                  ("annotated", self.annotated), ("flagged", self.flagged)]
         named += [("true", self.true)] if self.true is not None else []
+        named += [("source_index", self.source_index)] if self.source_index is not None else []
         for name, tensor in named:
             if tensor.shape != n:
                 raise ValueError(f"{name} has shape {tuple(tensor.shape)}, the scores {tuple(n)}")
@@ -119,17 +128,22 @@ class LabelIssues:
             ap = math.nan
         return IssueStats(precision, recall, f1, ap, n_flagged, n_corrupted)
 
-    def to_csv(self, path: str | Path) -> None:
-        """Write one row per sample, most suspect first (columns :data:`COLUMNS`)."""
+    def to_csv(self, path: str | Path, class_names: Optional[Sequence[str]] = None) -> None:
+        """Write one row per sample, most suspect first (columns :data:`COLUMNS`; the class names where
+        ``class_names`` gives them)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        name = (lambda c: class_names[c]) if class_names else (lambda c: "")  # noqa: E731
         with open(path, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(COLUMNS)
             for rank, i in enumerate(self.ranking().tolist(), start=1):
-                writer.writerow([rank, i, int(self.annotated[i]), int(self.suggested[i]),
+                annotated, suggested = int(self.annotated[i]), int(self.suggested[i])
+                writer.writerow([rank, i, annotated, suggested,
                                  f"{float(self.suggested_probability[i]):.6g}", f"{float(self.score[i]):.6g}",
-                                 int(self.flagged[i]), "" if self.true is None else int(self.true[i])])
+                                 int(self.flagged[i]), "" if self.true is None else int(self.true[i]),
+                                 i if self.source_index is None else int(self.source_index[i]),
+                                 name(annotated), name(suggested)])
 
     @classmethod
     def from_csv(cls, path: str | Path) -> "LabelIssues":
@@ -140,7 +154,7 @@ class LabelIssues:
                 rows = list(csv.reader(f))
         except FileNotFoundError:
             raise ValueError(f"{str(path)!r} does not exist") from None
-        if not rows or tuple(rows[0]) != COLUMNS:
+        if not rows or tuple(rows[0]) not in (COLUMNS, COLUMNS_BEFORE_ISSUE_37):
             raise ValueError(f"{str(path)!r} is not a label-issues CSV (expected the columns {', '.join(COLUMNS)})")
         body = rows[1:]
         try:
@@ -151,14 +165,15 @@ class LabelIssues:
             column = lambda j, kind: torch.tensor([kind(r[j]) for r in body])[order]  # noqa: E731
             truth = [r[7] for r in body]
             true = None if all(t == "" for t in truth) else torch.tensor([int(t) for t in truth])[order]
+            source = column(8, int) if len(rows[0]) > 8 else None
             return cls(score=column(5, float), suggested=column(3, int), suggested_probability=column(4, float),
-                       annotated=column(2, int), flagged=column(6, int).bool(), true=true)
+                       annotated=column(2, int), flagged=column(6, int).bool(), true=true, source_index=source)
         except (ValueError, IndexError) as err:
             raise ValueError(f"{str(path)!r} has a malformed row ({err})") from None
 
 
 def find_label_issues(annotated: Tensor, distribution: Tensor, kept: Optional[Tensor] = None,
-                      true: Optional[Tensor] = None) -> LabelIssues:
+                      true: Optional[Tensor] = None, source_index: Optional[Tensor] = None) -> LabelIssues:
     """The rule of this module's docstring.
 
     Args:
@@ -168,6 +183,7 @@ def find_label_issues(annotated: Tensor, distribution: Tensor, kept: Optional[Te
         kept: ``[N]`` in ``[0, 1]``, for a method that learns weights: the share of each sample's
             visits at which its weight was positive.
         true: ``LongTensor[N]``, the truth where known.
+        source_index: ``LongTensor[N]``, each sample's place in the dataset it came from.
     """
     if distribution.dim() != 2 or distribution.shape[0] != annotated.numel():
         raise ValueError(f"distribution must be [N={annotated.numel()}, C], got {tuple(distribution.shape)}")
@@ -182,7 +198,8 @@ def find_label_issues(annotated: Tensor, distribution: Tensor, kept: Optional[Te
         trust = trust * kept
     return LabelIssues(score=(1 - trust).clamp(0, 1), suggested=suggested, suggested_probability=probability,
                        annotated=annotated, flagged=annotation_flags(suggested, annotated, kept),
-                       true=None if true is None else true.cpu().long())
+                       true=None if true is None else true.cpu().long(),
+                       source_index=None if source_index is None else source_index.cpu().long())
 
 
 def issues_path(results_path: str | Path) -> Path:

@@ -223,7 +223,7 @@ def _results(run: Run, write: bool) -> Results:
     if config.output and write:
         try:
             results.to_json(config.output)
-            issues.to_csv(issues_path(config.output))
+            issues.to_csv(issues_path(config.output), splits.class_names)
         except OSError as err:  # the run is done: hand its results over with the error, never lose them
             raise ResultsNotWritten(f"cannot write the results to {config.output!r}: {err}", results) from err
     return results
@@ -243,7 +243,8 @@ def _label_issues(run: Run) -> LabelIssues:
     predictions, and its sample weights if it learns them."""
     learner, labels = run.learner, run.splits.labels
     distribution = learner.labels.table() if learner.labels.learnable else run.train_probabilities
-    return find_label_issues(labels.noisy, distribution, _weight_shares(learner, run.state), labels.true)
+    return find_label_issues(labels.noisy, distribution, _weight_shares(learner, run.state), labels.true,
+                             run.splits.source_index)
 
 
 def _weight_shares(learner: Learner, state: RunState) -> Optional[torch.Tensor]:

@@ -2,6 +2,7 @@
 scikit-learn and a direct count, the CSV, and what a real run writes, prints and draws."""
 from __future__ import annotations
 
+import csv
 import math
 
 import pytest
@@ -171,3 +172,23 @@ def test_cli_and_plot(tmp_path, capsys):
     capsys.readouterr()
     assert main(["issues", str(tmp_path / "nothing.json")]) != 0
     assert "nothing.issues.csv' does not exist" in capsys.readouterr().err
+
+
+def test_an_issues_csv_written_before_source_indices_and_names_reads(tmp_path):
+    """The CSVs of earlier versions (eight columns) read; today's add each sample's source index and the
+    class names, and read back the same."""
+    from labelmeta.label_issues import COLUMNS_BEFORE_ISSUE_37
+
+    issues = find_label_issues(torch.tensor([0, 1, 1]), torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9]]),
+                               true=torch.tensor([0, 0, 1]), source_index=torch.tensor([7, 3, 5]))
+    issues.to_csv(tmp_path / "new.csv", class_names=["cat", "dog"])
+    with open(tmp_path / "new.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[1][1:] == ["1", "1", "0", "0.8", "0.8", "1", "0", "3", "dog", "cat"]  # the most suspect first
+    old = tmp_path / "old.csv"
+    with open(old, "w", newline="") as f:
+        csv.writer(f).writerows([list(COLUMNS_BEFORE_ISSUE_37)] + [r[:8] for r in rows[1:]])
+    back, before = LabelIssues.from_csv(tmp_path / "new.csv"), LabelIssues.from_csv(old)
+    assert torch.equal(back.source_index, torch.tensor([7, 3, 5])) and before.source_index is None
+    for read in (back, before):
+        assert torch.equal(read.annotated, issues.annotated) and torch.equal(read.true, issues.true)

@@ -251,6 +251,7 @@ def test_cifar10n_preset_reads_the_human_annotations_from_the_data_root(tmp_path
     assert torch.equal(s.labels.true, torch.as_tensor(clean)[s.labels.true.new_tensor(
         [s.train.dataset.indices[i] for i in range(80)])])
     assert 0.2 < s.labels.effective_rate < 0.6
+    assert s.source_index.tolist() == list(s.train.dataset.indices)  # each sample's image in CIFAR-10's training set
     aggregate = config.replace(noise_options={**config.noise_options, "key": "aggre_label"})
     assert not splits_for(aggregate).labels.corrupted.any()
 

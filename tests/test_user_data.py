@@ -310,6 +310,17 @@ def test_a_run_on_own_labels_meta_learns_on_the_trusted_rows_and_writes_its_labe
     fit(config)
     issues = read_label_issues(tmp_path / "run.json")
     assert len(issues) == 66 and torch.equal(issues.annotated, splits.labels.noisy) and issues.true is None
+    # each issue names the row of the file it came from (0-based, after the header), and the classes by name
+    with open(path, newline="") as file:
+        table = list(csv.DictReader(file))
+    with open(tmp_path / "run.issues.csv", newline="") as file:
+        written = list(csv.DictReader(file))
+    for row in written:
+        source = table[int(row["source_index"])]
+        features = torch.tensor([float(v) for k, v in source.items() if k not in ("label", "trusted")])
+        assert torch.equal(features, splits.train.x[int(row["index"])])
+        assert row["annotated_name"] == source["label"] and row["suggested_name"] in ("a", "b", "c")
+    assert torch.equal(issues.source_index, splits.source_index)
 
 
 def test_a_trusted_set_without_some_class_is_warned_about_when_it_becomes_the_meta_set(tmp_path):

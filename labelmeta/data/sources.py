@@ -40,6 +40,9 @@ class RawData:
             then reports no corrected / broken / detection figures, only its label issues.
         trusted: ``BoolTensor[N]``, the training samples whose labels the user trusts: they become the
             meta set (in place of a stratified clean split); ``None``: the split is drawn.
+        ids: ``LongTensor[N]``, each training sample's place in the user's file (a table's data row, a
+            list's line of samples), 0-based, where a hold-out made ``train`` a part of it; ``None``: its
+            place in ``train``. The label issues name it, so that a sample can be found where it came from.
     """
 
     train: Dataset
@@ -52,6 +55,7 @@ class RawData:
     flips: Optional[Dict[int, int]] = None
     truth_known: bool = True
     trusted: Optional[Tensor] = None
+    ids: Optional[Tensor] = None
 
 
 DATASETS: Registry[RawData] = Registry("dataset")

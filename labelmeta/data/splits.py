@@ -25,6 +25,8 @@ class Splits:
         meta: clean held-out samples (``None`` when ``meta_per_class == 0``).
         test: yields ``(x, y, i)``.
         labels: annotated (possibly noisy) and true targets of ``train`` (the truth ``None`` where unknown).
+        source_index: ``LongTensor[N]``, each training sample's place in the dataset it came from
+            (``RawData.ids``: the row of a user's file; else its place in the dataset's training set).
     """
 
     train: Dataset
@@ -34,6 +36,7 @@ class Splits:
     num_classes: int
     input_shape: Tuple[int, ...]
     class_names: Optional[Tuple[str, ...]] = None
+    source_index: Optional[Tensor] = None
 
     def subset(self, keep: Tensor) -> "Splits":
         """These splits with only the training samples where ``keep`` (``BoolTensor[N]``) holds,
@@ -54,7 +57,8 @@ class Splits:
             train = Indexed(Subset(self.train.dataset, idx.tolist()), labels.noisy)
         else:
             raise TypeError(f"cannot take a subset of a {type(self.train).__name__} training set")
-        return dataclasses.replace(self, train=train, labels=labels)
+        source = None if self.source_index is None else self.source_index[idx]
+        return dataclasses.replace(self, train=train, labels=labels, source_index=source)
 
 
 
@@ -147,7 +151,8 @@ def make_splits(
         # the validation samples are read as the test set is (no training augmentation)
         test = raw.test if validation_idx is None else \
             Indexed(Subset(meta_source, validation_idx.tolist()), raw.train_targets[validation_idx])
-    return Splits(train, meta, test, labels, raw.num_classes, raw.input_shape, raw.class_names)
+    source = train_idx if raw.ids is None else raw.ids[train_idx]
+    return Splits(train, meta, test, labels, raw.num_classes, raw.input_shape, raw.class_names, source)
 
 
 def trusted_mask(raw: RawData, dataset: str) -> Tensor:

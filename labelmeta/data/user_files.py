@@ -145,9 +145,10 @@ def _in_memory(x: Tensor, y: Tensor, test: Optional[Tuple[Tensor, Tensor]], num_
                test_fraction: float, data_seed: int, where: str) -> RawData:
     """The :class:`RawData` of in-memory features ``x`` and annotations ``y`` (the test set held out
     when ``test`` is ``None``)."""
+    ids = torch.arange(len(y))  # each sample's place in the file, kept through the hold-out
     if test is None:
         held = _hold_out(y, num_classes, trusted, test_fraction, data_seed, where)
-        test, x, y = (x[held], y[held]), x[~held], y[~held]
+        test, x, y, ids = (x[held], y[held]), x[~held], y[~held], ids[~held]
         trusted = trusted[~held] if trusted is not None else None
     xt, yt = test
     if standardize:  # by the training samples' statistics alone; a constant feature only centred
@@ -155,7 +156,7 @@ def _in_memory(x: Tensor, y: Tensor, test: Optional[Tuple[Tensor, Tensor]], num_
         std = torch.where(std > 0, std, torch.ones_like(std))
         x, xt = (x - mean) / std, (xt - mean) / std
     return RawData(IndexedTensorDataset(x, y), y, IndexedTensorDataset(xt, yt), num_classes, tuple(x.shape[1:]),
-                   class_names=names, truth_known=False, trusted=trusted)
+                   class_names=names, truth_known=False, trusted=trusted, ids=ids)
 
 
 # --- arrays ---------------------------------------------------------------------------------------
@@ -448,10 +449,11 @@ def _image_data(samples: List[Tuple[str, int]], keys: List[str], test: Optional[
     size = check_count(f"{where} image_size", image_size)
     y = torch.as_tensor([label for _, label in samples], dtype=torch.long)
     trusted = _read_trusted(trusted_file, len(samples), keys) if trusted_file is not None else None
+    ids = torch.arange(len(y))  # each sample's place in the folder's or list's order, kept through the hold-out
     if test is None:
         held = _hold_out(y, num_classes, trusted, test_fraction, data_seed, where)
         test = [s for s, h in zip(samples, held.tolist()) if h]
-        samples, y = [s for s, h in zip(samples, held.tolist()) if not h], y[~held]
+        samples, y, ids = [s for s, h in zip(samples, held.tolist()) if not h], y[~held], ids[~held]
         trusted = trusted[~held] if trusted is not None else None
     # a fixed square size (batches need one shape) and [-1, 1] inputs: what a small CNN trained from scratch expects
     evaluate = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor(),
@@ -462,7 +464,7 @@ def _image_data(samples: List[Tuple[str, int]], keys: List[str], test: Optional[
                                     transforms.RandomHorizontalFlip(), *evaluate.transforms[1:]])
     return RawData(ImageList(samples, train), y, Indexed(ImageList(test, evaluate)), num_classes, (3, size, size),
                    meta=ImageList(samples, evaluate) if augment else None, class_names=names, truth_known=False,
-                   trusted=trusted)
+                   trusted=trusted, ids=ids)
 
 
 def _folder_samples(folder: Path, where: str, classes: Optional[Tuple[str, ...]] = None
