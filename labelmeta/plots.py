@@ -130,7 +130,8 @@ def plot_precision_recall(issues: Mapping[str, LabelIssues], ax=None):
 def plot_label_health(health: LabelHealth, title: str = "label health"):
     """The estimated noise matrix (annotated × suggested, rows normalised) as a heat-map, the true one
     (annotated × true) beside it where the truth is known, on one colour scale, and per annotated class
-    the estimated noise rate against the true one (:mod:`labelmeta.health`). Returns the figure."""
+    the estimated noise rate and the flagged share against the true rate (:mod:`labelmeta.health`).
+    Returns the figure."""
     plt = _pyplot()
     import numpy as np
 
@@ -146,7 +147,7 @@ def plot_label_health(health: LabelHealth, title: str = "label health"):
         ax.set(xlabel=xlabel)
     ax = axes[-1]
     x = np.arange(health.num_classes)
-    rates = [("estimated (suggested ≠ annotated)", health.estimated_noise_rate)]
+    rates = [("estimated (suggested ≠ annotated)", health.estimated_noise_rate), ("flagged", health.flagged_rate)]
     if known:
         rates.append(("true (truth ≠ annotated)", health.true_noise_rate))
     width = 0.8 / len(rates)
@@ -157,6 +158,7 @@ def plot_label_health(health: LabelHealth, title: str = "label health"):
     ax.set(xlabel="annotated class", ylabel="% of the class's samples", title="noise rate per annotated class")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
+    fig.tight_layout()  # the colour bar's label would otherwise run into the next panel
     return fig
 
 

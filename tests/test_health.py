@@ -136,7 +136,9 @@ def test_the_health_figure_draws_the_matrices_on_one_scale():
         np.testing.assert_allclose(shown, np.log10(np.clip(matrix.numpy(), 1e-4, 1)))
         assert ax.images[0].get_clim() == (-4, 0)
     bars = [ax for ax in fig.axes if ax.patches]
-    assert [p.get_height() for p in bars[0].patches] == pytest.approx([50, 100 / 3, 200 / 3, 50, 100 / 3, 100 / 3])
+    # per class: the estimated rate, the flagged share, the true rate
+    assert [p.get_height() for p in bars[0].patches] == pytest.approx([50, 100 / 3, 200 / 3, 75, 100 / 3, 200 / 3,
+                                                                       50, 100 / 3, 100 / 3])
     assert len([ax for ax in plot_label_health(label_health(_issues(true=False), 3)).axes if ax.images]) == 1
 
 
