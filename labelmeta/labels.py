@@ -15,6 +15,7 @@ import inspect
 import math
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -24,6 +25,22 @@ from .registry import Registry
 from .typing import Indices, Logits, SoftTargets, Targets
 
 LABELS: Registry["LabelParameterization"] = Registry("label parameterisation")
+
+
+def class_ids(y: Any, where: str) -> np.ndarray:
+    """``y`` (one label a sample, read from a user's file: an array, a list) as int64 class ids; ``ValueError``
+    naming ``where`` and the first that is not a whole number >= 0 (the range is the reader's to check)."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"{where}: labels must be one a sample (one-dimensional), got shape {y.shape}")
+    if y.dtype == bool or not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+        raise ValueError(f"{where}: labels must be integer class ids, got dtype {y.dtype}")
+    with np.errstate(invalid="ignore"):  # NaN compares unequal to itself: caught as not whole
+        bad = (y != np.round(y)) | (y < 0) if np.issubdtype(y.dtype, np.floating) else y < 0
+    if bad.any():
+        i = int(bad.argmax())
+        raise ValueError(f"{where}: label {y[i].item()!r} of sample {i} is not a class id (an integer >= 0)")
+    return y.astype(np.int64)
 
 
 def check_targets(targets: Tensor, num_classes: int, what: str = "targets", noun: str = "class ids") -> None:

@@ -180,11 +180,11 @@ def _malformed(tmp_path):
          r"noise file must be .npy, .csv, .pt, .pth, got 'labels.txt'")
     case("no path", lambda p: None, {}, r"noise 'file' needs the file of annotations: its option path")
     case("2-D", lambda p: np.save(p / "labels.npy", np.zeros((n, 2), dtype=np.int64)), {"path": "labels.npy"},
-         r"must be one label a sample \(1-D\), got shape \(\d+, 2\)")
+         r"labels must be one a sample \(one-dimensional\), got shape \(\d+, 2\)")
     case("float", lambda p: np.save(p / "labels.npy", good + 0.5), {"path": "labels.npy"},
-         r"holds non-integer labels \(dtype float64\)")
+         r"label 0.5 of sample 0 is not a class id \(an integer >= 0\)")
     case("negative", lambda p: np.save(p / "labels.npy", good - 1), {"path": "labels.npy"},
-         r"holds negative labels \(first at position \d+\)")
+         r"label -1 of sample 0 is not a class id")
     case("text", lambda p: (p / "labels.csv").write_text("label\n1\ncat\n"), {"path": "labels.csv", "key": "label"},
          r"entry 'label' holds 1 entries that are not integer class ids \(row 1: 'cat'\)")
     case("empty", lambda p: (p / "labels.csv").write_text(""), {"path": "labels.csv"}, r"labels.csv' is empty")

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..labels import class_ids
 from ..options import check_count, check_range
 from ..paths import find_file
 from .loading import Indexed, IndexedTensorDataset
@@ -56,21 +57,6 @@ def _find(path: Optional[str], data_root: Optional[str], where: str, option: str
     return find_file(path, data_root, f"{where}: {option}")
 
 
-def _class_ids(y: Any, where: str) -> np.ndarray:
-    """``y`` (one label a sample) as int64 class ids; ``ValueError`` naming the first that is not a whole number >= 0."""
-    y = np.asarray(y)
-    if y.ndim != 1:
-        raise ValueError(f"{where}: labels must be one a sample (one-dimensional), got shape {y.shape}")
-    if y.dtype == bool or not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
-        raise ValueError(f"{where}: labels must be integer class ids, got dtype {y.dtype}")
-    with np.errstate(invalid="ignore"):  # NaN compares unequal to itself: caught as not whole
-        bad = (y != np.round(y)) | (y < 0) if np.issubdtype(y.dtype, np.floating) else y < 0
-    if bad.any():
-        i = int(bad.argmax())
-        raise ValueError(f"{where}: label {y[i].item()!r} of sample {i} is not a class id (an integer >= 0)")
-    return y.astype(np.int64)
-
-
 def _check_range(y: np.ndarray, num_classes: int, where: str, classes: str) -> None:
     """``ValueError`` naming the first label ``>= num_classes`` (``classes`` says where the classes come from)."""
     if len(y) and y.max() >= num_classes:
@@ -88,7 +74,7 @@ def _trusted_mask(values: Any, n: int, where: str) -> Tensor:
         raise ValueError(f"{where}: a trusted mask needs one flag for each of the {n} samples, got shape {values.shape}")
     mask = torch.from_numpy(values.copy()) if values.dtype == bool else torch.zeros(n, dtype=torch.bool)
     if values.dtype != bool:
-        ids = _class_ids(values, f"{where} (trusted indices)")
+        ids = class_ids(values, f"{where} (trusted indices)")
         if len(ids) and ids.max() >= n:
             raise ValueError(f"{where}: trusted index {int(ids.max())} is out of range: there are {n} samples, 0..{n - 1}")
         unique, counts = np.unique(ids, return_counts=True)
@@ -189,7 +175,7 @@ def _features_and_labels(path: Path) -> Tuple[Tensor, np.ndarray, Dict[str, np.n
     for key in ("x", "y"):
         if key not in arrays:
             raise ValueError(f"{where} has no array {key!r}; its arrays: {', '.join(arrays) or 'none'}")
-    x, y = arrays["x"], _class_ids(arrays["y"], where)
+    x, y = arrays["x"], class_ids(arrays["y"], where)
     if x.dtype != bool and not np.issubdtype(x.dtype, np.number):
         raise ValueError(f"{where}: x must be numeric features, got dtype {x.dtype}")
     if x.ndim == 0 or len(x) != len(y):

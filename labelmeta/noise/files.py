@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..labels import class_ids
 from ..paths import find_file
 from .base import NOISE, NoiseKind, NoisyLabels, Samples
 
@@ -65,26 +66,16 @@ def _is_int(text: str) -> bool:
 
 
 def labels_of(value: Any, what: str) -> Tensor:
-    """``value`` (an array, tensor, list or column of text) as ``LongTensor[M]``, else ``ValueError``
-    naming ``what`` and the problem (shape, dtype, non-integer or negative entries)."""
+    """``value`` (an array, tensor, list or a CSV column of text) as ``LongTensor[M]``, else ``ValueError``
+    naming ``what`` and the problem (:func:`labelmeta.labels.class_ids`; text that is not an integer too)."""
     array = value.numpy() if isinstance(value, Tensor) else np.asarray(value)
-    if array.ndim != 1:
-        raise ValueError(f"{what} must be one label a sample (1-D), got shape {tuple(array.shape)}")
     if array.dtype.kind in "US":  # a CSV column
-        bad = [i for i, cell in enumerate(array) if not _is_int(str(cell))]
+        bad = [i for i, cell in enumerate(array.reshape(-1)) if not _is_int(str(cell))]
         if bad:
             raise ValueError(f"{what} holds {len(bad)} entries that are not integer class ids "
-                             f"(row {bad[0]}: {str(array[bad[0]])!r})")
+                             f"(row {bad[0]}: {str(array.reshape(-1)[bad[0]])!r})")
         array = array.astype(np.int64)
-    elif array.dtype.kind == "f":
-        if not np.isfinite(array).all() or (array != np.round(array)).any():
-            raise ValueError(f"{what} holds non-integer labels (dtype {array.dtype}): give integer class ids")
-    elif array.dtype.kind not in "iu":
-        raise ValueError(f"{what} must hold integer class ids, got dtype {array.dtype}")
-    labels = torch.as_tensor(array.astype(np.int64))
-    if labels.numel() and int(labels.min()) < 0:
-        raise ValueError(f"{what} holds negative labels (first at position {int((labels < 0).nonzero()[0])})")
-    return labels
+    return torch.as_tensor(class_ids(array, what))
 
 
 def entry(table: Any, key: str, what: str, role: str) -> Tensor:
