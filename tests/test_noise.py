@@ -365,3 +365,19 @@ def test_stored_benchmark_cells_draw_the_noise_they_recorded():
     for cell in cells:
         config = Config.from_dict(cell["config"])
         assert splits_for(config).labels.effective_rate == cell["effective_noise"], config.noise
+
+
+def test_instance_noise_reads_a_torchvision_datasets_pixels(tmp_path):
+    """On CIFAR-10 files the instance-dependent kinds read the raw pixels of the training images (in the
+    samples' order), drawn the same for a seed."""
+    from helpers import write_cifar10
+    from labelmeta.data.splits import read_inputs
+
+    write_cifar10(tmp_path, n_train_per_batch=40)
+    s = make_splits("cifar10", meta_per_class=2, noise="instance", noise_rate=0.4, seed=0, data_root=str(tmp_path))
+    again = make_splits("cifar10", meta_per_class=2, noise="instance", noise_rate=0.4, seed=0, data_root=str(tmp_path))
+    assert torch.equal(s.labels.noisy, again.labels.noisy) and abs(s.labels.effective_rate - 0.4) < 0.05
+    raw = DATASETS.build("cifar10", str(tmp_path))
+    pixels = read_inputs(raw, s.source_index)
+    assert pixels.shape == (180, 32, 32, 3)
+    assert torch.equal(pixels[5], torch.as_tensor(raw.train.data[int(s.source_index[5])]).float())
