@@ -14,8 +14,9 @@ The protocol, the same for every tuned row of ``benchmarks/noisy_labels.py`` (th
   seeds 0-2;
 - a value's score is its last-epoch validation accuracy, averaged over the tuning seeds; the best
   scores wins (of equal scores, the first listed);
-- the choice on symmetric-40 serves every symmetric column (small-clean-40 included), the choice on
-  asymmetric-40 the class-flip column (``nl.FAMILY``).
+- the choice on symmetric-40 serves every symmetric column (small-clean-40 included) and the
+  instance-dependent ones (no search ran on those), the choice on asymmetric-40 the class-flip column
+  (``nl.FAMILY``).
 
 ``benchmarks/noisy_labels.py`` reads the choices (``chosen``) from ``tuning.json``. Resumable like every
 harness script. Writes ``tuning.{json,md}`` and ``tuning.png`` (validation accuracy against each value)
