@@ -104,20 +104,25 @@ def _issues(args: argparse.Namespace) -> int:
         s = issues.stats()
         print(f"against the truth ({s.corrupted} corrupted): precision {s.precision:.3f}, recall {s.recall:.3f}, "
               f"F1 {s.f1:.3f}, average precision {s.average_precision:.3f}")
+    # the issues CSV is enough on its own: the run's JSON only names and counts the classes
+    run = load_run(args.results) if Path(args.results).exists() else None
+    num_classes, names = classes_of_run(run, issues)
     if args.summary:
-        # the issues CSV is enough on its own: the run's JSON only helps to count the classes
-        run = load_run(args.results) if Path(args.results).exists() else None
         print()
-        print(format_health(label_health(issues, *classes_of_run(run, issues)), top=args.top))
+        print(format_health(label_health(issues, num_classes, names), top=args.top))
         return 0
     shown = order[:args.top].tolist()
-    print(f"the {len(shown)} most suspect:")
-    print("rank  index  annotated  suggested  probability  score  flagged" + ("  true" if issues.true is not None else ""))
+    name = (lambda c: names[c]) if names else str  # noqa: E731
+    width = max([9] + [len(n) for n in names or ()])
+    source = issues.source_index if issues.source_index is not None else torch.arange(len(issues))
+    print(f"the {len(shown)} most suspect (source: the sample's place in its dataset, e.g. the row of your file):")
+    print(f"rank  index  source  {'annotated':>{width}}  {'suggested':>{width}}  probability  score  flagged"
+          + ("  true" if issues.true is not None else ""))
     for rank, i in enumerate(shown, start=1):
-        row = (f"{rank:4d}  {i:5d}  {int(issues.annotated[i]):9d}  {int(issues.suggested[i]):9d}  "
-               f"{float(issues.suggested_probability[i]):11.3f}  {float(issues.score[i]):5.3f}  "
-               f"{'yes' if issues.flagged[i] else 'no':>7}")
-        print(row + (f"  {int(issues.true[i]):4d}" if issues.true is not None else ""))
+        row = (f"{rank:4d}  {i:5d}  {int(source[i]):6d}  {name(int(issues.annotated[i])):>{width}}  "
+               f"{name(int(issues.suggested[i])):>{width}}  {float(issues.suggested_probability[i]):11.3f}  "
+               f"{float(issues.score[i]):5.3f}  {'yes' if issues.flagged[i] else 'no':>7}")
+        print(row + (f"  {name(int(issues.true[i])):>4}" if issues.true is not None else ""))
     return 0
 
 
