@@ -142,6 +142,12 @@ def rng(xs: Iterable, d: int = 1) -> str:
     return f"{sg(lo, d)} to {sg(hi, d)}" if float(f"{lo:.{d}f}") < 0 else f"{f(lo, d)}–{f(hi, d)}"
 
 
+def ordinal(n: int) -> str:
+    """``1st``, ``2nd``, ``3rd``, ``4th`` ... ``11th``, ``21st``."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def span(values: Iterable[str]) -> str:
     """``lo–hi`` of values as written (``"0.05"``, ``"0.1"``), ordered as numbers."""
     ordered = sorted(set(values), key=float)
@@ -219,6 +225,32 @@ def nl(dataset: str, setting: str, method: str, field: str = "last_accuracy", sc
 def nl_all(dataset: str, method: str, settings: Sequence[str] = SETTINGS_5, **kw) -> List[Stat]:
     """:func:`nl` in each of ``settings``."""
     return [nl(dataset, s, method, **kw) for s in settings]
+
+
+#: the instance-dependent columns (``noisy_labels_instance.json``, issue 37), and the rows run on them
+INSTANCE = ["instance-20", "instance-40"]
+INSTANCE_ROWS = [CE, CE_META, GCE, BOOT_HARD, SMOOTHING, ELR, L2RW, MWN, CONFIDENT, DEFAULT, WEIGHTS_ELR, CORRECTOR,
+                 WEIGHTS_ONLY, LABELS_ONLY]
+
+
+def nli(dataset: str, setting: str, method: str, field: str = "last_accuracy", scale: float = 100.0) -> Stat:
+    """A figure of ``noisy_labels_instance.json`` over seeds (``setting``: ``inst20`` / ``inst40`` or the
+    column's name; ``field="f1"``: the flags' F1)."""
+    setting = {"inst20": "instance-20", "inst40": "instance-40"}.get(setting, setting)
+    return stat("noisy_labels_instance", f"{dataset} | {setting} | {method}", field, scale)
+
+
+def best_instance_row(dataset: str, setting: str, rows: Sequence[str] = INSTANCE_ROWS) -> str:
+    """The row with the highest mean last-epoch accuracy in an instance-dependent column."""
+    return max(rows, key=lambda r: nli(dataset, setting, r).m)
+
+
+def rank(dataset: str, setting: str, method: str, rows: Sequence[str] = INSTANCE_ROWS,
+         figure: Callable[..., "Stat"] = nl) -> int:
+    """A row's place (1: the best) by mean last-epoch accuracy among ``rows`` in a column of the store
+    ``figure`` reads (:func:`nl` or :func:`nli`)."""
+    means = sorted((figure(dataset, setting, r).m for r in rows), reverse=True)
+    return means.index(figure(dataset, setting, method).m) + 1
 
 
 def best_row(dataset: str, setting: str, rows: Sequence[str] = TABLE_ROWS) -> str:

@@ -3,10 +3,12 @@
 from the stores (``figure_stores``), formatted as the reports format them."""
 from __future__ import annotations
 
+import math
+
 from figure_stores import (ALONE, CLEAN_DEFAULT, COLUMNS, CORRECTOR, CORRECTOR_01, CORRECTOR_ALONE, DATASETS, DEFAULT,
-                           FAMILIES, LEARNED_CONFIGS, OVERHEAD, REFERENCE, SMOOTHINGS, STRATEGY, TABLE_ROWS, best_grid,
-                           best_row, best_teacher, cl, cl_best, nl, nl_all, picks, pm, row, rs, short_config, sl, span,
-                           step, student, t_alpha, teacher, times)
+                           FAMILIES, INSTANCE, INSTANCE_ROWS, LEARNED_CONFIGS, OVERHEAD, REFERENCE, SMOOTHINGS, STRATEGY,
+                           TABLE_ROWS, best_grid, best_instance_row, best_row, best_teacher, cl, cl_best, nl, nl_all,
+                           nli, picks, pm, row, rs, short_config, sl, span, step, student, t_alpha, teacher, times)
 
 NOISE_HEADERS = {"mnist1d": ("MNIST-1D", "sym. 40 %, 10 clean a class"),
                  "digits": ("digits", "sym. 40 %, 10 clean a class (= sym. 40 %)")}
@@ -25,6 +27,25 @@ def noisy_table(dataset: str) -> str:
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     clean = f"{pm(nl(dataset, '', REFERENCE))} / {pm(nl(dataset, '', CLEAN_DEFAULT))}"
     lines.append(f"| clean labels (reference) / the default (label lr 0.5) on clean labels | {clean} |" + " |" * 5)
+    return "\n".join(lines)
+
+
+def instance_table() -> str:
+    """docs/results.md's table of the instance-dependent columns: last-epoch accuracy (%) per dataset and
+    rate, the best row of a column in bold; then the flags' F1 and the corrupted labels corrected (%)."""
+    columns = [(d, s) for d in DATASETS for s in INSTANCE]
+    names = {"mnist1d": "MNIST-1D", "digits": "digits"}
+    head = " | ".join(f"{names[d]} {s.split('-')[1]} %" for d, s in columns)
+    lines = [f"| instance-dependent | {head} | F1 of the flags (same columns) | corrected (same columns) |",
+             "|---|" + "---|" * (len(columns) + 2)]
+    best = {c: best_instance_row(*c) for c in columns}
+    for method in INSTANCE_ROWS:
+        cells = [pm(nli(d, s, method)) for d, s in columns]
+        cells = [f"**{c}**" if best[col] == method else c for c, col in zip(cells, columns)]
+        f1 = sl([nli(d, s, method, field="f1") for d, s in columns], 0)
+        corrected = [nli(d, s, method, field="corrected") for d, s in columns]
+        fixed = "–" if all(math.isnan(x.m) for x in corrected) else sl(corrected, 1)
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {f1} | {fixed} |")
     return "\n".join(lines)
 
 

@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import json
 import math
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -115,6 +116,15 @@ METHODS: Dict[str, dict] = {
     REFERENCE: dict(labels="one-hot", strategy="none", noise="none", noise_rate=0.0),
     CLEAN_LEARNED: dict(noise="none", noise_rate=0.0),
     CLEAN_CORRECTOR: dict(labels="corrector", label_lr=0.1, noise="none", noise_rate=0.0),
+}
+
+
+#: named sets of rows for --method-set: "peers" is every published method and the default with its two
+#: ablations (the rows the instance-dependent columns run), without the variants of our own labels
+METHOD_SETS: Dict[str, List[str]] = {
+    "all": list(METHODS),
+    "peers": ["cross-entropy", SMOOTHING, "cross-entropy, clean meta set added to training", BOOT_SOFT, BOOT_HARD, GCE,
+              L2RW, CONFIDENT, "Meta-Weight-Net", ELR, LEARNED, WEIGHTS_ELR, CORRECTOR, *ABLATION],
 }
 
 
@@ -458,7 +468,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["mnist1d", "digits"], choices=list(DATASETS))
     parser.add_argument("--settings", nargs="+", default=DEFAULT_SETTINGS, choices=list(SETTINGS))
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="METHOD")
+    parser.add_argument("--methods", nargs="+", default=None, choices=list(METHODS), metavar="METHOD",
+                        help="the rows to run (default: --method-set's)")
+    parser.add_argument("--method-set", default="all", choices=list(METHOD_SETS),
+                        help="a named set of rows: all, or peers (the published methods, the default, its ablations)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=None, help="override every dataset's epochs")
     parser.add_argument("--data-root", default=None, help="torchvision data (cifar10)")
@@ -475,6 +488,7 @@ def main(argv=None) -> int:
                         help="rewrite the report and plots from the stored cells, running none (an error names "
                              "the cells missing or stored under another configuration)")
     args = parser.parse_args(argv)
+    args.methods = args.methods or METHOD_SETS[args.method_set]
 
     overrides = dict(device=args.device)
     if args.data_root:
@@ -502,7 +516,7 @@ def main(argv=None) -> int:
         store = harness.run_cells(cells, out / f"{stem}.json", args.jobs, runners=runners,
                                   complete=ran_as_planned(runners))
     words = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--report-only"]
-    command = "python benchmarks/noisy_labels.py " + " ".join(words)
+    command = "python benchmarks/noisy_labels.py " + shlex.join(words)
     text = report(store, cells, args.datasets, settings, args.methods, seeds, command.strip(), args.jobs, chosen)
     (out / f"{stem}.md").write_text(text)
     plot(store, cells, args.datasets, settings, args.methods, out, stem)
