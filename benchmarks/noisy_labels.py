@@ -438,15 +438,26 @@ def plot(store: dict, cells: Dict[str, Config], datasets, settings, methods, out
                 a = harness.stat(runs[(dataset, "small-clean-40", method)], "last_accuracy")
                 ax.errorbar([30 + i * 0.4], [a[0]], yerr=[a[1]], color="k" if method == LEARNED else color, marker="^",
                             ms=5, capsize=2)
+            instance = [s for s in settings if SETTINGS[s][0] == "instance"]
+            if instance:  # diamonds, joined, at their rates
+                acc = [harness.stat(runs[(dataset, s, method)], "last_accuracy") for s in instance]
+                ax.errorbar([SETTINGS[s][1] * 100 + i * 0.2 for s in instance], [a[0] for a in acc],
+                            yerr=[a[1] for a in acc], color="k" if method == LEARNED else color, ls=style, marker="D",
+                            ms=4, capsize=2, label=None if symmetric else method)
         if REFERENCE in methods:
             ax.axhline(harness.stat(runs[(dataset, "clean", REFERENCE)], "last_accuracy")[0], c="k", ls=":", label="clean labels")
-        ax.set(xlabel="symmetric noise rate (%)   [squares: 40 % asymmetric; triangles: 40 % symmetric, 10 clean a class]", ylabel="last-epoch test accuracy (%)",
+        marks = [text for present, text in ((symmetric, "circles: symmetric"),
+                                            ("asymmetric-40" in settings, "squares: 40 % asymmetric"),
+                                            ("small-clean-40" in settings, "triangles: 40 % symmetric, 10 clean a class"),
+                                            (any(SETTINGS[s][0] == "instance" for s in settings),
+                                             "diamonds: instance-dependent")) if present]
+        ax.set(xlabel=f"noise rate (%)   [{'; '.join(marks)}]", ylabel="last-epoch test accuracy (%)",
                title=f"{dataset}: accuracy vs noise (mean ± std over seeds)")
         ax.legend(fontsize=6, loc="lower left")
     save_figure(fig, out / f"{stem}_accuracy.png")
 
     learned = [m for m in methods if m.startswith(("learned labels", "self-ensemble")) and m not in CLEAN]
-    shown = [s for s in ("symmetric-40", "asymmetric-40", "symmetric-80") if s in settings]
+    shown = [s for s in ("symmetric-40", "asymmetric-40", "symmetric-80", "instance-40") if s in settings]
     if not learned or not shown:
         return
     fig, axes = plt.subplots(len(datasets), len(shown), figsize=(5 * len(shown), 3.8 * len(datasets)), squeeze=False)
