@@ -22,10 +22,9 @@ import functools
 import inspect
 from typing import Any, Callable, Dict, List, Tuple
 
+import higher
 import torch
 from torch import Tensor
-
-from .third_party import higher
 
 State = Dict[str, Any]  #: momentum buffers and moments (tensors), Adam's step count
 #: ``rule(param, grad, state, group) -> (new_param, new_state)``; the state is never changed in place

@@ -15,10 +15,11 @@ from __future__ import annotations
 import weakref
 from typing import Any, List, Optional, Tuple
 
+import higher
 import torch
+from higher.patch import buffer_sync, monkeypatch
 from torch import Tensor, nn
 
-from ..third_party import higher
 from .functional_model import Average, LossOf, Point
 
 #: a module's attributes that ``higher`` does not copy to its patched module (its own, or made anew)
@@ -37,12 +38,12 @@ class PatchedCopy:
         brought up to date, or a new one."""
         structure = _structure(model)
         if self._copy is None or self._copy[0]() is not model or self._copy[1] != structure:
-            fmodel = higher.patch.monkeypatch(model, copy_initial_weights=True)
+            fmodel = monkeypatch(model, copy_initial_weights=True)
             self._copy = (weakref.ref(model), structure, fmodel)
             return fmodel
         fmodel = self._copy[2]
         _copy_attributes(model, fmodel)
-        higher.patch.buffer_sync(model, fmodel)
+        buffer_sync(model, fmodel)
         # the initial fast weights, detached, not cloned (no step writes them in place: as the torch.func
         # engine's), written into every submodule as monkeypatch does: a forward sets the parameters of the
         # submodules it calls, but a module may read a submodule's parameter without calling it
