@@ -178,7 +178,7 @@ CLI_CASES = [
     (["--checkpoint-every", "-1"], "checkpoint_every must be >= 0, got -1"),
     (["--resume"], "resume=True needs checkpoint"),
     (["--meta-per-class", "0"], "meta_source='clean' needs a held-out meta split"),
-    (["--noise-matrix", "missing.npy", "--noise", "matrix"], "No such file"),
+    (["--noise-matrix", "missing.npy", "--noise", "matrix"], "transition matrix 'missing.npy' does not exist"),
     (["--momentum", "1"], "momentum must lie in [0, 1), got 1.0"),
     (["--lr", "-0.1"], "lr must be >= 0, got -0.1"),
     (["--labels", "per-class", "--label-scale", "0"], "scale must be > 0, got 0.0"),

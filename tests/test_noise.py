@@ -381,3 +381,10 @@ def test_instance_noise_reads_a_torchvision_datasets_pixels(tmp_path):
     pixels = read_inputs(raw, s.source_index)
     assert pixels.shape == (180, 32, 32, 3)
     assert torch.equal(pixels[5], torch.as_tensor(raw.train.data[int(s.source_index[5])]).float())
+
+
+def test_a_relative_matrix_file_is_read_from_the_data_root_too(tmp_path):
+    write_matrix(tmp_path)
+    assert NOISE.build("matrix", str(tmp_path), options={"path": "T.npy"}).path == str(tmp_path / "T.npy")
+    with pytest.raises(FileNotFoundError, match=r"transition matrix 'U.npy' does not exist \(nor '.*U.npy' under data_root\)"):
+        NOISE.build("matrix", str(tmp_path), options={"path": "U.npy"})

@@ -6,12 +6,12 @@ of the training samples' true classes, in order), so stored results and checkpoi
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 from torch import Tensor
 
 from ..labels import check_targets
+from ..paths import find_file
 from .base import (NOISE, NoiseKind, NoisyLabels, Samples, apply_transition, check_matrix, check_rate, clean,
                    draw_rows, flip_matrix, load_matrix, matrix_nominal_rate, symmetric_matrix)
 
@@ -76,7 +76,8 @@ class Matrix(NoiseKind):
 
     Args:
         path: the ``C x C`` row-stochastic matrix: ``.npy``, ``.csv`` (comma-separated) or ``.json``
-            (nested list); read and checked when the run is set up, before any data is loaded.
+            (nested list), read and checked when the run is set up, before any data is loaded; a relative
+            path not found as given is read from ``data_root``.
     """
 
     uses_rate = False
@@ -85,9 +86,9 @@ class Matrix(NoiseKind):
         if not path:
             raise ValueError("noise 'matrix' needs a transition matrix: its option path (--noise-path), "
                              "a .npy, .csv or .json file")
-        self.path = path
-        self.matrix = load_matrix(path)
+        self.path = str(find_file(path, data_root, "transition matrix"))
+        self.matrix = load_matrix(self.path)
 
     def __call__(self, samples: Samples) -> NoisyLabels:
-        matrix = check_matrix(self.matrix, samples.num_classes, f"transition matrix {str(Path(self.path))!r}")
+        matrix = check_matrix(self.matrix, samples.num_classes, f"transition matrix {self.path!r}")
         return draw_matrix(samples, matrix)
