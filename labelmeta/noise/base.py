@@ -232,6 +232,9 @@ class NoiseKind:
     gives_truth: bool = False
     synthetic: bool = True
 
+    def __init__(self, data_root: Optional[str] = None) -> None:
+        """A kind without options (and without files): nothing to read or check."""
+
     def __call__(self, samples: Samples) -> NoisyLabels:
         raise NotImplementedError
 

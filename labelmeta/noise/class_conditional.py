@@ -23,9 +23,6 @@ class NoNoise(NoiseKind):
     uses_rate = False
     synthetic = False
 
-    def __init__(self, data_root: Optional[str] = None) -> None:
-        pass
-
     def __call__(self, samples: Samples) -> NoisyLabels:
         check_rate(samples.rate)
         return clean(samples.targets)
@@ -35,9 +32,6 @@ class NoNoise(NoiseKind):
 class Symmetric(NoiseKind):
     """Symmetric noise: with probability ``noise_rate`` an annotation is redrawn uniformly from all
     classes (the effective rate is ``rate * (C - 1) / C``)."""
-
-    def __init__(self, data_root: Optional[str] = None) -> None:
-        pass
 
     def __call__(self, samples: Samples) -> NoisyLabels:
         if samples.rate == 0:
@@ -50,9 +44,6 @@ class Symmetric(NoiseKind):
 class Asymmetric(NoiseKind):
     """Class-flip noise: with probability ``noise_rate`` class ``i`` is annotated ``flips[i]`` (the
     dataset's map, e.g. CIFAR-10's, else ``i -> i + 1 mod C``)."""
-
-    def __init__(self, data_root: Optional[str] = None) -> None:
-        pass
 
     def __call__(self, samples: Samples) -> NoisyLabels:
         if samples.rate == 0:
