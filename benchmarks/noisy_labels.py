@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import confident_learning
+import correction_curve
 import harness
 from common import save_figure, smoke
 from labelmeta.compare import cell, mean_std
@@ -73,8 +74,12 @@ REFERENCE = "cross-entropy on clean labels (reference)"
 CLEAN_LEARNED = "learned labels + weights (default) on clean labels"
 CORRECTOR = "learned labels: corrector + weights (amortised, MLC-style)"
 CLEAN_CORRECTOR = "learned labels: corrector + weights, label lr 0.1, on clean labels"
+#: issue 38: the weights detect on the annotations, the rejected samples' labels learn (labelmeta.detect_correct)
+DETECT_CORRECT = "detect, then correct (weights on annotations, rejected samples' labels learn), clean set in training"
+DETECT_CORRECT_ALONE = "detect, then correct, clean set not in training"
+CLEAN_DETECT_CORRECT = "detect, then correct, on clean labels"
 #: the rows that run once per dataset and seed, without noise
-CLEAN = (REFERENCE, CLEAN_LEARNED, CLEAN_CORRECTOR)
+CLEAN = (REFERENCE, CLEAN_LEARNED, CLEAN_CORRECTOR, CLEAN_DETECT_CORRECT)
 #: rows that take the default apart (the ablation): each removes one of its components
 ABLATION = {
     "ablation: weights only (labels fixed; L2RW by one-step)": "relabelling",
@@ -116,6 +121,13 @@ METHODS: Dict[str, dict] = {
     REFERENCE: dict(labels="one-hot", strategy="none", noise="none", noise_rate=0.0),
     CLEAN_LEARNED: dict(noise="none", noise_rate=0.0),
     CLEAN_CORRECTOR: dict(labels="corrector", label_lr=0.1, noise="none", noise_rate=0.0),
+    # issue 38: detection over the first 90 % of the run, relabelling at probability >= 0.6 (both chosen on
+    # seed 0 of the 40 % symmetric columns: benchmarks/detect_correct.py says how)
+    DETECT_CORRECT: dict(labels="detect-correct", meta_in_train=True,
+                         label_options=dict(detect_fraction=0.9, threshold=0.6)),
+    DETECT_CORRECT_ALONE: dict(labels="detect-correct", label_options=dict(detect_fraction=0.9, threshold=0.6)),
+    CLEAN_DETECT_CORRECT: dict(labels="detect-correct", meta_in_train=True, noise="none", noise_rate=0.0,
+                               label_options=dict(detect_fraction=0.9, threshold=0.6)),
 }
 
 
@@ -129,7 +141,8 @@ METHOD_SETS: Dict[str, List[str]] = {
 
 
 #: methods that are more than one ``fit``: method name -> the harness cell that runs them
-RUNNERS = {CONFIDENT: confident_learning.fit_cell}
+RUNNERS = {CONFIDENT: confident_learning.fit_cell, **{m: correction_curve.fit_cell for m in
+                                                     (DETECT_CORRECT, DETECT_CORRECT_ALONE, CLEAN_DETECT_CORRECT)}}
 
 
 # --- each tuned row's knob, as benchmarks/tuning.py searches it, and its choices applied -------------------

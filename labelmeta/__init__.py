@@ -1,6 +1,7 @@
 """labelmeta: learn soft labels by meta-learning through unrolled optimiser steps."""
 from .config import Config
 from .data import DATASETS, make_splits
+from .detect_correct import DetectCorrect
 from .health import LabelHealth, format_health, label_health
 from .label_issues import IssueStats, LabelIssues, find_label_issues, read_label_issues
 from .labels import LABELS, LabelParameterization, make_labels
@@ -20,7 +21,7 @@ from .strategies import (BACKENDS, STRATEGIES, TARGETS, MetaProblem, MetaWeightN
 __version__ = "0.1.0"
 
 __all__ = [
-    "BACKENDS", "Config", "DATASETS", "EpochRecord", "IssueStats", "LABELS", "LabelHealth", "LABEL_OPTIMIZERS", "LOSSES", "LabelIssues", "LabelParameterization",
+    "BACKENDS", "Config", "DATASETS", "DetectCorrect", "EpochRecord", "IssueStats", "LABELS", "LabelHealth", "LABEL_OPTIMIZERS", "LOSSES", "LabelIssues", "LabelParameterization",
     "Learner", "MODELS", "MODEL_OPTIMIZERS", "NOISE", "NoiseKind", "NoisyLabels", "Samples", "MetaProblem", "MetaSchedule", "MetaWeightNet", "MirrorDescent",
     "OneStep", "OneStepReweight", "Results", "STRATEGIES", "StepStats", "Strategy", "TARGETS", "Unrolled", "accuracy",
     "add_noise", "distillation_loss", "find_label_issues", "fit", "fit_learner", "format_health", "label_health", "label_correction", "make_label_optimizer", "make_labels", "make_loss", "make_model", "make_splits", "make_strategy", "read_label_issues", "soft_cross_entropy",

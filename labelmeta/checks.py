@@ -59,6 +59,8 @@ def check_config(config: Config) -> None:
         raise ValueError(f"warmup_epochs must be >= 0, got {config.warmup_epochs}")
     if config.checkpoint_every < 0:
         raise ValueError(f"checkpoint_every must be >= 0, got {config.checkpoint_every}")
+    if config.evidence < 0:
+        raise ValueError(f"evidence must be >= 0 (clean samples a flagged annotation), got {config.evidence}")
     # lr == 0 is legal (a meta strategy then warns, in the Learner); below 0 the optimisers ascend
     for name in ("lr", "weight_decay", "label_lr"):
         check_range(name, getattr(config, name), 0.0)

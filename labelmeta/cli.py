@@ -103,7 +103,8 @@ def _issues(args: argparse.Namespace) -> int:
     if issues.true is not None:
         s = issues.stats()
         print(f"against the truth ({s.corrupted} corrupted): precision {s.precision:.3f}, recall {s.recall:.3f}, "
-              f"F1 {s.f1:.3f}, average precision {s.average_precision:.3f}")
+              f"F1 {s.f1:.3f}, average precision {s.average_precision:.3f}; checking the {s.corrupted} most suspect "
+              f"misses {s.false_negative_rate_at_budget:.1%} of them")
     # the issues CSV is enough on its own: the run's JSON only names and counts the classes
     run = load_run(args.results) if Path(args.results).exists() else None
     num_classes, names = classes_of_run(run, issues)
@@ -116,13 +117,17 @@ def _issues(args: argparse.Namespace) -> int:
     width = max([9] + [len(n) for n in names or ()])
     source = issues.source_index if issues.source_index is not None else torch.arange(len(issues))
     print(f"the {len(shown)} most suspect (source: the sample's place in its dataset, e.g. the row of your file):")
-    print(f"rank  index  source  {'annotated':>{width}}  {'suggested':>{width}}  probability  score  flagged"
-          + ("  true" if issues.true is not None else ""))
+    print(f"rank  index  source  {'annotated':>{width}}  {'suggested':>{width}}  probability   score  flagged"
+          + ("  true" if issues.true is not None else "") + ("  evidence" if issues.evidence is not None else ""))
     for rank, i in enumerate(shown, start=1):
         row = (f"{rank:4d}  {i:5d}  {int(source[i]):6d}  {name(int(issues.annotated[i])):>{width}}  "
                f"{name(int(issues.suggested[i])):>{width}}  {float(issues.suggested_probability[i]):11.3f}  "
-               f"{float(issues.score[i]):5.3f}  {'yes' if issues.flagged[i] else 'no':>7}")
-        print(row + (f"  {name(int(issues.true[i])):>4}" if issues.true is not None else ""))
+               f"{float(issues.score[i]):6.4f}  {'yes' if issues.flagged[i] else 'no':>7}")
+        row += f"  {name(int(issues.true[i])):>4}" if issues.true is not None else ""
+        print(row + (f"  {issues.evidence_text(i)}" if issues.evidence is not None else ""))
+    if issues.evidence is not None:
+        print("evidence: the clean samples (their places in the dataset) whose gradient argues most against the "
+              "annotation (labelmeta.evidence)")
     return 0
 
 

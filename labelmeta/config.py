@@ -100,6 +100,8 @@ class Config:
     pin_memory: bool = False                   #: page-locked host batches, copied to the GPU asynchronously
     persistent_workers: bool = False           #: keep the workers alive between epochs (needs workers > 0)
     output: Optional[str] = field(default=None, metadata=_RESUMABLE)   #: write results as JSON here
+    #: clean samples named as evidence against each flagged annotation in the issues CSV (0: none)
+    evidence: int = field(default=3, metadata=_RESUMABLE)
     progress: bool = field(default=True, metadata=_RESUMABLE)          #: show a tqdm progress bar
     #: TensorBoard event files (and epochs.csv) here: ``pip install 'labelmeta[tensorboard]'``
     log_dir: Optional[str] = field(default=None, metadata=_RESUMABLE)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 import inspect
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -123,6 +123,24 @@ class LabelParameterization(nn.Module, abc.ABC):
         :class:`~labelmeta.learner.Learner` calls it after every model step with the outputs the
         training loss was computed from. The default does nothing.
         """
+
+    def observe_weights(self, indices: Indices, weights: Tensor) -> None:
+        """Optional hook: the ``[B]`` weights a strategy that learns them gave the training samples ``indices``
+        in a model step (:class:`~labelmeta.learner.Learner` calls it after every such step, after
+        :meth:`observe`). The default does nothing.
+        """
+
+    def plain_weights(self, indices: Indices) -> Optional[Tensor]:
+        """Optional hook: ``[B]`` non-negative per-sample weights for a model step taken without a meta step
+        (a strategy's amortised steps, ``meta_every > 1``), e.g. the weights' verdict so far; the learner
+        normalises them to sum to one. The default, ``None``: a plain batch mean."""
+        return None
+
+    def kept(self) -> Optional[Tensor]:
+        """Optional hook: ``[N]``, the share of each sample's visits at which its weight was positive, for labels
+        that keep the weights' verdict on the annotations themselves (:meth:`observe_weights`); the run's
+        label issues then use it in place of the run's own count. The default: ``None``."""
+        return None
 
     def _check_observation(self, indices: Indices, logits: Logits) -> None:
         """``ValueError`` unless ``observe``'s arguments are sample indices and their ``[B, C]`` logits."""

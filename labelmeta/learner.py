@@ -198,13 +198,28 @@ class Learner:
                     with phase("labelmeta: model forward (shared)"):
                         logits = self._train_model(batch[0])  # the model step's forward, lent to the meta step first
                 meta = self._meta_step(plan.strategy, batch, meta_batch, shares, logits)
-            weights = meta.sample_weights if meta is not None else None
+            weights = meta.sample_weights if meta is not None else self._plain_weights(batch[2])
             with phase("labelmeta: model step"):
                 loss = self._model_step(batch, shares, weights, logits)
         self.num_steps += 1
         # the global batch's figures, the same on every process
-        return StepStats(*self.processes.step_figures(shares, loss, meta.meta_loss if meta else None, weights,
-                                                      batch[2]))
+        # only a meta step's weights are the meta-gradient's verdict on the samples
+        stats = StepStats(*self.processes.step_figures(shares, loss, meta.meta_loss if meta else None,
+                                                       meta.sample_weights if meta else None, batch[2]))
+        if stats.sample_weights is not None:
+            self.labels.observe_weights(stats.indices, stats.sample_weights)
+        return stats
+
+    def _plain_weights(self, indices: Tensor) -> Optional[Tensor]:
+        """The labels' weights for a model step without a meta step (:meth:`~labelmeta.labels.LabelParameterization.
+        plain_weights`), normalised over the global batch; ``None`` for a plain batch mean."""
+        if not self.meta_enabled:
+            return None
+        weights = self.labels.plain_weights(indices)
+        if weights is None:
+            return None
+        total = self.processes.total(weights.sum())
+        return weights / total if total > 0 else weights
 
     def probe(self, batch: Batch, meta_batch: Batch) -> MetaPlan:
         """Check, on copies and the first few samples of each batch, that the strategy can differentiate

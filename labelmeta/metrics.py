@@ -144,21 +144,24 @@ def label_quality(labels, annotations, kept: Optional[Tensor] = None) -> Dict[st
 
     Args:
         labels: the run's :class:`~labelmeta.labels.LabelParameterization`.
-        annotations: the training set's :class:`~labelmeta.noise.NoisyLabels` (annotated and true).
+        annotations: the training set's :class:`~labelmeta.noise.NoisyLabels` (annotated and true); its trusted
+            samples (the clean set added to training) are left out of every figure.
         kept: per-sample shares of visits with a positive weight, for a method that learns weights; else ``None``.
     """
     noisy, true = annotations.noisy, annotations.true
     out: Dict[str, float] = {}
     if true is None:  # a user's own labels: nothing to measure against
         return out
+    judged = annotations.judged  # the clean samples added to training are not the method's to judge
+    noisy, true = noisy[judged], true[judged]
     if labels.learnable:
-        hard = labels.hard_labels().cpu()
+        hard = labels.hard_labels().cpu()[judged]
         quality = label_correction(hard, noisy, true)
         out.update(corrected=quality.corrected, clean_broken=quality.clean_broken)
     elif kept is not None:
         hard = noisy
     else:
         return out
-    detection = noise_detection(annotation_flags(hard, noisy, kept), noisy, true)
+    detection = noise_detection(annotation_flags(hard, noisy, None if kept is None else kept.cpu()[judged]), noisy, true)
     out.update(detect_precision=detection.precision, detect_recall=detection.recall)
     return out

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from . import checkpoint
+from .build import splits_for
 from .config import Config
 from .health import LabelHealth, classes_of_run, label_health
 from .label_issues import LabelIssues, issues_path, read_label_issues
@@ -162,6 +163,54 @@ def plot_label_health(health: LabelHealth, title: str = "label health"):
     return fig
 
 
+def _draw_input(ax, x: Tensor, title: str) -> None:
+    """One input: an image (``[C, H, W]`` or ``[H, W]``) as a thumbnail, anything else as a curve."""
+    x = x.detach().float().cpu()
+    if x.dim() == 3 and x.shape[0] in (1, 3):
+        image = x.permute(1, 2, 0)
+        image = (image - image.min()) / (image.max() - image.min()).clamp_min(1e-12)
+        ax.imshow(image.squeeze(-1).numpy(), cmap="gray" if x.shape[0] == 1 else None)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    elif x.dim() == 2 and x.shape[0] > 3:
+        ax.imshow(x.numpy(), cmap="gray")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    else:
+        ax.plot(x.flatten().numpy(), lw=1)
+        ax.set_yticks([])
+    ax.set_title(title, fontsize=8)
+
+
+def plot_evidence(issues: LabelIssues, splits, rows: int = 6, title: str = "evidence"):
+    """The ``rows`` most suspect flagged samples, each beside the clean samples that argue most against its
+    annotation (``issues.evidence``, :mod:`labelmeta.evidence`): thumbnails for images, curves for 1-D inputs.
+    ``splits``: the run's :class:`~labelmeta.data.Splits` (rebuilt from its configuration). Returns the figure."""
+    if issues.evidence is None:
+        raise ValueError("these label issues have no evidence (runs write it with an output file and evidence > 0)")
+    plt = _pyplot()
+    names = splits.class_names
+    name = (lambda c: names[c]) if names else str  # noqa: E731
+    shown = [i for i in issues.ranking().tolist() if bool(issues.flagged[i])][:rows]
+    k = issues.evidence.shape[1]
+    where = {int(s): pos for pos, s in enumerate(splits.meta_source_index.tolist())}
+    fig, axes = plt.subplots(max(len(shown), 1), k + 1, figsize=(2.2 * (k + 1), 1.6 * max(len(shown), 1)), squeeze=False)
+    for row, i in enumerate(shown):
+        x, _, _ = splits.train[i]
+        _draw_input(axes[row][0], x, f"#{int(issues.source_index[i]) if issues.source_index is not None else i}: "
+                                     f"annotated {name(int(issues.annotated[i]))}, "
+                                     f"suggested {name(int(issues.suggested[i]))}")
+        for col, j in enumerate(issues.evidence[i].tolist(), start=1):
+            if j < 0 or j not in where:
+                axes[row][col].axis("off")
+                continue
+            xj, yj, _ = splits.meta[where[j]]
+            _draw_input(axes[row][col], xj, f"clean #{j}: {name(int(yj))}")
+    fig.suptitle(f"{title}: flagged samples (left) and the clean samples arguing against their annotation",
+                 fontsize=9)
+    return fig
+
+
 def label_matrix_from_checkpoint(path: str | Path, run: Results) -> Optional[Tensor]:
     """The learned ``[C, C]`` label matrix of ``run`` from its checkpoint (a parameterisation with a
     ``similarity()``, e.g. ``per-class``), or ``None`` for parameterisations without one.
@@ -179,7 +228,8 @@ def plot_runs(paths: Sequence[str | Path], out: str | Path, names: Optional[Sequ
     """``labelmeta plot``: write ``curves.png`` for the runs' JSON files under ``out``,
     ``label_issues.png`` (:func:`plot_precision_recall`) for the runs whose label issues were written
     beside them with the truth known, ``NAME_health.png`` (:func:`plot_label_health`) for each run whose
-    label issues were written, and ``NAME_label_matrix.png`` for each run with a learned label matrix
+    label issues were written, ``NAME_evidence.png`` (:func:`plot_evidence`, the run's data rebuilt from its
+    configuration) for those with evidence, and ``NAME_label_matrix.png`` for each run with a learned label matrix
     (``per-class``: stored in its results, or for older results read from its checkpoint).
     Returns the files written."""
     names = list(names) if names is not None else [Path(p).stem for p in paths]
@@ -203,6 +253,10 @@ def plot_runs(paths: Sequence[str | Path], out: str | Path, names: Optional[Sequ
             health = label_health(all_issues[name], *classes_of_run(run, all_issues[name]))
             written.append(out / f"{name}_health.png")
             save_figure(plot_label_health(health, title=name), written[-1])
+            if all_issues[name].evidence is not None and bool(all_issues[name].flagged.any()):
+                written.append(out / f"{name}_evidence.png")
+                save_figure(plot_evidence(all_issues[name], splits_for(Config.from_dict(run.config)), title=name),
+                            written[-1])
         ckpt = run.config.get("checkpoint")
         matrix = None
         if run.label_matrix is not None:

@@ -50,6 +50,8 @@ class Results:
     #: disagreement with the annotation for a method that learns neither labels nor weights
     detect_f1: float = float("nan")
     detect_average_precision: float = float("nan")
+    #: the false-negative rate of the issues' ranking at a budget equal to the noise rate (LabelIssues.stats)
+    detect_missed_at_budget: float = float("nan")
     nominal_noise: float = 0.0
     effective_noise: float = 0.0
     wall_time: float = 0.0

@@ -20,6 +20,7 @@ from .config import Config
 from .data import Splits, cycle, dataset_targets, loader
 from .distributed import from_environment
 from .hooks import Checkpointing, EpochCallback, EventLogHook, Progress, RunHook
+from .evidence import meta_evidence
 from .label_issues import LabelIssues, find_label_issues, issues_path
 from .labels import LabelParameterization
 from .learner import Learner
@@ -204,15 +205,18 @@ def _results(run: Run, write: bool) -> Results:
     """The run's :class:`Results` (with its label issues' figures), written to ``config.output`` and
     its label issues beside it when ``write`` (``ResultsNotWritten`` if they cannot be)."""
     config, splits = run.config, run.splits
-    if run.train_probabilities is None and not run.learner.labels.learnable:  # resumed after the last epoch
+    if run.train_probabilities is None:  # resumed after the last epoch
         with accel.autocast(run.device, config.amp):
             run.train_probabilities = _train_probabilities(run)  # (every process takes part)
     issues = _label_issues(run) if write else None
+    if issues is not None and config.output and config.evidence:
+        issues = _with_evidence(run, issues)
     detection = {}
     if issues is not None and splits.labels.truth_known and bool(splits.labels.corrupted.any()):
-        stats = issues.stats()
+        stats = issues.subset(splits.labels.judged).stats()  # the trusted samples are no one's to judge
         detection = dict(detect_precision=stats.precision, detect_recall=stats.recall, detect_f1=stats.f1,
-                         detect_average_precision=stats.average_precision)
+                         detect_average_precision=stats.average_precision,
+                         detect_missed_at_budget=stats.false_negative_rate_at_budget)
     results = Results.from_history(dataclasses.asdict(config), run.state.history,
                                    nominal_noise=splits.labels.nominal_rate,
                                    effective_noise=splits.labels.effective_rate,
@@ -242,14 +246,36 @@ def _label_issues(run: Run) -> LabelIssues:
     """The run's label issues (:mod:`labelmeta.label_issues`): its learned labels, or the model's
     predictions, and its sample weights if it learns them."""
     learner, labels = run.learner, run.splits.labels
-    distribution = learner.labels.table() if learner.labels.learnable else run.train_probabilities
+    learned = learner.labels.learnable
+    distribution = learner.labels.table() if learned else run.train_probabilities
     return find_label_issues(labels.noisy, distribution, _weight_shares(learner, run.state), labels.true,
-                             run.splits.source_index)
+                             run.splits.source_index, probabilities=run.train_probabilities if learned else None)
+
+
+def _with_evidence(run: Run, issues: LabelIssues) -> LabelIssues:
+    """``issues`` with the evidence of every flagged sample (:mod:`labelmeta.evidence`), where there is a meta set."""
+    splits, flagged = run.splits, issues.flagged
+    if splits.meta is None or not bool(flagged.any()):
+        return issues
+    options = run.loader_options
+    with accel.autocast(run.device, False):  # gradients compared in the model's own precision
+        samples = ((x[m], y[m], i[m]) for x, y, i in loader(splits.train, 1000, shuffle=False, **options)
+                   for m in [flagged[i]] if bool(m.any()))
+        meta = ((x, y, i) for x, y, i in loader(splits.meta, 1000, shuffle=False, **options))
+        found, positions, _, _ = meta_evidence(run.learner.model, samples, meta, k=run.config.evidence,
+                                                device=run.device)
+    table = torch.full((len(issues), positions.shape[1]), -1, dtype=torch.long)
+    source = splits.meta_source_index
+    table[found] = torch.where(positions >= 0, source[positions.clamp_min(0)], positions)
+    return dataclasses.replace(issues, evidence=table)
 
 
 def _weight_shares(learner: Learner, state: RunState) -> Optional[torch.Tensor]:
     """Each sample's share of visits with a positive weight, for a strategy that learns weights; else ``None``."""
-    return state.kept() if learner.strategy.learns_weights else None
+    if not learner.strategy.learns_weights:
+        return None
+    own = learner.labels.kept()  # labels that count the weights on their annotations only
+    return state.kept() if own is None else own
 
 
 def _warn_idle_speed_settings(config: Config, splits: Splits) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from labelmeta import make_labels
+from labelmeta import LABELS, make_labels
 
 N, C, D, B = 12, 4, 5, 6  # samples, classes, input features, batch size
 
@@ -77,13 +77,16 @@ def make_data(seed: int = 0):
 
 def make_learnable_labels(name: str, targets: Tensor, seed: int = 0):
     """Labels ``name`` with parameters moved off their symmetric initialisation."""
-    labels = make_labels(name, targets, C, scale=2.0)
+    labels = make_labels(name, targets, C, **({"scale": 2.0} if "scale" in LABELS.schema(name).options else {}))
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for p in labels.parameters():
             p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    # parameterisations that watch the model's predictions get some to watch (a no-op for the rest)
-    labels.observe(torch.arange(len(targets)), torch.randn(len(targets), C, generator=g))
+    # parameterisations that watch the model's predictions get some to watch, and those that watch the weights
+    # a verdict: every other sample at weight zero (detect-correct's rejected rows learn) (a no-op for the rest)
+    everyone = torch.arange(len(targets))
+    labels.observe(everyone, torch.randn(len(targets), C, generator=g))
+    labels.observe_weights(everyone, (everyone % 2).double())
     return labels
 
 

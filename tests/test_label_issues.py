@@ -25,12 +25,46 @@ def test_the_rule_in_closed_form():
     assert torch.allclose(found.suggested_probability, torch.tensor([0.9, 0.7, 0.6], dtype=torch.float64))
     assert found.ranking().tolist() == [1, 2, 0]
     weighted = find_label_issues(annotated, q, kept=torch.tensor([1.0, 0.5, 0.25]), true=torch.tensor([0, 0, 0]))
-    # trust = q[annotated] * kept: 0.9, 0.15, 0.15; kept 0.5 is not most visits rejected, 0.25 is
-    assert torch.allclose(weighted.score, torch.tensor([0.1, 0.85, 0.85], dtype=torch.float64))
+    # trust = mean(q[annotated], kept): 0.95, 0.4, 0.425; kept 0.5 is not most visits rejected, 0.25 is
+    assert torch.allclose(weighted.score, torch.tensor([0.05, 0.6, 0.575], dtype=torch.float64))
     assert weighted.flagged.tolist() == [False, True, True]
     stats = weighted.stats()
     assert (stats.precision, stats.recall, stats.flagged, stats.corrupted) == (1.0, 1.0, 2, 2)
-    assert stats.f1 == 1.0 and stats.average_precision == 1.0
+    assert stats.f1 == 1.0 and stats.average_precision == 1.0 and stats.false_negative_rate_at_budget == 0.0
+    # with the model's probabilities too (a run that learns labels): trust = mean(q[y], p[y], kept)
+    p = torch.tensor([[0.6, 0.4], [0.5, 0.5], [0.2, 0.8]])
+    both = find_label_issues(annotated, q, kept=torch.tensor([1.0, 0.5, 0.25]), true=torch.tensor([0, 0, 0]),
+                             probabilities=p)
+    assert torch.allclose(both.score, 1 - torch.tensor([2.5, 1.3, 1.65], dtype=torch.float64) / 3)
+    assert both.ranking().tolist() == [1, 2, 0] and both.suggested.tolist() == [0, 0, 1]
+    with pytest.raises(ValueError, match=r"probabilities must be \(3, 2\) like the distribution, got \(2, 2\)"):
+        find_label_issues(annotated, q, probabilities=p[:2])
+
+
+def test_ties_of_the_weight_history_are_broken_by_the_labels():
+    """Samples rejected at every visit (kept 0) rank by how little their label and the model trust the annotation."""
+    annotated = torch.zeros(4, dtype=torch.long)
+    q = torch.tensor([[0.3, 0.7], [0.1, 0.9], [0.2, 0.8], [0.9, 0.1]])
+    p = torch.tensor([[0.4, 0.6], [0.05, 0.95], [0.3, 0.7], [0.8, 0.2]])
+    found = find_label_issues(annotated, q, kept=torch.tensor([0.0, 0.0, 0.0, 1.0]), probabilities=p)
+    assert found.ranking().tolist() == [1, 2, 0, 3]
+    assert len(torch.unique(found.score)) == 4
+
+
+def test_false_negative_rate_at_a_budget_of_the_noise_rate_by_direct_count():
+    gen = torch.Generator().manual_seed(3)
+    n, c = 300, 4
+    annotated = torch.randint(c, (n,), generator=gen)
+    true = torch.where(torch.rand(n, generator=gen) < 0.25, torch.randint(c, (n,), generator=gen), annotated)
+    q = torch.softmax(torch.randn(n, c, generator=gen) + 1.5 * torch.nn.functional.one_hot(true, c), 1)
+    found = find_label_issues(annotated, q, true=true)
+    corrupted = (annotated != true).tolist()
+    budget = sum(corrupted)
+    # oracle: sort the scores by hand, take as many as there are wrong labels, count the wrong ones left out
+    order = sorted(range(n), key=lambda i: (-float(found.score[i]), i))
+    caught = sum(corrupted[i] for i in order[:budget])
+    assert found.stats().false_negative_rate_at_budget == pytest.approx(1 - caught / budget)
+    assert 0 < found.stats().false_negative_rate_at_budget < 1
 
 
 def test_precision_recall_against_scikit_learn_and_a_direct_count():
@@ -128,7 +162,14 @@ def test_a_run_writes_its_issues_from_its_learned_labels_and_weights(tmp_path):
                          for i in range(len(found))], dtype=torch.float64)
     assert set(visits.weighed) == set(range(len(found)))  # two meta epochs visit every sample
     table = learner.labels.table().detach().double()
-    trust = table.gather(1, found.annotated[:, None])[:, 0] * kept
+    from labelmeta.build import splits_for
+    from labelmeta.data import loader
+    from labelmeta.metrics import predict
+
+    logits, _ = predict(learner.model, loader(splits_for(TINY).train, 64, shuffle=False))
+    probabilities = torch.softmax(logits.double(), 1)
+    trust = (table.gather(1, found.annotated[:, None])[:, 0] + probabilities.gather(1, found.annotated[:, None])[:, 0]
+             + kept) / 3
     assert torch.allclose(found.score.double(), 1 - trust, atol=1e-5)
     assert torch.equal(found.flagged, (found.suggested != found.annotated) | (kept < 0.5))
     assert bool(found.flagged.any()) and bool((found.flagged & (found.suggested == found.annotated)).any())
@@ -184,7 +225,7 @@ def test_an_issues_csv_written_before_source_indices_and_names_reads(tmp_path):
     issues.to_csv(tmp_path / "new.csv", class_names=["cat", "dog"])
     with open(tmp_path / "new.csv", newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[1][1:] == ["1", "1", "0", "0.8", "0.8", "1", "0", "3", "dog", "cat"]  # the most suspect first
+    assert rows[1][1:] == ["1", "1", "0", "0.8", "0.8", "1", "0", "3", "dog", "cat", ""]  # the most suspect first
     old = tmp_path / "old.csv"
     with open(old, "w", newline="") as f:
         csv.writer(f).writerows([list(COLUMNS_BEFORE_ISSUE_37)] + [r[:8] for r in rows[1:]])

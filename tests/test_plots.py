@@ -26,7 +26,8 @@ def test_plot_writes_curves_and_the_label_matrix(tmp_path, capsys):
                  "--out", str(tmp_path / "figs")]) == 0
     written = capsys.readouterr().out.split()
     assert written == [str(tmp_path / "figs" / name) for name in ("curves.png", "label_issues.png", "per_class_health.png",
-                                                                  "per_class_label_matrix.png", "plain_health.png")]
+                                                                  "per_class_label_matrix.png", "plain_health.png",
+                                                                  "plain_evidence.png")]
     for path in written:
         image = matplotlib.image.imread(path)
         assert image.ndim == 3 and min(image.shape[:2]) > 300 and image.std() > 0  # a drawn figure

@@ -27,6 +27,7 @@ class Splits:
         labels: annotated (possibly noisy) and true targets of ``train`` (the truth ``None`` where unknown).
         source_index: ``LongTensor[N]``, each training sample's place in the dataset it came from
             (``RawData.ids``: the row of a user's file; else its place in the dataset's training set).
+        meta_source_index: ``LongTensor[M]``, the same for each meta sample (``None`` without a meta set).
     """
 
     train: Dataset
@@ -37,6 +38,7 @@ class Splits:
     input_shape: Tuple[int, ...]
     class_names: Optional[Tuple[str, ...]] = None
     source_index: Optional[Tensor] = None
+    meta_source_index: Optional[Tensor] = None
 
     def subset(self, keep: Tensor) -> "Splits":
         """These splits with only the training samples where ``keep`` (``BoolTensor[N]``) holds,
@@ -50,7 +52,8 @@ class Splits:
             raise ValueError("keep selects no training sample")
         idx = keep.nonzero().squeeze(1)
         true = None if self.labels.true is None else self.labels.true[idx]
-        labels = NoisyLabels(self.labels.noisy[idx], true, self.labels.nominal_rate)
+        trusted = None if self.labels.trusted is None else self.labels.trusted[idx]
+        labels = NoisyLabels(self.labels.noisy[idx], true, self.labels.nominal_rate, trusted)
         if isinstance(self.train, IndexedTensorDataset):
             train: Dataset = IndexedTensorDataset(self.train.x[idx], labels.noisy)
         elif isinstance(self.train, Indexed):
@@ -136,7 +139,8 @@ def make_splits(
     if meta_in_train:
         clean = raw.train_targets[meta_idx]
         true = None if labels.true is None else torch.cat([labels.true, clean])
-        labels = NoisyLabels(torch.cat([labels.noisy, clean]), true, labels.nominal_rate)
+        trusted = torch.cat([torch.zeros(len(labels.noisy), dtype=torch.bool), torch.ones(len(clean), dtype=torch.bool)])
+        labels = NoisyLabels(torch.cat([labels.noisy, clean]), true, labels.nominal_rate, trusted)
         train_idx = torch.cat([train_idx, meta_idx])
 
     meta_source = raw.meta if raw.meta is not None else raw.train
@@ -152,7 +156,10 @@ def make_splits(
         test = raw.test if validation_idx is None else \
             Indexed(Subset(meta_source, validation_idx.tolist()), raw.train_targets[validation_idx])
     source = train_idx if raw.ids is None else raw.ids[train_idx]
-    return Splits(train, meta, test, labels, raw.num_classes, raw.input_shape, raw.class_names, source)
+    # the meta set's places in its dataset: the user's rows where it came from the training file
+    meta_ids = meta_idx if raw.ids is None or raw.meta is not None else raw.ids[meta_idx]
+    return Splits(train, meta, test, labels, raw.num_classes, raw.input_shape, raw.class_names, source,
+                  meta_ids if meta_size else None)
 
 
 def trusted_mask(raw: RawData, dataset: str) -> Tensor:

@@ -29,11 +29,20 @@ class NoisyLabels:
         true: ``LongTensor[N]`` the clean targets, for evaluation only; ``None`` where the truth is
             unknown (a user's own labels): the run then reports no correction or detection figures.
         nominal_rate: the requested noise rate (``nan`` where unknown).
+        trusted: ``BoolTensor[N]``, the samples whose annotation is known to be right because they came from
+            the clean set (``meta_in_train``); the label-quality and detection figures leave them out, as
+            no method is asked to judge them. ``None``: none.
     """
 
     noisy: Tensor
     true: Optional[Tensor]
     nominal_rate: float
+    trusted: Optional[Tensor] = None
+
+    @property
+    def judged(self) -> Tensor:
+        """``BoolTensor[N]``: the samples whose annotation a method is asked to judge (all but the trusted)."""
+        return torch.ones_like(self.noisy, dtype=torch.bool) if self.trusted is None else ~self.trusted
 
     @property
     def truth_known(self) -> bool:
