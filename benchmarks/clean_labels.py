@@ -41,7 +41,7 @@ from labelmeta import Config, Results
 from labelmeta.compare import cell, mean_std
 
 #: the base of every run: clean labels, all training samples trained on (the held-out rows override)
-CLEAN = dict(noise="none", noise_rate=0.0, meta_per_class=0, meta_source="train", progress=False)
+CLEAN = dict(noise="none", noise_rate=0.0, meta_per_class=0, meta_source="train", progress=False, labels="per-sample")
 #: candidate regime -> (base Config, clean samples per class of its held-out meta split)
 REGIMES: Dict[str, Tuple[Config, int]] = {
     "MNIST-1D, CNN, 8 000 train (current)": (Config(**CLEAN), 50),

@@ -85,7 +85,8 @@ def main(argv=None) -> int:
     parser.add_argument("--noise-rate", type=float, default=0.4)
     harness.add_jobs_argument(parser)
     args = parser.parse_args(argv)
-    base = Config(epochs=args.epochs, progress=False, noise=args.noise, noise_rate=args.noise_rate)
+    base = Config(labels="per-sample", epochs=args.epochs, progress=False, noise=args.noise,  # issue 14's default
+                  noise_rate=args.noise_rate)
     seeds = args.seeds
     if args.smoke:
         base, seeds = smoke(base), seeds[:1]

@@ -31,7 +31,8 @@ from common import smoke
 from labelmeta import Config, Results
 from labelmeta.compare import cell, mean_std
 
-BASE = Config(noise="none", noise_rate=0.0, meta_per_class=0, meta_source="train", progress=False)
+BASE = Config(noise="none", noise_rate=0.0, meta_per_class=0, meta_source="train", progress=False,
+              labels="per-sample")
 EPSILONS = (0.05, 0.1, 0.2, 0.3)
 ONE_HOT = "one-hot"
 TEACHERS: Dict[str, dict] = {ONE_HOT: dict(labels="one-hot", strategy="none")}

@@ -177,7 +177,16 @@ def sci(x: float, d: int = 1) -> str:
 
 # --- noisy_labels.json: dataset | setting | method | seed ----------------------------------------
 
+#: the default until issue 38 (per-sample labels and weights from one hypergradient)
 DEFAULT = "learned labels + weights (default)"
+#: issue 38's rows: today's default (detect-correct), with the clean set also in training, its ablations
+DETECT = "detect, then correct (default): clean set not in training"
+DETECT_META = "detect, then correct (weights on annotations, rejected samples' labels learn), clean set in training"
+DETECT_FIXED = "detect, then correct, running predictions only (label lr 0)"
+DETECT_EVERY4 = "detect, then correct, clean set in training, a meta step every 4 steps"
+CLEAN_DETECT = "detect, then correct, on clean labels"
+#: the columns of issue 38's correction target
+CORRECTION_COLUMNS = ["symmetric-20", "symmetric-40", "asymmetric-40"]
 CE = "cross-entropy"
 CE_META = "cross-entropy, clean meta set added to training"
 GCE = "generalised cross-entropy"
@@ -205,10 +214,10 @@ SETTINGS_5 = SYMMETRIC + ["asymmetric-40"]
 COLUMNS = SETTINGS_5 + ["small-clean-40"]
 DATASETS = ["mnist1d", "digits"]
 #: the rows of docs/results.md's table (the report has them all), in its order
-TABLE_ROWS = [CE, CE_META, GCE, BOOT_HARD, SMOOTHING, ELR, L2RW, MWN, CONFIDENT, DEFAULT, WEIGHTS_ELR, CORRECTOR,
-              ENSEMBLE_GCE]
+TABLE_ROWS = [CE, CE_META, GCE, BOOT_HARD, SMOOTHING, ELR, L2RW, MWN, CONFIDENT, DETECT, DETECT_META, DEFAULT,
+              WEIGHTS_ELR, CORRECTOR, ENSEMBLE_GCE]
 #: the rows that run on clean labels only
-CLEAN_ROWS = (REFERENCE, CLEAN_DEFAULT, CLEAN_CORRECTOR)
+CLEAN_ROWS = (REFERENCE, CLEAN_DEFAULT, CLEAN_CORRECTOR, CLEAN_DETECT)
 #: short names of the columns
 ALIASES = {"sym20": "symmetric-20", "sym40": "symmetric-40", "sym60": "symmetric-60", "sym80": "symmetric-80",
            "flip40": "asymmetric-40", "small40": "small-clean-40"}
@@ -222,6 +231,22 @@ def nl(dataset: str, setting: str, method: str, field: str = "last_accuracy", sc
     return stat("noisy_labels", f"{dataset} | {setting} | {method}", field, scale)
 
 
+def curve_at(dataset: str, setting: str, method: str, threshold: float, field: str = "corrected") -> Stat:
+    """A point of a row's corrected-vs-broken curve (``benchmarks/correction_curve.py``, stored in each of its
+    cells): the corrupted labels ``"corrected"`` or the clean ones ``"broken"`` (%) had the run relabelled its
+    flagged samples whose learned label reaches ``threshold``, over seeds."""
+    cells = seeds_of("noisy_labels", f"{dataset} | {ALIASES.get(setting, setting)} | {method}")
+    column = {"corrected": 1, "broken": 2}[field]
+    return mean_std([next(p[column] for p in c["curve"] if p[0] == threshold) for c in cells], 1.0)
+
+
+def timing(dataset: str, method: str, setting: str = "symmetric-40") -> float:
+    """A row's whole-run time over cross-entropy's, both from ``detect_correct_timing.json`` (one run of the two on the
+    same processes; means over seeds)."""
+    time = lambda m: stat("detect_correct_timing", f"{dataset} | {setting} | {m}", "wall_time", 1.0).m  # noqa: E731
+    return time(method) / time(CE)
+
+
 def nl_all(dataset: str, method: str, settings: Sequence[str] = SETTINGS_5, **kw) -> List[Stat]:
     """:func:`nl` in each of ``settings``."""
     return [nl(dataset, s, method, **kw) for s in settings]
@@ -229,8 +254,8 @@ def nl_all(dataset: str, method: str, settings: Sequence[str] = SETTINGS_5, **kw
 
 #: the instance-dependent columns (``noisy_labels_instance.json``, issue 37), and the rows run on them
 INSTANCE = ["instance-20", "instance-40"]
-INSTANCE_ROWS = [CE, CE_META, GCE, BOOT_HARD, SMOOTHING, ELR, L2RW, MWN, CONFIDENT, DEFAULT, WEIGHTS_ELR, CORRECTOR,
-                 WEIGHTS_ONLY, LABELS_ONLY]
+INSTANCE_ROWS = [CE, CE_META, GCE, BOOT_HARD, SMOOTHING, ELR, L2RW, MWN, CONFIDENT, DETECT, DETECT_META, DEFAULT,
+                 WEIGHTS_ELR, CORRECTOR, WEIGHTS_ONLY, LABELS_ONLY]
 
 
 def nli(dataset: str, setting: str, method: str, field: str = "last_accuracy", scale: float = 100.0) -> Stat:

@@ -35,12 +35,16 @@ from labelmeta.compare import cell, mean_std
 from labelmeta import Config
 
 #: base configuration per dataset (each method overrides a few fields): the defaults, sizes scaled to the data
+#: the bases keep the labels of the default before issue 38 (per-sample), so that every row that names no labels
+#: (the previous default and its ablations) keeps the configuration its stored cells ran; the rows of today's
+#: default (detect-correct) name theirs
+_PREVIOUS = dict(labels="per-sample")
 DATASETS: Dict[str, Config] = {
-    "mnist1d": Config(),
-    "digits": Config(dataset="digits", model="mlp", meta_per_class=10, meta_batch_size=100, batch_size=64),
+    "mnist1d": Config(**_PREVIOUS),
+    "digits": Config(dataset="digits", model="mlp", meta_per_class=10, meta_batch_size=100, batch_size=64, **_PREVIOUS),
     # GPU: torchvision CIFAR-10 from --data-root, CIFAR ResNet-18, standard augmentation
     "cifar10": Config(dataset="cifar10", model="resnet18", lr=0.1, epochs=120, batch_size=128,
-                      meta_per_class=100, meta_batch_size=200, warmup_epochs=10),
+                      meta_per_class=100, meta_batch_size=200, warmup_epochs=10, **_PREVIOUS),
 }
 
 #: noise settings: name -> (kind, nominal rate)
@@ -76,7 +80,12 @@ CORRECTOR = "learned labels: corrector + weights (amortised, MLC-style)"
 CLEAN_CORRECTOR = "learned labels: corrector + weights, label lr 0.1, on clean labels"
 #: issue 38: the weights detect on the annotations, the rejected samples' labels learn (labelmeta.detect_correct)
 DETECT_CORRECT = "detect, then correct (weights on annotations, rejected samples' labels learn), clean set in training"
-DETECT_CORRECT_ALONE = "detect, then correct, clean set not in training"
+#: today's default (Config(labels="detect-correct")): the clean set holds the meta batches only
+DETECT_CORRECT_ALONE = "detect, then correct (default): clean set not in training"
+#: the ablation of the label hypergradient: the rejected samples' labels are their running predictions alone
+DETECT_CORRECT_FIXED = "detect, then correct, running predictions only (label lr 0)"
+#: the cheaper run: a meta step every 4 steps, the steps between weighted by the verdict so far
+DETECT_CORRECT_EVERY4 = "detect, then correct, clean set in training, a meta step every 4 steps"
 CLEAN_DETECT_CORRECT = "detect, then correct, on clean labels"
 #: the rows that run once per dataset and seed, without noise
 CLEAN = (REFERENCE, CLEAN_LEARNED, CLEAN_CORRECTOR, CLEAN_DETECT_CORRECT)
@@ -126,6 +135,10 @@ METHODS: Dict[str, dict] = {
     DETECT_CORRECT: dict(labels="detect-correct", meta_in_train=True,
                          label_options=dict(detect_fraction=0.9, threshold=0.6)),
     DETECT_CORRECT_ALONE: dict(labels="detect-correct", label_options=dict(detect_fraction=0.9, threshold=0.6)),
+    DETECT_CORRECT_FIXED: dict(labels="detect-correct", meta_in_train=True, label_lr=0.0,
+                               label_options=dict(detect_fraction=0.9, threshold=0.6)),
+    DETECT_CORRECT_EVERY4: dict(labels="detect-correct", meta_in_train=True, meta_every=4,
+                                label_options=dict(detect_fraction=0.9, threshold=0.6)),
     CLEAN_DETECT_CORRECT: dict(labels="detect-correct", meta_in_train=True, noise="none", noise_rate=0.0,
                                label_options=dict(detect_fraction=0.9, threshold=0.6)),
 }
@@ -142,7 +155,9 @@ METHOD_SETS: Dict[str, List[str]] = {
 
 #: methods that are more than one ``fit``: method name -> the harness cell that runs them
 RUNNERS = {CONFIDENT: confident_learning.fit_cell, **{m: correction_curve.fit_cell for m in
-                                                     (DETECT_CORRECT, DETECT_CORRECT_ALONE, CLEAN_DETECT_CORRECT)}}
+                                                     (DETECT_CORRECT, DETECT_CORRECT_ALONE,
+                                                                       DETECT_CORRECT_FIXED, DETECT_CORRECT_EVERY4,
+                                                                       CLEAN_DETECT_CORRECT)}}
 
 
 # --- each tuned row's knob, as benchmarks/tuning.py searches it, and its choices applied -------------------

@@ -26,7 +26,7 @@ from labelmeta.hooks import RunHook
 from labelmeta.runner import fit_learner
 
 BASE = Config(dataset_options=dict(num_samples=1500), meta_per_class=10, meta_batch_size=60, batch_size=64,
-              epochs=3, warmup_epochs=1, progress=False)
+              epochs=3, warmup_epochs=1, progress=False, labels="per-sample")  # the default it was written for
 #: name -> the changes to BASE
 RUNS: Dict[str, dict] = {
     "default": {},
@@ -78,7 +78,7 @@ def _worker(out: str) -> None:
     """One process of the two-process run; rank 0 saves."""
     torch.set_num_threads(1)
     config = Config(dataset="digits", model="mlp", meta_per_class=10, meta_batch_size=45, batch_size=61, epochs=2,
-                    warmup_epochs=0, progress=False)
+                    warmup_epochs=0, progress=False, labels="per-sample")
     record = _record(*fit_learner(config))
     if torch.distributed.get_rank() == 0:
         torch.save(record, out)

@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     # a meta step every training step on a meta batch of 500 unless a row says otherwise (the
     # default's own candidates are default_recipe.py's subject)
-    base = Config(epochs=args.epochs, progress=False, meta_every=1, meta_batch_size=500)
+    base = Config(labels="per-sample", epochs=args.epochs, progress=False, meta_every=1, meta_batch_size=500)
     seeds = args.seeds
     if args.smoke:
         base = smoke(base)

@@ -40,10 +40,11 @@ from .records import Results, ResultsNotWritten
 from .runner import fit
 from .strategies import BACKENDS, DEFAULT_STRATEGY, STRATEGIES, TARGETS
 
-#: the demo's comparison: plain cross-entropy against the default (learned per-sample labels and weights)
+#: the demo's comparison: plain cross-entropy against the default (detect-correct: weights detect on the
+#: annotations, the rejected samples' labels learn)
 DEMO_METHODS = {
     "cross-entropy": dict(labels="one-hot", strategy="none"),
-    "learned labels + weights (default)": dict(),
+    "detect, then correct (default)": dict(),
 }
 _OPTION_FIELDS = {c.options_field for c in COMPONENTS}
 

@@ -39,10 +39,11 @@ def _options() -> Any:
 @dataclass
 class Config:
     """Everything a run needs. The defaults are the recommended recipe for noisy labels: per-sample
-    learned labels and per-sample weights from one exact one-step hypergradient at every step
-    (``benchmarks/noisy_labels.py`` compares it with every method and takes it apart;
-    ``benchmarks/default_recipe.py`` chose the meta step's cost); a component's options default
-    to its own declared defaults (``labelmeta list NAME`` shows them)."""
+    weights from one exact one-step hypergradient at every step judge the annotations, and the samples
+    they reject get labels that learn (``detect-correct``; ``benchmarks/noisy_labels.py`` compares it with
+    every method, ``benchmarks/detect_correct.py`` takes it apart; ``benchmarks/default_recipe.py`` chose the
+    meta step's cost); a component's options default to its own declared defaults (``labelmeta list NAME``
+    shows them)."""
 
     # data
     dataset: str = field(default="mnist1d", metadata=_DATA)            #: a name in ``DATASETS``
@@ -75,7 +76,7 @@ class Config:
     epochs: int = 40                                                   #: passes over the training set
     batch_size: int = 128                                              #: training samples a model step
     # labels and how they are learned
-    labels: str = "per-sample"                                         #: a name in ``LABELS``
+    labels: str = "detect-correct"                                     #: a name in ``LABELS``
     label_options: Dict[str, Any] = _options()
     loss: str = "ce"                                                   #: training loss, a name in ``LOSSES``
     loss_options: Dict[str, Any] = _options()

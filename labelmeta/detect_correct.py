@@ -20,6 +20,7 @@ class at probability ``>= threshold``; below it the sample stays flagged for rev
 """
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import torch
@@ -40,19 +41,19 @@ class DetectCorrect(_RunningPredictions):
 
     Args:
         threshold: probability the learned label's top class needs before a rejected sample's hard label
-            leaves its annotation, in ``[0, 1)``; default 0.5.
+            leaves its annotation, in ``[0, 1)``; default 0.6.
         detect_fraction: the share of the run (in epochs) that only detects: no sample is rejected before it
             ends, so that the verdict rests on many visits, most of them after the model's early phase,
-            in ``[0, 1)``; default 0.5.
+            in ``[0, 1)``; default 0.9.
         momentum: running-prediction momentum per visit of a sample, in ``[0, 1)``; default 0.7.
     """
 
-    def __init__(self, targets: Targets, num_classes: int, *, threshold: float = 0.5, detect_fraction: float = 0.5,
+    def __init__(self, targets: Targets, num_classes: int, *, threshold: float = 0.6, detect_fraction: float = 0.9,
                  momentum: float = 0.7) -> None:
         super().__init__(targets, num_classes)
         self.threshold = check_range("threshold", threshold, 0.0, 1.0)
         self.detect_fraction = check_range("detect_fraction", detect_fraction, 0.0, 1.0)
-        self.epochs = 1  # the run's, told by set_epochs
+        self.epochs: Optional[int] = None  # the run's, told by set_epochs (fit does; a loop of one's own must)
         self.register_buffer("observed", torch.zeros((), dtype=torch.long))  # samples observed: the epoch
         self._init_ensemble(momentum)
         self.logits = nn.Parameter(torch.zeros(self.num_samples, num_classes))
@@ -69,7 +70,7 @@ class DetectCorrect(_RunningPredictions):
 
     def detected(self) -> bool:
         """Whether the detection phase is over (``detect_fraction`` of the run's epochs observed)."""
-        return int(self.observed) >= self.detect_fraction * self.epochs * self.num_samples
+        return int(self.observed) >= self.detect_fraction * (self.epochs or 1) * self.num_samples
 
     def set_epochs(self, epochs: int) -> None:
         self.epochs = epochs
@@ -95,6 +96,10 @@ class DetectCorrect(_RunningPredictions):
 
     @torch.no_grad()
     def observe_weights(self, indices: Indices, weights: Tensor) -> None:
+        if self.epochs is None:
+            warnings.warn("detect-correct labels were not told the run's length (labels.set_epochs(epochs); fit does): "
+                          "their detection phase ends after the first epoch", stacklevel=2)
+            self.epochs = 1
         annotated = ~self.rejected(indices)  # a learned label's weight says nothing about the annotation
         self.visits.index_add_(0, indices[annotated], torch.ones_like(weights[annotated], dtype=self.visits.dtype))
         self.rejections.index_add_(0, indices[annotated], (weights[annotated] == 0).to(self.rejections.dtype))

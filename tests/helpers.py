@@ -85,6 +85,7 @@ def make_learnable_labels(name: str, targets: Tensor, seed: int = 0):
     # parameterisations that watch the model's predictions get some to watch, and those that watch the weights
     # a verdict: every other sample at weight zero (detect-correct's rejected rows learn) (a no-op for the rest)
     everyone = torch.arange(len(targets))
+    labels.set_epochs(1)
     labels.observe(everyone, torch.randn(len(targets), C, generator=g))
     labels.observe_weights(everyone, (everyone % 2).double())
     return labels

@@ -91,16 +91,17 @@ def _last_and_best_are_the_history(run: dict) -> None:
 
 def test_noisy_labels_smoke_and_resume(tmp_path):
     first = _smoke("noisy_labels.py", tmp_path, "--datasets", "digits")
-    assert "0 of 47 cells already done; running 47" in first.stdout
+    assert "0 of 56 cells already done; running 56" in first.stdout
     for name in ("noisy_labels_smoke.md", "noisy_labels_smoke_accuracy.png", "noisy_labels_smoke_correction.png"):
         assert (tmp_path / name).stat().st_size > 0
     text = (tmp_path / "noisy_labels_smoke.md").read_text()
     cells = json.loads((tmp_path / "noisy_labels_smoke.json").read_text())["cells"]
-    assert len(cells) == 47
+    assert len(cells) == 56
     reference = "cross-entropy on clean labels (reference)"
     added = "cross-entropy, clean meta set added to training"
     clean_default = "learned labels + weights (default) on clean labels"
     clean_corrector = "learned labels: corrector + weights, label lr 0.1, on clean labels"
+    clean_detect = "detect, then correct, on clean labels"
     runs: Dict[tuple, dict] = {}
     for key, run in cells.items():
         dataset, setting, method, seed = key.split(" | ")
@@ -108,14 +109,14 @@ def test_noisy_labels_smoke_and_resume(tmp_path):
         _last_and_best_are_the_history(run)
         runs[setting, method] = run
     settings = ["symmetric-40", "asymmetric-40"]
-    methods = sorted({m for _, m in runs} - {reference, clean_default, clean_corrector})
-    assert len(methods) == 22
+    methods = sorted({m for _, m in runs} - {reference, clean_default, clean_corrector, clean_detect})
+    assert len(methods) == 26
     sections = _sections(text)
     [overview] = _tables(sections["digits"])
     [ablation] = _tables(sections["digits: targets and ablation"])
     assert overview[0] == ["method", *settings]
     overview_rows = _rows(overview)
-    assert sorted(overview_rows) == sorted(methods + [reference, clean_default, clean_corrector])
+    assert sorted(overview_rows) == sorted(methods + [reference, clean_default, clean_corrector, clean_detect])
     # the ablation: the default, then each row without one of its components, with the difference
     default = "learned labels + weights (default)"
     ablation_rows = _rows(ablation)
@@ -130,7 +131,8 @@ def test_noisy_labels_smoke_and_resume(tmp_path):
         # every method of a setting trained on the same noise draw; the heading gives its rate
         confident = "confident learning (cleanlab, 5-fold), then cross-entropy + clean meta set"
         elr = "ELR (β 0.7), clean meta set added to training"
-        [rate] = {runs[setting, m]["effective_noise"] for m in methods if m not in (added, confident, elr)}
+        [rate] = {runs[setting, m]["effective_noise"] for m in methods
+                  if m not in (confident,) and not runs[setting, m]["config"]["meta_in_train"]}
         assert runs[setting, confident]["effective_noise"] == runs[setting, added]["effective_noise"]
         assert runs[setting, elr]["effective_noise"] == runs[setting, added]["effective_noise"]
         # the run that also trains on the 50 clean meta samples has the same corrupted samples among
@@ -160,7 +162,7 @@ def test_noisy_labels_smoke_and_resume(tmp_path):
             _shows(overview_rows[method][settings.index(setting)], [run["last_accuracy"]])
         # the clean-label reference ran once; its accuracy is repeated in every column
         _shows(overview_rows[reference][settings.index(setting)], [runs["clean", reference]["last_accuracy"]])
-        for clean in (clean_default, clean_corrector):
+        for clean in (clean_default, clean_corrector, clean_detect):
             _shows(overview_rows[clean][settings.index(setting)], [runs["clean", clean]["last_accuracy"]])
     # confident learning: its retraining is cross-entropy on the kept samples plus the clean meta set,
     # after cleanlab flagged some of the annotated ones (fewer training samples than the added-set row)
@@ -173,8 +175,23 @@ def test_noisy_labels_smoke_and_resume(tmp_path):
     assert "Targets (issue 14" in text and "no cost on clean labels" in text
     # a second run finds every cell done and reproduces the same table
     again = _smoke("noisy_labels.py", tmp_path, "--datasets", "digits")
-    assert "47 of 47 cells already done; running 0" in again.stdout
+    assert "56 of 56 cells already done; running 0" in again.stdout
     assert (tmp_path / "noisy_labels_smoke.md").read_text() == text
+    # issue 38's report over the same store. Each candidate cell's curve, at the row's threshold (0.6), is the
+    # run's own corrected and broken shares: the curve read from the final label table, the shares from the
+    # labels' hard labels (two computations of one thing)
+    import detect_correct
+
+    assert detect_correct.main(["--out", str(tmp_path), "--stems", "noisy_labels_smoke"]) == 0
+    report = (tmp_path / "detect_correct.md").read_text()
+    for setting in settings:
+        for method in ("detect, then correct (default): clean set not in training",
+                       "detect, then correct (weights on annotations, rejected samples' labels learn), clean set in training"):
+            run = runs[setting, method]
+            [point] = [p for p in run["curve"] if p[0] == 0.6]
+            assert point[1:] == pytest.approx([100 * run["corrected"], 100 * run["clean_broken"]], nan_ok=True)
+        assert f"## digits, {setting}" in report
+    assert "## Issue 38's targets" in report and (tmp_path / "detect_correct_curves.png").stat().st_size > 0
 
 
 def test_default_candidates_smoke(tmp_path):

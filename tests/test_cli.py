@@ -34,7 +34,7 @@ def test_demo_prints_its_table(capsys, tmp_path):
     header = rows.pop("method")
     assert header[-1] == "time (× cross-entropy)"
     runs = json.loads(out_json.read_text())
-    assert set(rows) == set(runs) == {"cross-entropy", "learned labels + weights (default)"}
+    assert set(rows) == set(runs) == {"cross-entropy", "detect, then correct (default)"}
     for name, cells in rows.items():
         assert not any("±" in c for c in cells), cells
         [run] = runs[name]

@@ -104,10 +104,16 @@ def test_the_learner_shows_the_labels_its_meta_weights_and_a_plain_step_uses_the
     assert torch.equal(labels.visits[batch[2]], torch.ones(len(batch[2])))
 
 
+def test_a_loop_that_does_not_tell_the_run_length_is_warned():
+    labels = make_labels("detect-correct", ANNOTATED, 3)
+    with pytest.warns(UserWarning, match=r"not told the run's length \(labels.set_epochs"):
+        labels.observe_weights(torch.arange(5), torch.ones(5))
+
+
 def test_state_dict_round_trip():
     labels, _ = _observed()
     labels.observe_weights(torch.arange(5), torch.tensor([0.0, 1.0, 0.0, 1.0, 1.0]))
-    fresh = make_labels("detect-correct", ANNOTATED, 3, threshold=0.6)
+    fresh = make_labels("detect-correct", ANNOTATED, 3, threshold=0.6, detect_fraction=0.5)
     fresh.set_epochs(2)
     fresh.load_state_dict(labels.state_dict())
     assert torch.equal(fresh.rejected(), labels.rejected()) and torch.equal(fresh(torch.arange(5)), labels(torch.arange(5)))
@@ -120,7 +126,7 @@ def test_a_run_counts_its_figures_without_the_clean_samples_it_trains_on(tmp_pat
 
     config = Config(dataset="digits", model="mlp", meta_per_class=5, meta_batch_size=50, batch_size=64, epochs=4,
                     warmup_epochs=1, labels="detect-correct", meta_in_train=True, progress=False,
-                    label_options=dict(detect_fraction=0.5), output=str(tmp_path / "run.json"))
+                    label_options=dict(detect_fraction=0.5, threshold=0.0), output=str(tmp_path / "run.json"))
     learner, results = fit_learner(config)
     labels = splits_for(config).labels
     judged = ~labels.trusted
@@ -137,6 +143,11 @@ def test_a_run_counts_its_figures_without_the_clean_samples_it_trains_on(tmp_pat
     flagged = issues.flagged.nonzero().flatten()
     assert len(flagged) and bool((issues.evidence[flagged] >= 0).any(1).all())  # every flag names clean samples
     assert bool((issues.evidence[~issues.flagged] == -1).all())
+    # what a reviewer reads: no tied scores among the most suspect, the correction as the suggestion
+    top = issues.ranking()[:50]
+    assert len(torch.unique(issues.score[top])) == 50 and bool(issues.flagged[top].all())
+    moved = learner.labels.hard_labels() != labels.noisy
+    assert bool(moved.any()) and torch.equal(issues.suggested[moved], learner.labels.hard_labels()[moved])
 
 
 # --- evidence ----------------------------------------------------------------------------------------------

@@ -141,8 +141,8 @@ API_CASES = [
      r"non-finite meta loss.* at step 0: meta_batch of 8 samples with indices \[0, 1, .*\(its inputs are not finite\)"),
     (nan_meta_batch, FloatingPointError, r"meta_batch of 8 samples with indices \[100, 101, "),
     (logits_of_the_wrong_shape_observed, ValueError, r"logits must be \[B=2, C=3\], got \(2, 4\)"),
-    (misspelt_label_option, ValueError, r"label parameterisation 'per-sample' has no option 'sclae'; "
-                                        r"its options: scale$"),
+    (misspelt_label_option, ValueError, r"label parameterisation 'detect-correct' has no option 'sclae'; "
+                                        r"its options: threshold, detect_fraction, momentum$"),
     (mistyped_strategy_option, ValueError, r"strategy 'truncated' option 'steps' takes int, got '4'"),
     (dataset_option_it_does_not_take, ValueError, r"dataset 'digits' has no option 'num_samples'; "
                                                   r"its options: data_seed, test_fraction"),
@@ -242,7 +242,7 @@ SILENT_NO_OPS = [
     (dict(labels="one-hot", strategy="one-step"), "OneHot labels are fixed: the 'one-step' strategy has nothing to learn"),
     (dict(labels="smoothing", strategy="functional"), "LabelSmoothing labels are fixed: the 'functional' strategy"),
     (dict(strategy="reweight"), "'reweight' strategy learns sample weights, not labels: the parameters of the "
-                                "PerSample labels stay"),
+                                "DetectCorrect labels stay"),
     # ignored settings: the run differs from what was asked for
     (dict(noise="none"), r"^noise_rate=0.4 is ignored: noise is 'none', no annotation is corrupted \(set noise_rate=0\)$"),
     (dict(meta_source="train"), r"^meta_per_class=5 is ignored with meta_source='train': no clean samples are held out, "

@@ -25,7 +25,8 @@ def _events(log_dir):
 
 
 def test_event_files_hold_the_runs_figures(tmp_path):
-    config = TINY.replace(log_dir=str(tmp_path / "runs" / "a"))
+    # per-sample labels learn at every meta step (detect-correct's only after its detection phase)
+    config = TINY.replace(labels="per-sample", log_dir=str(tmp_path / "runs" / "a"))
     r = fit(config)
     acc = _events(tmp_path / "runs" / "a")
     tags = acc.Tags()

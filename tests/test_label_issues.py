@@ -136,7 +136,7 @@ def test_csv_round_trip_and_errors(tmp_path):
 
 
 def test_a_run_writes_its_issues_from_its_learned_labels_and_weights(tmp_path):
-    """The default learns labels and weights: the CSV's suggestions are its learned hard labels, a
+    """The previous default learns labels and weights: the CSV's suggestions are its learned hard labels, a
     sample whose weight was zero at most of its visits (counted here from every step) is a flag, and
     the results carry the same figures."""
     from labelmeta.hooks import RunHook
@@ -152,7 +152,8 @@ def test_a_run_writes_its_issues_from_its_learned_labels_and_weights(tmp_path):
                     self.rejected[i] = self.rejected.get(i, 0) + (w == 0)
 
     output, visits = tmp_path / "run.json", Visits()
-    learner, results = fit_learner(TINY.replace(output=str(output)), hooks=[visits])
+    # the previous default (detect-correct's own count of the visits is tests/test_detect_correct.py's)
+    learner, results = fit_learner(TINY.replace(labels="per-sample", output=str(output)), hooks=[visits])
     found = read_label_issues(output)
     assert issues_path(output) == tmp_path / "run.issues.csv"
     assert len(found) == learner.labels.num_samples
@@ -166,7 +167,7 @@ def test_a_run_writes_its_issues_from_its_learned_labels_and_weights(tmp_path):
     from labelmeta.data import loader
     from labelmeta.metrics import predict
 
-    logits, _ = predict(learner.model, loader(splits_for(TINY).train, 64, shuffle=False))
+    logits, _ = predict(learner.model, loader(splits_for(TINY.replace(labels="per-sample")).train, 64, shuffle=False))
     probabilities = torch.softmax(logits.double(), 1)
     trust = (table.gather(1, found.annotated[:, None])[:, 0] + probabilities.gather(1, found.annotated[:, None])[:, 0]
              + kept) / 3

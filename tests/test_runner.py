@@ -137,7 +137,9 @@ def test_every_backend_learns_the_right_way_in_the_runner(backend):
     every backend's sign flipped: the label margin went from +0.002-0.004 to below 0, the weight gap
     from +0.23-0.46 to below -0.16, seeds 0 and 1)."""
     options = dict(steps=2) if backend == "truncated" else {}
-    config = TINY.replace(strategy=backend, strategy_options=options, epochs=2, warmup_epochs=1, label_lr=0.5)
+    # per-sample labels learn from the first meta step (detect-correct's only after its detection phase)
+    config = TINY.replace(labels="per-sample", strategy=backend, strategy_options=options, epochs=2, warmup_epochs=1,
+                          label_lr=0.5)
     signal, results = meta_learning_signal(config)
     assert signal["labels"] > 0 and results.history[1].meta_loss is not None
     assert meta_learning_signal(config.replace(labels="one-hot", strategy=f"{backend}:weights"))[0]["weights"] > 0
