@@ -191,10 +191,11 @@ def plot(stores: List[dict], path: Path) -> None:
             ax.plot(mean[:, 2], mean[:, 1], style, ms=3, label=f"{SHORT[method]} (over its threshold)")
             here = runs[(dataset, setting, method)]
             ax.plot(_ms(here, "clean_broken")[0], _ms(here, "corrected")[0], "k*", ms=10)
-        for method, marker in ((nl.LEARNED, "^"), (nl.CORRECTOR, "v")):
+        for method, marker, colour in ((nl.LEARNED, "^", "tab:green"), (nl.CORRECTOR, "v", "tab:red")):
             got = runs.get((dataset, setting, method))
             if got:
-                ax.plot(_ms(got, "clean_broken")[0], _ms(got, "corrected")[0], marker, ms=8, label=SHORT[method])
+                ax.plot(_ms(got, "clean_broken")[0], _ms(got, "corrected")[0], marker, color=colour, ms=8,
+                        label=SHORT[method])
         ax.axvline(1, color="grey", lw=0.8, ls=":")
         ax.axhline(85, color="grey", lw=0.8, ls=":")
         ax.set(title=f"{dataset}, {setting}", xlabel="clean labels broken (%)", ylabel="corrupted labels corrected (%)",

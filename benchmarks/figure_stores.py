@@ -178,7 +178,7 @@ def sci(x: float, d: int = 1) -> str:
 # --- noisy_labels.json: dataset | setting | method | seed ----------------------------------------
 
 #: the default until issue 38 (per-sample labels and weights from one hypergradient)
-DEFAULT = "learned labels + weights (default)"
+DEFAULT = "learned labels + weights (previous default)"
 #: issue 38's rows: today's default (detect-correct), with the clean set also in training, its ablations
 DETECT = "detect, then correct (default): clean set not in training"
 DETECT_META = "detect, then correct (weights on annotations, rejected samples' labels learn), clean set in training"
@@ -206,7 +206,7 @@ PREVIOUS = "learned labels: per-sample-ensemble (previous default)"
 WEIGHTS_ONLY = "ablation: weights only (labels fixed; L2RW by one-step)"
 LABELS_ONLY = "learned labels: per-sample (labels only, no weights)"
 REFERENCE = "cross-entropy on clean labels (reference)"
-CLEAN_DEFAULT = "learned labels + weights (default) on clean labels"
+CLEAN_DEFAULT = "learned labels + weights (previous default) on clean labels"
 CLEAN_CORRECTOR = "learned labels: corrector + weights, label lr 0.1, on clean labels"
 SYMMETRIC = ["symmetric-20", "symmetric-40", "symmetric-60", "symmetric-80"]
 #: the benchmark's columns, in its order

@@ -74,7 +74,10 @@ class Learner:
     optimiser (or, for a strategy that learns per-sample weights, gets the weights), then (2) takes
     the real model step on the training batch against the (updated, detached) soft labels, and (3)
     shows the labels the model's outputs on that batch
-    (:meth:`~labelmeta.labels.LabelParameterization.observe`). For a strategy that
+    (:meth:`~labelmeta.labels.LabelParameterization.observe`) and the meta step's sample weights, if it gave
+    any (:meth:`~labelmeta.labels.LabelParameterization.observe_weights`). A step without a meta step weights
+    its samples as the labels say (:meth:`~labelmeta.labels.LabelParameterization.plain_weights`; a plain mean
+    by default). For a strategy that
     :attr:`~labelmeta.strategies.Strategy.shares_forward` (``one-step``), the model step's forward
     runs first and is handed to the strategy, so the two share it (under torchrun too).
 
