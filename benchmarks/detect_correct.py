@@ -3,19 +3,24 @@
 The candidates are rows of the noisy-label benchmark, run on the same data, noise draws and seeds as every
 baseline there (``noisy_labels.py``'s store holds them all)::
 
-    python benchmarks/noisy_labels.py --methods "$DC" "$CLEAN_DC" --jobs 2
-    python benchmarks/noisy_labels.py --methods "$DEFAULT" "$DC_FIXED" --settings symmetric-20 symmetric-40 asymmetric-40 small-clean-40 --jobs 2
-    python benchmarks/noisy_labels.py --settings instance-20 instance-40 --stem noisy_labels_instance --methods "$DC" --jobs 2
-    python benchmarks/noisy_labels.py --methods "$DEFAULT" --settings symmetric-60 symmetric-80 --jobs 2
+    python benchmarks/noisy_labels.py --methods "$DEFAULT" --jobs 2
     python benchmarks/noisy_labels.py --settings instance-20 instance-40 --stem noisy_labels_instance --methods "$DEFAULT" --jobs 2
+    # the candidates first run, with the strategy's proportional weights in the model step
+    python benchmarks/noisy_labels.py --methods "$DC" "$CLEAN_DC" --jobs 2
+    python benchmarks/noisy_labels.py --methods "$PROPORTIONAL" "$DC_FIXED" --settings symmetric-20 symmetric-40 asymmetric-40 small-clean-40 --jobs 2
+    python benchmarks/noisy_labels.py --settings instance-20 instance-40 --stem noisy_labels_instance --methods "$DC" --jobs 2
+    python benchmarks/noisy_labels.py --methods "$PROPORTIONAL" --settings symmetric-60 symmetric-80 --jobs 2
+    python benchmarks/noisy_labels.py --settings instance-20 instance-40 --stem noisy_labels_instance --methods "$PROPORTIONAL" --jobs 2
     python benchmarks/noisy_labels.py --methods "$EVERY4" --settings symmetric-20 symmetric-40 asymmetric-40 --jobs 2
     python benchmarks/noisy_labels.py --stem detect_correct_timing --settings symmetric-40 \
-        --methods cross-entropy "$DEFAULT" "$DC" "$EVERY4" --jobs 2      # the cost, within one run
+        --methods cross-entropy "$PROPORTIONAL" "$DC" "$EVERY4" --jobs 2      # the cost, within one run
     python benchmarks/detect_correct.py          # this report: detect_correct.{md,json}, detect_correct_curves.png
 
-(``$DEFAULT``, ``$DC``, ``$DC_FIXED``, ``$EVERY4``, ``$CLEAN_DC`` are the row names ``noisy_labels.DETECT_CORRECT_ALONE``
-(today's default), ``DETECT_CORRECT`` (with the clean set in training), ``DETECT_CORRECT_FIXED``, ``DETECT_CORRECT_EVERY4``,
-``CLEAN_DETECT_CORRECT``.)
+(``$DEFAULT``, ``$PROPORTIONAL``, ``$DC``, ``$DC_FIXED``, ``$EVERY4``, ``$CLEAN_DC`` are the row names
+``noisy_labels.DETECT_CORRECT_ALONE`` (today's default), ``DETECT_CORRECT_PROPORTIONAL`` (the same with the strategy's
+proportional weights in the model step, as every other candidate ran), ``DETECT_CORRECT`` (with the clean set in
+training), ``DETECT_CORRECT_FIXED``, ``DETECT_CORRECT_EVERY4``, ``CLEAN_DETECT_CORRECT``. The timing rows'
+weighting costs nothing: the default's time is its proportional row's.)
 Every candidate cell also stores its corrected-vs-broken curve over the confidence threshold
 (``correction_curve.py``), read from its final labels. This script tabulates, per column, last-epoch accuracy,
 corrected / broken, the flags' F1, the ranking's average precision and its false-negative rate at a budget of
@@ -37,10 +42,13 @@ from common import save_figure, write_outputs
 from labelmeta.records import Results
 
 OUT = Path(__file__).parent / "results"
-CANDIDATES = [nl.DETECT_CORRECT_ALONE, nl.DETECT_CORRECT, nl.DETECT_CORRECT_FIXED, nl.DETECT_CORRECT_EVERY4]
+CANDIDATES = [nl.DETECT_CORRECT_ALONE, nl.DETECT_CORRECT_PROPORTIONAL, nl.DETECT_CORRECT, nl.DETECT_CORRECT_FIXED,
+              nl.DETECT_CORRECT_EVERY4]
 BASELINES = ["cross-entropy", "cross-entropy, clean meta set added to training", nl.GCE, nl.L2RW, "Meta-Weight-Net",
              nl.CONFIDENT, nl.ELR, nl.LEARNED, nl.CORRECTOR]
-SHORT = {nl.DETECT_CORRECT: "detect-correct, clean set in training", nl.DETECT_CORRECT_ALONE: "detect-correct (default)",
+SHORT = {nl.DETECT_CORRECT: "detect-correct, proportional, clean set in training",
+         nl.DETECT_CORRECT_ALONE: "detect-correct (default)",
+         nl.DETECT_CORRECT_PROPORTIONAL: "detect-correct, proportional weights",
          nl.DETECT_CORRECT_EVERY4: "detect-correct, clean set in training, meta step every 4",
          nl.DETECT_CORRECT_FIXED: "detect-correct, label lr 0",
          nl.LEARNED: "previous default", nl.CORRECTOR: "corrector + weights", nl.L2RW: "L2RW", nl.ELR: "ELR",
@@ -80,7 +88,7 @@ def _fmt(pair: Tuple[float, float], digits: int = 1) -> str:
 
 
 def _columns(runs, dataset: str) -> List[str]:
-    return [s for s in nl.SETTINGS if (dataset, s, nl.DETECT_CORRECT) in runs]
+    return [s for s in nl.SETTINGS if (dataset, s, nl.DETECT_CORRECT_ALONE) in runs]
 
 
 def report(stores: List[dict], timing: Optional[dict] = None) -> Tuple[str, dict]:
@@ -116,7 +124,7 @@ def report(stores: List[dict], timing: Optional[dict] = None) -> Tuple[str, dict
                 lines.append(f"| {SHORT.get(method, method)} | {_fmt(row['accuracy'])} | {_fmt(row['corrected'])} | "
                              f"{_fmt(row['broken'], 2)} | {_fmt(row['f1'], 0)} | {_fmt(row['ap'], 0)} | "
                              f"{_fmt(row['missed'], 0)} | {ratio:.1f}× |")
-            curve = curves.get((dataset, setting, nl.DETECT_CORRECT))
+            curve = curves.get((dataset, setting, nl.DETECT_CORRECT_ALONE))
             if curve is not None:
                 mean = curve.mean(0)
                 lines += ["", "Its curve (mean over seeds), threshold: corrected / broken (%): " + ", ".join(
@@ -150,7 +158,8 @@ def timing_section(timing: Optional[dict]) -> List[str]:
 def targets(columns: dict, runs) -> List[str]:
     """Issue 38's targets, each with the figure reached, for the default and the run with the clean set in training."""
     out = ["## Issue 38's targets", ""]
-    for (name, column), row in [(item, row) for row in (nl.DETECT_CORRECT_ALONE, nl.DETECT_CORRECT)
+    for (name, column), row in [(item, row) for row in (nl.DETECT_CORRECT_ALONE, nl.DETECT_CORRECT_PROPORTIONAL,
+                                                        nl.DETECT_CORRECT)
                                 for item in columns.items()]:
         dataset, setting = name.split(" | ")
         dc = column.get(row)
@@ -178,12 +187,13 @@ def plot(stores: List[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     runs, curves = _runs(stores), _curves(stores)
-    panels = [(d, s) for d in ("mnist1d", "digits") for s in nl.SETTINGS if (d, s, nl.DETECT_CORRECT) in curves]
+    panels = [(d, s) for d in ("mnist1d", "digits") for s in nl.SETTINGS if (d, s, nl.DETECT_CORRECT_ALONE) in curves]
     cols = 4
     rows = max(1, math.ceil(len(panels) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.4 * rows), squeeze=False)
     for ax, (dataset, setting) in zip(axes.flat, panels):
-        for method, style in ((nl.DETECT_CORRECT, "-o"), (nl.DETECT_CORRECT_ALONE, "--s"), (nl.DETECT_CORRECT_FIXED, ":d")):
+        for method, style in ((nl.DETECT_CORRECT_ALONE, "-o"), (nl.DETECT_CORRECT_PROPORTIONAL, "--s"),
+                              (nl.DETECT_CORRECT, ":d")):
             curve = curves.get((dataset, setting, method))
             if curve is None:
                 continue

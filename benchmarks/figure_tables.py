@@ -7,7 +7,7 @@ import math
 
 from figure_stores import (ALONE, CLEAN_DEFAULT, CLEAN_DETECT, COLUMNS, CORRECTOR, CORRECTOR_01, CORRECTOR_ALONE, DATASETS, DEFAULT,
                            FAMILIES, INSTANCE, INSTANCE_ROWS, LEARNED_CONFIGS, OVERHEAD, REFERENCE, SMOOTHINGS, STRATEGY,
-                           TABLE_ROWS, DETECT, DETECT_EVERY4, DETECT_FIXED, DETECT_META, CONFIDENT, ELR, L2RW,
+                           TABLE_ROWS, DETECT, DETECT_EVERY4, DETECT_FIXED, DETECT_META, DETECT_PROP, CONFIDENT, ELR, L2RW,
                            best_grid, best_instance_row, best_row, best_teacher, cl, cl_best, nl, nl_all,
                            nli, picks, pm, row, rs, short_config, sl, span, step, student, t_alpha, teacher, times)
 
@@ -34,7 +34,9 @@ def noisy_table(dataset: str) -> str:
 
 
 #: issue 38's table: its rows, and the columns each ran
-DETECT_ROWS = [(DETECT, "detect-correct (the default)"), (DETECT_META, "detect-correct, clean set in training"),
+DETECT_ROWS = [(DETECT, "detect-correct (the default)"),
+               (DETECT_PROP, "detect-correct, proportional weights in the model step"),
+               (DETECT_META, "… and the clean set in training"),
                (DETECT_FIXED, "… its labels not meta-learned (label lr 0)"),
                (DETECT_EVERY4, "… a meta step every 4 steps"), (DEFAULT, "previous default"), (L2RW, "L2RW"),
                (ELR, "ELR"), (CONFIDENT, "confident learning")]

@@ -82,6 +82,9 @@ CLEAN_CORRECTOR = "learned labels: corrector + weights, label lr 0.1, on clean l
 DETECT_CORRECT = "detect, then correct (weights on annotations, rejected samples' labels learn), clean set in training"
 #: today's default (Config(labels="detect-correct")): the clean set holds the meta batches only
 DETECT_CORRECT_ALONE = "detect, then correct (default): clean set not in training"
+#: the rows run before the default's weighting became binary (the strategy's proportional weights in the model step)
+DETECT_CORRECT_PROPORTIONAL = "detect, then correct, proportional weights: clean set not in training"
+_PROPORTIONAL = dict(detect_fraction=0.9, threshold=0.6, weighting="proportional")
 #: the ablation of the label hypergradient: the rejected samples' labels are their running predictions alone
 DETECT_CORRECT_FIXED = "detect, then correct, running predictions only (label lr 0)"
 #: the cheaper run: a meta step every 4 steps, the steps between weighted by the verdict so far
@@ -132,16 +135,15 @@ METHODS: Dict[str, dict] = {
     CLEAN_CORRECTOR: dict(labels="corrector", label_lr=0.1, noise="none", noise_rate=0.0),
     # issue 38: detection over the first 90 % of the run, relabelling at probability >= 0.6 (both chosen on
     # seed 0 of the 40 % symmetric columns: benchmarks/detect_correct.py says how)
-    DETECT_CORRECT: dict(labels="detect-correct", meta_in_train=True,
-                         label_options=dict(detect_fraction=0.9, threshold=0.6)),
+    DETECT_CORRECT: dict(labels="detect-correct", meta_in_train=True, label_options=_PROPORTIONAL),
     DETECT_CORRECT_ALONE: dict(labels="detect-correct", label_options=dict(detect_fraction=0.9, threshold=0.6)),
+    DETECT_CORRECT_PROPORTIONAL: dict(labels="detect-correct", label_options=_PROPORTIONAL),
     # (plain SGD at step 0: the mirror optimiser refuses a step of 0)
     DETECT_CORRECT_FIXED: dict(labels="detect-correct", meta_in_train=True, label_optimizer="sgd", label_lr=0.0,
-                               label_options=dict(detect_fraction=0.9, threshold=0.6)),
-    DETECT_CORRECT_EVERY4: dict(labels="detect-correct", meta_in_train=True, meta_every=4,
-                                label_options=dict(detect_fraction=0.9, threshold=0.6)),
+                               label_options=_PROPORTIONAL),
+    DETECT_CORRECT_EVERY4: dict(labels="detect-correct", meta_in_train=True, meta_every=4, label_options=_PROPORTIONAL),
     CLEAN_DETECT_CORRECT: dict(labels="detect-correct", meta_in_train=True, noise="none", noise_rate=0.0,
-                               label_options=dict(detect_fraction=0.9, threshold=0.6)),
+                               label_options=_PROPORTIONAL),
 }
 
 
@@ -153,7 +155,8 @@ PARTIAL = [DETECT_CORRECT_FIXED, DETECT_CORRECT_EVERY4]
 METHOD_SETS: Dict[str, List[str]] = {
     "all": [m for m in METHODS if m not in PARTIAL],
     "peers": ["cross-entropy", SMOOTHING, "cross-entropy, clean meta set added to training", BOOT_SOFT, BOOT_HARD, GCE,
-              L2RW, CONFIDENT, "Meta-Weight-Net", ELR, DETECT_CORRECT_ALONE, DETECT_CORRECT, LEARNED, WEIGHTS_ELR,
+              L2RW, CONFIDENT, "Meta-Weight-Net", ELR, DETECT_CORRECT_ALONE, DETECT_CORRECT_PROPORTIONAL, DETECT_CORRECT,
+              LEARNED, WEIGHTS_ELR,
               CORRECTOR, *ABLATION],
 }
 
@@ -161,8 +164,8 @@ METHOD_SETS: Dict[str, List[str]] = {
 #: methods that are more than one ``fit``: method name -> the harness cell that runs them
 RUNNERS = {CONFIDENT: confident_learning.fit_cell, **{m: correction_curve.fit_cell for m in
                                                      (DETECT_CORRECT, DETECT_CORRECT_ALONE,
-                                                                       DETECT_CORRECT_FIXED, DETECT_CORRECT_EVERY4,
-                                                                       CLEAN_DETECT_CORRECT)}}
+                                                                       DETECT_CORRECT_PROPORTIONAL, DETECT_CORRECT_FIXED,
+                                                                       DETECT_CORRECT_EVERY4, CLEAN_DETECT_CORRECT)}}
 
 
 # --- each tuned row's knob, as benchmarks/tuning.py searches it, and its choices applied -------------------

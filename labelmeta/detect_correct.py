@@ -21,7 +21,7 @@ class at probability ``>= threshold``; below it the sample stays flagged for rev
 from __future__ import annotations
 
 import warnings
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -46,13 +46,20 @@ class DetectCorrect(_RunningPredictions):
             ends, so that the verdict rests on many visits, most of them after the model's early phase,
             in ``[0, 1)``; default 0.9.
         momentum: running-prediction momentum per visit of a sample, in ``[0, 1)``; default 0.7.
+        weighting: how the model step weights the samples a meta step finds helpful: ``"binary"``, each the
+            same (a filter: the weights detect, the model trains on what they keep), or ``"proportional"``, by
+            how much it helps (the strategy's own weights), which concentrated whole steps on a few samples of
+            large one-hot loss and diverged on a small table (tutorial 06); default ``"binary"``.
     """
 
     def __init__(self, targets: Targets, num_classes: int, *, threshold: float = 0.6, detect_fraction: float = 0.9,
-                 momentum: float = 0.7) -> None:
+                 momentum: float = 0.7, weighting: Literal["binary", "proportional"] = "binary") -> None:
         super().__init__(targets, num_classes)
         self.threshold = check_range("threshold", threshold, 0.0, 1.0)
         self.detect_fraction = check_range("detect_fraction", detect_fraction, 0.0, 1.0)
+        if weighting not in ("binary", "proportional"):
+            raise ValueError(f"weighting must be 'binary' or 'proportional', got {weighting!r}")
+        self.weighting = weighting
         self.epochs: Optional[int] = None  # the run's, told by set_epochs (fit does; a loop of one's own must)
         self.register_buffer("observed", torch.zeros((), dtype=torch.long))  # samples observed: the epoch
         self._init_ensemble(momentum)
@@ -103,6 +110,10 @@ class DetectCorrect(_RunningPredictions):
         annotated = ~self.rejected(indices)  # a learned label's weight says nothing about the annotation
         self.visits.index_add_(0, indices[annotated], torch.ones_like(weights[annotated], dtype=self.visits.dtype))
         self.rejections.index_add_(0, indices[annotated], (weights[annotated] == 0).to(self.rejections.dtype))
+
+    def model_weights(self, indices: Indices, weights: Tensor) -> Optional[Tensor]:
+        """``"binary"``: every sample the meta step found helpful the same weight; ``"proportional"``: ``None``."""
+        return (weights > 0).to(weights.dtype) if self.weighting == "binary" else None
 
     @torch.no_grad()
     def plain_weights(self, indices: Indices) -> Optional[Tensor]:

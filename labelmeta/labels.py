@@ -136,6 +136,12 @@ class LabelParameterization(nn.Module, abc.ABC):
         normalises them to sum to one. The default, ``None``: a plain batch mean."""
         return None
 
+    def model_weights(self, indices: Indices, weights: Tensor) -> Optional[Tensor]:
+        """Optional hook: the model step's ``[B]`` non-negative weights from a meta step's (``weights``, normalised
+        by the strategy), which the learner normalises again over the global batch; e.g. each helpful sample the
+        same weight. The default, ``None``: the strategy's weights as they are."""
+        return None
+
     def kept(self) -> Optional[Tensor]:
         """Optional hook: ``[N]``, the share of each sample's visits at which its weight was positive, for labels
         that keep the weights' verdict on the annotations themselves (:meth:`observe_weights`); the run's

@@ -201,7 +201,8 @@ class Learner:
                     with phase("labelmeta: model forward (shared)"):
                         logits = self._train_model(batch[0])  # the model step's forward, lent to the meta step first
                 meta = self._meta_step(plan.strategy, batch, meta_batch, shares, logits)
-            weights = meta.sample_weights if meta is not None else self._plain_weights(batch[2])
+            weights = self._meta_weights(batch[2], meta.sample_weights) if meta is not None else \
+                self._plain_weights(batch[2])
             with phase("labelmeta: model step"):
                 loss = self._model_step(batch, shares, weights, logits)
         self.num_steps += 1
@@ -212,6 +213,17 @@ class Learner:
         if stats.sample_weights is not None:
             self.labels.observe_weights(stats.indices, stats.sample_weights)
         return stats
+
+    def _meta_weights(self, indices: Tensor, weights: Optional[Tensor]) -> Optional[Tensor]:
+        """The model step's weights from a meta step's (:meth:`~labelmeta.labels.LabelParameterization.model_weights`:
+        the labels may reshape them), normalised over the global batch."""
+        if weights is None:
+            return None
+        shaped = self.labels.model_weights(indices, weights)
+        if shaped is None:
+            return weights
+        total = self.processes.total(shaped.sum())
+        return shaped / total if total > 0 else shaped
 
     def _plain_weights(self, indices: Tensor) -> Optional[Tensor]:
         """The labels' weights for a model step without a meta step (:meth:`~labelmeta.labels.LabelParameterization.

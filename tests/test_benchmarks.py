@@ -91,12 +91,12 @@ def _last_and_best_are_the_history(run: dict) -> None:
 
 def test_noisy_labels_smoke_and_resume(tmp_path):
     first = _smoke("noisy_labels.py", tmp_path, "--datasets", "digits")
-    assert "0 of 52 cells already done; running 52" in first.stdout
+    assert "0 of 54 cells already done; running 54" in first.stdout
     for name in ("noisy_labels_smoke.md", "noisy_labels_smoke_accuracy.png", "noisy_labels_smoke_correction.png"):
         assert (tmp_path / name).stat().st_size > 0
     text = (tmp_path / "noisy_labels_smoke.md").read_text()
     cells = json.loads((tmp_path / "noisy_labels_smoke.json").read_text())["cells"]
-    assert len(cells) == 52
+    assert len(cells) == 54
     reference = "cross-entropy on clean labels (reference)"
     added = "cross-entropy, clean meta set added to training"
     clean_default = "learned labels + weights (previous default) on clean labels"
@@ -110,7 +110,7 @@ def test_noisy_labels_smoke_and_resume(tmp_path):
         runs[setting, method] = run
     settings = ["symmetric-40", "asymmetric-40"]
     methods = sorted({m for _, m in runs} - {reference, clean_default, clean_corrector, clean_detect})
-    assert len(methods) == 24
+    assert len(methods) == 25
     sections = _sections(text)
     [overview] = _tables(sections["digits"])
     [ablation] = _tables(sections["digits: targets and ablation"])
@@ -175,7 +175,7 @@ def test_noisy_labels_smoke_and_resume(tmp_path):
     assert "Targets (issue 14" in text and "no cost on clean labels" in text
     # a second run finds every cell done and reproduces the same table
     again = _smoke("noisy_labels.py", tmp_path, "--datasets", "digits")
-    assert "52 of 52 cells already done; running 0" in again.stdout
+    assert "54 of 54 cells already done; running 0" in again.stdout
     assert (tmp_path / "noisy_labels_smoke.md").read_text() == text
     # issue 38's report over the same store. Each candidate cell's curve, at the row's threshold (0.6), is the
     # run's own corrected and broken shares: the curve read from the final label table, the shares from the

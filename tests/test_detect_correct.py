@@ -82,8 +82,18 @@ def test_the_learner_shows_the_labels_its_meta_weights_and_a_plain_step_uses_the
     labels = make_labels("detect-correct", targets, C)
     labels.set_epochs(100)  # still detecting: every sample trains on its annotation
     learner = _learner(labels)
+    start = make_model("mlp")
     stats = learner.step(batch, meta)
     zero = (stats.sample_weights == 0).double()
+    # the meta step's model step weights every helpful sample the same ("binary"): oracle, a torch.optim step
+    # from the same start on the one-hot annotations with those weights
+    start_opt = torch.optim.SGD(start.parameters(), lr=0.1)
+    helpful = (stats.sample_weights > 0).float()
+    make_loss("ce")(start(batch[0]), F.one_hot(batch[1], C).float(), helpful / helpful.sum(), batch[1]).backward()
+    start_opt.step()
+    for a, b in zip(learner.model.parameters(), start.parameters()):
+        assert torch.allclose(a, b, rtol=0, atol=1e-7)
+    assert len(set(stats.sample_weights[stats.sample_weights > 0].tolist())) > 1  # the strategy's own are not
     assert torch.equal(labels.visits[batch[2]], torch.ones(len(batch[2])))
     assert torch.equal(labels.rejections[batch[2]], zero)
     # a step without a meta batch: oracle, a twin model's torch.optim step on the verdict's weighted loss

@@ -142,7 +142,7 @@ API_CASES = [
     (nan_meta_batch, FloatingPointError, r"meta_batch of 8 samples with indices \[100, 101, "),
     (logits_of_the_wrong_shape_observed, ValueError, r"logits must be \[B=2, C=3\], got \(2, 4\)"),
     (misspelt_label_option, ValueError, r"label parameterisation 'detect-correct' has no option 'sclae'; "
-                                        r"its options: threshold, detect_fraction, momentum$"),
+                                        r"its options: threshold, detect_fraction, momentum, weighting$"),
     (mistyped_strategy_option, ValueError, r"strategy 'truncated' option 'steps' takes int, got '4'"),
     (dataset_option_it_does_not_take, ValueError, r"dataset 'digits' has no option 'num_samples'; "
                                                   r"its options: data_seed, test_fraction"),
