@@ -220,10 +220,7 @@ class Learner:
         if weights is None:
             return None
         shaped = self.labels.model_weights(indices, weights)
-        if shaped is None:
-            return weights
-        total = self.processes.total(shaped.sum())
-        return shaped / total if total > 0 else shaped
+        return weights if shaped is None else self._normalised(shaped)
 
     def _plain_weights(self, indices: Tensor) -> Optional[Tensor]:
         """The labels' weights for a model step without a meta step (:meth:`~labelmeta.labels.LabelParameterization.
@@ -231,8 +228,11 @@ class Learner:
         if not self.meta_enabled:
             return None
         weights = self.labels.plain_weights(indices)
-        if weights is None:
-            return None
+        return None if weights is None else self._normalised(weights)
+
+    def _normalised(self, weights: Tensor) -> Tensor:
+        """``weights`` scaled to sum to one over the global batch (as they are where they sum to zero: the step
+        is skipped, as a strategy's are)."""
         total = self.processes.total(weights.sum())
         return weights / total if total > 0 else weights
 

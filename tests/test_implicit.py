@@ -227,8 +227,10 @@ def test_adamw_and_a_missing_head_are_refused_before_training():
                                                ("implicit:labels+weights", dict(steps=1, iterations=3, head_only=True)),
                                                ("implicit:labels+weights", dict(steps=1, solver="neumann"))])
 def test_trains_in_the_runner(strategy, options):
+    # per-sample labels learn from the first meta step (detect-correct's only after its detection phase)
     config = Config(dataset_options=dict(num_samples=600), meta_per_class=5, meta_batch_size=20, epochs=2,
-                    warmup_epochs=1, progress=False, strategy=strategy, strategy_options=options, label_lr=0.5)
+                    warmup_epochs=1, progress=False, strategy=strategy, strategy_options=options, label_lr=0.5,
+                    labels="per-sample")
     signal, results = meta_learning_signal(config)
     assert results.history[1].meta_loss is not None and results.corrected >= 0.0
     assert isinstance(make_strategy(strategy, **options), Strategy)

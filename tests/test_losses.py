@@ -225,6 +225,6 @@ def test_elr_needs_the_annotations_and_its_own_labels():
         make_loss("elr")(logits, t)
     with pytest.raises(ValueError, match="lam must be finite and >= 0, got -1"):
         make_loss("elr", lam=-1.0)
-    with pytest.raises(ValueError, match="loss 'elr' reads the soft targets of labels 'temporal-ensemble', got labels 'per-sample'"):
+    with pytest.raises(ValueError, match="loss 'elr' reads the soft targets of labels 'temporal-ensemble', got labels 'detect-correct'"):
         check_config(Config(loss="elr"))
     check_config(Config(loss="elr", labels="temporal-ensemble", strategy="none"))
