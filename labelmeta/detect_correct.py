@@ -5,14 +5,15 @@ The annotations are detected and corrected by two mechanisms, each where it is s
 
 * **Detection** is the weight history of learning to reweight on the *annotations*: every sample is
   trained on its one-hot annotation, the strategy's per-sample weights say at each visit whether it
-  helps the clean meta batch, and a sample whose weight was zero at most of its annotated visits
-  once the first ``detect_fraction`` of the run is over, is *rejected*. One-hot annotations make this a far better detector
-  than soft labels do (``weight_history.md``).
+  helps the clean meta batch, and once the first ``detect_fraction`` of the run is over, a sample whose
+  weight was zero at most of its annotated visits is *rejected*. One-hot annotations make this a far better
+  detector than soft labels do (``weight_history.md``).
 * **Correction** happens only on the rejected samples: their target becomes a learned label,
   ``softmax(log e_i + z_i)``, the model's running prediction ``e_i`` of the sample (a temporal ensemble
   over its visits) corrected by a per-sample row ``z_i`` that the label hypergradient learns. The
   strategy's weights then decide whether the learned label helps the meta batch, so a rejected sample
-  re-enters training when its new label does. The samples the weights keep are never relabelled.
+  re-enters training when its new label does. The samples the weights keep are never relabelled. (Measured:
+  the correction is the running prediction's; with ``z`` frozen the figures do not move, ``detect_correct.md``.)
 
 A rejected sample's *hard* label (what :meth:`hard_labels` reports, and the label-quality figures
 count as corrected or broken) leaves its annotation only where the learned label is confident, its top
@@ -69,8 +70,8 @@ class DetectCorrect(_RunningPredictions):
         self.register_buffer("rejections", torch.zeros(self.num_samples))
 
     def rejected(self, indices: Optional[Indices] = None) -> Tensor:
-        """``BoolTensor``: whether the samples (all, or ``indices``) are rejected: weight zero at most of at
-        the detection phase's end."""
+        """``BoolTensor``: whether the samples (all, or ``indices``) are rejected: weight zero at most of their
+        annotated visits, once the detection phase is over."""
         visits = self.visits if indices is None else self.visits[indices]
         rejections = self.rejections if indices is None else self.rejections[indices]
         return (visits > 0) & (2 * rejections > visits) & self.detected()  # kept() < 1/2
