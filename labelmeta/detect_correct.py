@@ -74,11 +74,16 @@ class DetectCorrect(_RunningPredictions):
         annotated visits, once the detection phase is over."""
         visits = self.visits if indices is None else self.visits[indices]
         rejections = self.rejections if indices is None else self.rejections[indices]
-        return (visits > 0) & (2 * rejections > visits) & self.detected()  # kept() < 1/2
+        return (visits > 0) & (2 * rejections > visits) & self._detected()  # kept() < 1/2
 
     def detected(self) -> bool:
         """Whether the detection phase is over (``detect_fraction`` of the run's epochs observed)."""
-        return int(self.observed) >= self.detect_fraction * (self.epochs or 1) * self.num_samples
+        return bool(self._detected())
+
+    def _detected(self) -> Tensor:
+        # a 0-d tensor, not a Python bool: every soft_targets call asks, and reading the count would wait for
+        # the device at every step
+        return self.observed >= self.detect_fraction * (self.epochs or 1) * self.num_samples
 
     def set_epochs(self, epochs: int) -> None:
         self.epochs = epochs
